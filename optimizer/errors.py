@@ -1,0 +1,45 @@
+"""The optimizer's exception hierarchy: every error a caller may want to catch has a type of its own."""
+
+from __future__ import annotations
+
+
+class OptimizerError(Exception):
+    """Base class of every error raised on purpose by the optimizer package."""
+
+
+class SpecError(OptimizerError, ValueError):
+    """A signature, field or program description is invalid (unknown type, duplicate name, ...)."""
+
+
+class DataError(OptimizerError, ValueError):
+    """A data file or example is invalid; the message names the file and row."""
+
+
+class MetricError(OptimizerError, ValueError):
+    """A metric name or `module:function` reference cannot be resolved."""
+
+
+class LMError(OptimizerError):
+    """A language-model call failed after its retries."""
+
+
+class LMUnreachableError(LMError):
+    """The model endpoint refused the connection or is not configured."""
+
+
+class BudgetExceeded(OptimizerError):
+    """A hard budget cap (calls, tokens, USD) was reached; the search stops cleanly on it."""
+
+    def __init__(self, resource: str, limit: float, used: float) -> None:
+        super().__init__(f"budget exhausted: {resource} limit {limit:g} reached (used {used:g})")
+        self.resource = resource
+        self.limit = limit
+        self.used = used
+
+
+class BundleError(OptimizerError):
+    """An export bundle failed verification (bad signature, hash mismatch, malformed)."""
+
+
+class StopRequested(OptimizerError):
+    """Raised from a progress callback to ask the search to stop at the next trial boundary."""
