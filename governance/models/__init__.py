@@ -1,0 +1,37 @@
+"""Governed entities. Every state change goes through governance.actions, never a bare .save()."""
+
+from governance.models.audit import GENESIS_HASH, AuditEvent
+from governance.models.choices import (
+    FINISHED_RUN_STATUSES,
+    FROZEN_STATUSES,
+    CandidateKind,
+    ChangeRequestStatus,
+    Decision,
+    ImpactClass,
+    ReleaseAction,
+    Role,
+    RunStatus,
+    Schedule,
+    SignatureMeaning,
+    Split,
+    TrialKind,
+    TrialState,
+    VersionOrigin,
+    VersionStatus,
+    WebhookEvent,
+)
+from governance.models.exports import DriftAlert, Export, WebhookDelivery, WebhookSubscription
+from governance.models.programs import Dataset, Example, Program, ReviewPolicy
+from governance.models.releases import Release, ReleaseLabel
+from governance.models.reviews import ChangeRequest, Review
+from governance.models.runs import Candidate, OptimizationRun, Trial
+from governance.models.versions import PromptVersion, payload_hash
+
+__all__ = [
+    "GENESIS_HASH", "AuditEvent", "FINISHED_RUN_STATUSES", "FROZEN_STATUSES", "CandidateKind",
+    "ChangeRequestStatus", "Decision", "ImpactClass", "ReleaseAction", "Role", "RunStatus", "Schedule",
+    "SignatureMeaning", "Split", "TrialKind", "TrialState", "VersionOrigin", "VersionStatus", "WebhookEvent",
+    "DriftAlert", "Export", "WebhookDelivery", "WebhookSubscription", "Dataset", "Example", "Program",
+    "ReviewPolicy", "Release", "ReleaseLabel", "ChangeRequest", "Review", "Candidate", "OptimizationRun", "Trial",
+    "PromptVersion", "payload_hash",
+]

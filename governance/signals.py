@@ -1,0 +1,10 @@
+"""Domain signals, named noun + past tense (Wagtail's habit). Sent by actions on commit."""
+
+from django.dispatch import Signal
+
+change_request_opened = Signal()
+change_request_approved = Signal()
+change_request_rejected = Signal()
+version_released = Signal()
+release_rolled_back = Signal()
+drift_alert_raised = Signal()

