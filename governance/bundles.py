@@ -1,0 +1,104 @@
+"""Build a signed export bundle for a prompt version from what the database knows about it.
+
+No writes here: `governance.actions.exports` checks state and permission, calls `build_bundle`, and records
+the Export row and audit event. The format itself lives in `optimizer.bundle` (verifiable without Django).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from django.utils import timezone
+
+from governance.audit import printed_name
+from governance.models import Decision, PromptVersion, ReleaseLabel, Review
+from governance.signing import signing_key
+from optimizer.bundle import sign_bundle
+from optimizer.dspy_compat import to_dspy_state
+from optimizer.program import Program
+
+# Keys a run config may use for the task model and the instruction-proposal model (first match wins).
+_TASK_LM_KEYS = ("task_lm", "lm", "task_model")
+_PROPOSAL_LM_KEYS = ("proposal_lm", "prompt_lm", "proposal_model")
+
+
+def utc_iso(value: datetime | None) -> str | None:
+    """`2026-01-02T09:00:00Z`: the UTC time a signature manifestation shows."""
+    if value is None:
+        return None
+    return value.astimezone(dt_timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def build_bundle(version: PromptVersion, *, label: ReleaseLabel | None = None, exported_by: Any) -> dict[str, Any]:
+    """The signed bundle of `version` (the caller has checked that it is approved and may be exported)."""
+    payload = version.payload
+    dspy_state = to_dspy_state(Program.from_dict(payload["program"]))
+    manifest = build_manifest(version, label=label, exported_by=exported_by)
+    return sign_bundle(manifest, payload, dspy_state, signing_key())
+
+
+def build_manifest(version: PromptVersion, *, label: ReleaseLabel | None, exported_by: Any) -> dict[str, Any]:
+    program = version.program
+    return {
+        "program": {"slug": program.slug, "name": program.name},
+        "version": {"number": version.number, "status": version.status, "origin": version.origin,
+                    "parent": version.parent.number if version.parent_id else None,
+                    "author": printed_name(version.created_by), "created_at": utc_iso(version.created_at),
+                    "approved_at": utc_iso(version.approved_at)},
+        "content_hash": version.content_hash,
+        "approvals": approvals(version),
+        "release": _release(label),
+        "provenance": provenance(version),
+        "exported_at": utc_iso(timezone.now()),
+        "exported_by": printed_name(exported_by),
+    }
+
+
+def approvals(version: PromptVersion) -> list[dict[str, Any]]:
+    """Signature manifestations of the live approvals bound to the version's current content hash."""
+    reviews = (Review.objects.filter(version=version, decision=Decision.APPROVE, voided=False,
+                                     content_hash=version.content_hash)
+               .order_by("signed_at", "id"))
+    return [{"name": review.printed_name, "signed_at": utc_iso(review.signed_at), "meaning": review.meaning,
+             "statement": review.get_meaning_display(), "content_hash": review.content_hash,
+             "change_request": review.change_request_id, "auth_method": review.auth_method}
+            for review in reviews]
+
+
+def provenance(version: PromptVersion) -> dict[str, Any]:
+    """Where the content came from: the optimizer run (seed, preset, data, models) and the scores."""
+    program = version.program
+    run = version.run
+    config = run.config if run is not None else {}
+    return {
+        "origin": version.origin,
+        "run_id": run.pk if run is not None else None,
+        "seed": config.get("seed"),
+        "preset": config.get("preset"),
+        "dataset_hashes": run.dataset_hashes if run is not None else {},
+        "study_name": run.study_name if run is not None else "",
+        "metric": program.metric,
+        "scores": version.scores,
+        "model": _model(config, _TASK_LM_KEYS) or version.payload.get("lm", {}).get("model"),
+        "proposal_model": _model(config, _PROPOSAL_LM_KEYS),
+    }
+
+
+def _release(label: ReleaseLabel | None) -> dict[str, Any] | None:
+    if label is None:
+        return None
+    serving_fallback = bool(label.kill_switch and label.fallback_version_id)
+    return {"label": label.name, "kill_switch": label.kill_switch,
+            "serving": "fallback" if serving_fallback else "release"}
+
+
+def _model(config: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    """A model name only: LM configs may hold an api_key, which must never reach a bundle."""
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, dict) and isinstance(value.get("model"), str):
+            return value["model"]
+        if isinstance(value, str):
+            return value
+    return None
