@@ -35,8 +35,8 @@ def export_version(version: PromptVersion, *, actor: Any, label: str | None = No
     if actor is not None:
         require_member(actor, program)
     with transaction.atomic():
-        locked = PromptVersion.objects.select_for_update().select_related("program", "run", "parent").get(
-            pk=version.pk)
+        # No select_related here: PostgreSQL refuses FOR UPDATE across the nullable side of an outer join.
+        locked = PromptVersion.objects.select_for_update().get(pk=version.pk)
         _require_exportable(locked)
         release_label = _label_serving(locked, label) if label else None
         bundle = build_bundle(locked, label=release_label, exported_by=actor)
@@ -71,9 +71,7 @@ def _require_exportable(version: PromptVersion) -> None:
 
 
 def _get_label(program: Program, name: str, *, lock: bool = False) -> ReleaseLabel:
-    labels = ReleaseLabel.objects.select_related("version", "fallback_version")
-    if lock:
-        labels = labels.select_for_update()
+    labels = ReleaseLabel.objects.select_for_update() if lock else ReleaseLabel.objects.all()
     try:
         return labels.get(program=program, name=name)
     except ReleaseLabel.DoesNotExist:

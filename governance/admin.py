@@ -1,0 +1,231 @@
+"""Django admin: a read-only window on every governed model.
+
+Changes go through governance.actions (the portal and the API call them), which check permission and state
+and write the audit trail. The admin therefore never adds, changes or deletes a governed row, for any user,
+superusers included: no add/change/delete permission, no bulk delete, no django-simple-history revert
+(its history form view saves on POST, so it is refused here), and save/delete hooks that raise if reached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from simple_history.admin import SimpleHistoryAdmin
+
+from governance.models import (
+    AuditEvent,
+    Candidate,
+    ChangeRequest,
+    Dataset,
+    DriftAlert,
+    Example,
+    Export,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseLabel,
+    Review,
+    ReviewPolicy,
+    Trial,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+
+READ_ONLY_MESSAGE = "governed records change only through the portal or the API (governance.actions)"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View-only: lists, filters, search and detail pages, nothing that writes."""
+
+    actions = None
+    list_per_page = 50
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        raise PermissionDenied(READ_ONLY_MESSAGE)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        raise PermissionDenied(READ_ONLY_MESSAGE)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        raise PermissionDenied(READ_ONLY_MESSAGE)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        raise PermissionDenied(READ_ONLY_MESSAGE)
+
+
+class ReadOnlyHistoryAdmin(ReadOnlyAdmin, SimpleHistoryAdmin):
+    """Read-only with the django-simple-history timeline; viewing old records is allowed, reverting is not."""
+
+    def revert_disabled(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True
+
+    def has_change_history_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str,
+                          extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        if request.method != "GET":
+            raise PermissionDenied(READ_ONLY_MESSAGE)
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+
+@admin.register(ReviewPolicy)
+class ReviewPolicyAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("name", "required_approvals", "reviewer_group", "require_test_not_below_production",
+                    "reapproval_on_edit")
+    list_filter = ("require_test_not_below_production", "reapproval_on_edit")
+    search_fields = ("name",)
+
+
+@admin.register(Program)
+class ProgramAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("slug", "name", "owner", "metric", "review_policy", "reoptimize_schedule", "created_at")
+    list_filter = ("reoptimize_schedule", "metric")
+    search_fields = ("slug", "name", "description", "owner__username")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Dataset)
+class DatasetAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("name", "program", "split", "row_count", "content_hash", "created_by", "created_at")
+    list_filter = ("split", "program")
+    search_fields = ("name", "content_hash", "program__slug", "source_filename")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Example)
+class ExampleAdmin(ReadOnlyAdmin):
+    list_display = ("dataset", "index")
+    list_filter = ("dataset__split", "dataset__program")
+    search_fields = ("dataset__name", "dataset__program__slug")
+    list_select_related = ("dataset__program",)
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(ReadOnlyHistoryAdmin):
+    """Never editable here; frozen (approved/retired) versions never change anywhere (model guard + trigger)."""
+
+    list_display = ("program", "number", "status", "origin", "content_hash", "created_by", "created_at",
+                    "approved_at")
+    list_filter = ("status", "origin", "program")
+    search_fields = ("program__slug", "content_hash", "note")
+    list_select_related = ("program", "created_by")
+    date_hierarchy = "created_at"
+
+
+@admin.register(OptimizationRun)
+class OptimizationRunAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("pk", "program", "status", "started_by", "calls", "cost_usd", "created_at", "finished_at")
+    list_filter = ("status", "program")
+    search_fields = ("program__slug", "study_name", "stop_reason", "error")
+    list_select_related = ("program", "started_by")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Trial)
+class TrialAdmin(ReadOnlyAdmin):
+    list_display = ("run", "number", "kind", "state", "score", "examples", "calls", "cost_usd", "seconds")
+    list_filter = ("kind", "state")
+    search_fields = ("run__program__slug", "error")
+    list_select_related = ("run__program",)
+
+
+@admin.register(Candidate)
+class CandidateAdmin(ReadOnlyAdmin):
+    list_display = ("run", "predictor", "kind", "index")
+    list_filter = ("kind",)
+    search_fields = ("predictor", "run__program__slug")
+    list_select_related = ("run__program",)
+
+
+@admin.register(ChangeRequest)
+class ChangeRequestAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("pk", "title", "program", "version", "base_version", "status", "impact", "recommended",
+                    "opened_by", "created_at", "closed_at")
+    list_filter = ("status", "impact", "recommended", "program")
+    search_fields = ("title", "description", "ticket_ref", "program__slug")
+    list_select_related = ("program", "version", "base_version", "opened_by")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Review)
+class ReviewAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("change_request", "version", "printed_name", "decision", "meaning", "content_hash",
+                    "auth_method", "signed_at", "voided")
+    list_filter = ("decision", "meaning", "voided", "auth_method")
+    search_fields = ("printed_name", "reviewer__username", "content_hash", "reason")
+    list_select_related = ("change_request", "version__program")
+    date_hierarchy = "signed_at"
+
+
+@admin.register(ReleaseLabel)
+class ReleaseLabelAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("program", "name", "version", "fallback_version", "kill_switch", "updated_at")
+    list_filter = ("kill_switch", "name", "program")
+    search_fields = ("program__slug", "name")
+    list_select_related = ("program", "version", "fallback_version")
+
+
+@admin.register(Release)
+class ReleaseAdmin(ReadOnlyAdmin):
+    list_display = ("program", "label", "action", "version", "previous_version", "actor", "created_at")
+    list_filter = ("action", "label", "program")
+    search_fields = ("program__slug", "label", "reason", "actor__username")
+    list_select_related = ("program", "version", "previous_version", "actor")
+    date_hierarchy = "created_at"
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "created_at", "actor_name", "action", "object_type", "object_id", "program", "reason")
+    list_filter = ("action", "object_type", "program")
+    search_fields = ("actor_name", "action", "object_id", "reason", "request_id", "hash")
+    list_select_related = ("program",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(Export)
+class ExportAdmin(ReadOnlyAdmin):
+    list_display = ("version", "label", "manifest_hash", "public_key_fingerprint", "exported_by", "created_at")
+    list_filter = ("label",)
+    search_fields = ("version__program__slug", "manifest_hash", "public_key_fingerprint")
+    list_select_related = ("version__program", "exported_by")
+    date_hierarchy = "created_at"
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("program", "url", "active", "created_by", "created_at")
+    list_filter = ("active", "program")
+    search_fields = ("url", "program__slug")
+    exclude = ("secret",)  # the HMAC key is a secret: never rendered, even read-only
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("subscription", "event", "attempts", "response_status", "delivered_at", "created_at")
+    list_filter = ("event", "response_status")
+    search_fields = ("subscription__url", "error")
+    date_hierarchy = "created_at"
+
+
+@admin.register(DriftAlert)
+class DriftAlertAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("program", "version", "baseline_score", "current_score", "threshold", "acknowledged_by",
+                    "created_at")
+    list_filter = ("program",)
+    search_fields = ("program__slug",)
+    date_hierarchy = "created_at"
