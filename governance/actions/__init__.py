@@ -1,0 +1,41 @@
+"""Every state change of a governed object, one function per operation (Zulip's actions layer).
+
+Each action checks permission, checks state (IllegalTransition names what is wrong), changes the rows,
+writes the audit events and queues domain signals on commit, in one transaction. Views, serializers, admin
+and tasks call these functions and never save governed models themselves.
+"""
+
+from governance.actions.datasets import active_datasets, examples_for, import_dataset, parse_rows, validate_rows
+from governance.actions.programs import (
+    add_member, create_program, create_review_policy, parse_spec, remove_member, update_program,
+)
+from governance.actions.releases import (
+    check_releaser, label_history, pin_fallback, release_version, rollback, set_kill_switch,
+)
+from governance.actions.reviews import (
+    allowed_review_actions, approve_change_request, live_approvals, open_change_request, reject_change_request,
+    request_changes, required_approvals, resubmit_change_request, withdraw_change_request,
+)
+from governance.actions.roles import create_user_with_roles, setup_role_groups
+from governance.actions.versions import (
+    active_change_request, can_edit, create_version, edit_version, initial_payload, retire_version,
+    submit_for_review, validate_payload, withdraw_version,
+)
+
+__all__ = [
+    # programs
+    "create_program", "update_program", "add_member", "remove_member", "create_review_policy", "parse_spec",
+    # datasets
+    "import_dataset", "active_datasets", "examples_for", "parse_rows", "validate_rows",
+    # versions
+    "create_version", "edit_version", "submit_for_review", "withdraw_version", "retire_version",
+    "initial_payload", "validate_payload", "active_change_request", "can_edit",
+    # reviews
+    "open_change_request", "approve_change_request", "reject_change_request", "request_changes",
+    "resubmit_change_request", "withdraw_change_request", "allowed_review_actions", "required_approvals",
+    "live_approvals",
+    # releases
+    "release_version", "rollback", "pin_fallback", "set_kill_switch", "label_history", "check_releaser",
+    # roles
+    "create_user_with_roles", "setup_role_groups",
+]

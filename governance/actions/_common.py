@@ -1,0 +1,83 @@
+"""Helpers shared by the action modules: reasons, locks, status checks, history users, signals on commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from django.db import models, transaction
+from django.dispatch import Signal
+
+from governance.errors import IllegalTransition, InvalidInput
+
+M = TypeVar("M", bound=models.Model)
+
+# The label whose version a change request is judged against (its "base") and that services fetch by default.
+PRODUCTION_LABEL = "production"
+
+
+def require_reason(reason: str | None, *, doing: str) -> str:
+    """A non-blank reason, stripped; compliance wants a "why" on every move that needs one."""
+    text = (reason or "").strip()
+    if not text:
+        raise InvalidInput(f"a reason is required to {doing}", field="reason")
+    return text
+
+
+def require_text(value: str | None, *, field: str, max_length: int | None = None) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise InvalidInput(f"{field} is required", field=field)
+    if max_length is not None and len(text) > max_length:
+        raise InvalidInput(f"{field} is longer than {max_length} characters", field=field)
+    return text
+
+
+def lock(instance: M) -> M:
+    """Re-read `instance` with a row lock held to the end of the transaction.
+
+    The fresh copy matters as much as the lock: another transaction may have changed the row since the caller
+    loaded it, and every state check must judge the committed state, not a stale one.
+    """
+    return type(instance)._default_manager.select_for_update().get(pk=instance.pk)
+
+
+def expect_status(current: str, allowed: Iterable[str], *, subject: str, doing: str,
+                  error: type[IllegalTransition] = IllegalTransition) -> None:
+    """Raise `error` unless `current` is one of `allowed`: "version 7 is rejected; only in_review versions can ..."."""
+    allowed = tuple(str(a) for a in allowed)
+    if str(current) not in allowed:
+        raise error(f"{subject} is {current}; only {' or '.join(allowed)} {_plural(subject)} can {doing}")
+
+
+def _plural(subject: str) -> str:
+    noun = subject.split(" ")[0]
+    if noun == "change":
+        return "change requests"
+    return noun + "s"
+
+
+def save(instance: models.Model, *, actor: Any, fields: Iterable[str] | None = None) -> None:
+    """Save through the model (so its guards run) with the actor as the django-simple-history user."""
+    instance._history_user = actor if getattr(actor, "pk", None) else None  # read by simple_history
+    instance.save(update_fields=list(fields) if fields is not None else None)
+
+
+def create(model: type[M], *, by: Any, **values: Any) -> M:
+    """Insert a row with `by` as the django-simple-history user."""
+    instance = model(**values)
+    instance._history_user = by if getattr(by, "pk", None) else None
+    instance.save(force_insert=True)
+    return instance
+
+
+def send_on_commit(signal: Signal, sender: type, **kwargs: Any) -> None:
+    """Send a domain signal once the transaction commits, so receivers never see a rolled-back change."""
+    transaction.on_commit(lambda: signal.send(sender=sender, **kwargs))
+
+
+def user_ref(user: Any) -> dict[str, Any] | None:
+    """A user as audit JSON: id plus username, readable without a join and stable if the user is renamed."""
+    if user is None:
+        return None
+    return {"id": user.pk, "username": user.get_username()}

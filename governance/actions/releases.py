@@ -1,0 +1,208 @@
+"""Release labels: every move (release, rollback, fallback pin, kill switch) is a new Release record.
+
+Labels point at approved versions only. Whoever makes a version serve must be a releaser who neither wrote it,
+started the run that produced it, nor approved it (author != approver != releaser). Each move needs a reason.
+All moves lock the program row first, so label creation and retirement cannot race a release.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import transaction
+
+from governance.actions._common import (
+    PRODUCTION_LABEL, create, expect_status, lock, require_reason, save, send_on_commit,
+)
+from governance.audit import record_event
+from governance.errors import IllegalTransition, InvalidInput, SegregationOfDuties
+from governance.models import (
+    Decision, Program, PromptVersion, Release, ReleaseAction, ReleaseLabel, Review, Role, VersionStatus,
+)
+from governance.permissions import require_role
+from governance.signals import release_rolled_back, version_released
+
+
+# --- checks and reading -------------------------------------------------------------------------------------
+
+
+def _label_name(label: str) -> str:
+    try:
+        validate_slug(label or "")
+    except ValidationError:
+        raise InvalidInput(f"label {label!r} may contain only letters, digits, '-' and '_'", field="label") from None
+    return label
+
+
+def check_releaser(version: PromptVersion, actor: Any) -> None:
+    """Releaser role and membership, and none of the version's author, run starter or approvers."""
+    require_role(actor, Role.RELEASER, version.program, doing="move release labels")
+    who = f"user {actor.get_username()!r}"
+    if actor.pk == version.created_by_id:
+        raise SegregationOfDuties(f"{who} is the author of version {version.number} and cannot release it")
+    if version.run_id and actor.pk == version.run.started_by_id:
+        raise SegregationOfDuties(f"{who} started optimization run {version.run_id}, which produced version "
+                                  f"{version.number}, and cannot release it")
+    if Review.objects.filter(version=version, reviewer=actor, decision=Decision.APPROVE, voided=False,
+                             content_hash=version.content_hash).exists():
+        raise SegregationOfDuties(f"{who} approved version {version.number} and cannot also release it")
+
+
+def _releasable(version: PromptVersion, program: Program, doing: str) -> PromptVersion:
+    """A fresh, locked copy of an approved version of `program`."""
+    if version.program_id != program.pk:
+        raise InvalidInput(f"version {version.number} belongs to program {version.program.slug}, not {program.slug}",
+                           field="version")
+    version = lock(version)
+    expect_status(version.status, [VersionStatus.APPROVED], subject=f"version {version.number}", doing=doing)
+    return version
+
+
+def _existing_label(program: Program, label: str, *, doing: str) -> ReleaseLabel:
+    found = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    if found is None:
+        raise IllegalTransition(f"program {program.slug} has no {label!r} label; nothing to {doing}")
+    return found
+
+
+def label_history(program: Program, label: str) -> list[int]:
+    """Version ids the label has stood on, oldest first, with rolled-back versions popped off.
+
+    Releases push; a rollback pops back to its target, so rolling back twice walks further back in time
+    instead of toggling between two versions.
+    """
+    stack: list[int] = []
+    moves = Release.objects.filter(program=program, label=label,
+                                   action__in=[ReleaseAction.RELEASE, ReleaseAction.ROLLBACK]).order_by("created_at", "id")
+    for move in moves:
+        if move.action == ReleaseAction.ROLLBACK and move.version_id in stack:
+            while stack[-1] != move.version_id:
+                stack.pop()
+        else:
+            stack.append(move.version_id)
+    return stack
+
+
+def _record_move(program: Program, *, actor: Any, label: str, action: str, version: PromptVersion,
+                 previous: PromptVersion | None, reason: str, audit_action: str) -> Release:
+    release = create(Release, by=actor, program=program, label=label, action=action, version=version,
+                     previous_version=previous, reason=reason, actor=actor)
+    record_event(audit_action, actor=actor, obj=release, program=program, reason=reason,
+                 before={"label": label, "version": previous.number if previous else None,
+                         "content_hash": previous.content_hash if previous else None},
+                 after={"label": label, "version": version.number, "content_hash": version.content_hash,
+                        "action": action, "release": release.pk})
+    return release
+
+
+# --- actions ------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def release_version(version: PromptVersion, *, actor: Any, label: str = PRODUCTION_LABEL, reason: str) -> Release:
+    """Point `label` at an approved version (creating the label on first release).
+
+    While the label's kill switch is on it keeps serving the fallback; the switch is released separately.
+    """
+    reason = require_reason(reason, doing="release a version")
+    label = _label_name(label)
+    program = lock(version.program)
+    version = _releasable(version, program, "be released")
+    check_releaser(version, actor)
+    current = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    if current is not None and current.version_id == version.pk:
+        raise IllegalTransition(f"version {version.number} is already the {label!r} version of {program.slug}")
+    previous = current.version if current else None
+    if current is None:
+        create(ReleaseLabel, by=actor, program=program, name=label, version=version)
+    else:
+        current.version = version
+        save(current, actor=actor, fields=["version", "updated_at"])
+    release = _record_move(program, actor=actor, label=label, action=ReleaseAction.RELEASE, version=version,
+                           previous=previous, reason=reason, audit_action="release.created")
+    send_on_commit(version_released, Release, instance=release, actor=actor)
+    return release
+
+
+@transaction.atomic
+def rollback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, to_version: PromptVersion | None = None,
+             reason: str) -> Release:
+    """Move `label` back: to the previous approved version in its history, or to `to_version` from that history."""
+    reason = require_reason(reason, doing="roll back")
+    program = lock(program)
+    current = _existing_label(program, label, doing="roll back")
+    history = label_history(program, label)
+    if to_version is None:
+        target = _previous_approved(history, current)
+        if target is None:
+            raise IllegalTransition(f"nothing to roll back: label {label!r} of {program.slug} has no earlier "
+                                    f"approved version than version {current.version.number}")
+    else:
+        if to_version.pk == current.version_id:
+            raise IllegalTransition(f"version {to_version.number} is already the {label!r} version")
+        if to_version.pk not in history:
+            raise IllegalTransition(f"version {to_version.number} was never released as {label!r}; "
+                                    "release it instead of rolling back")
+        target = to_version
+    target = _releasable(target, program, "be rolled back to")
+    check_releaser(target, actor)
+    previous = current.version
+    current.version = target
+    save(current, actor=actor, fields=["version", "updated_at"])
+    release = _record_move(program, actor=actor, label=label, action=ReleaseAction.ROLLBACK, version=target,
+                           previous=previous, reason=reason, audit_action="release.rolled_back")
+    send_on_commit(release_rolled_back, Release, instance=release, actor=actor)
+    return release
+
+
+def _previous_approved(history: list[int], current: ReleaseLabel) -> PromptVersion | None:
+    earlier = [pk for pk in history if pk != current.version_id]
+    approved = set(PromptVersion.objects.filter(pk__in=earlier, status=VersionStatus.APPROVED).values_list("pk", flat=True))
+    for pk in reversed(earlier):
+        if pk in approved:
+            return PromptVersion.objects.get(pk=pk)
+    return None
+
+
+@transaction.atomic
+def pin_fallback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, version: PromptVersion,
+                 reason: str) -> Release:
+    """Name the approved version the label serves while its kill switch is on."""
+    reason = require_reason(reason, doing="pin a fallback version")
+    program = lock(program)
+    current = _existing_label(program, label, doing="pin a fallback for (release a version first)")
+    version = _releasable(version, program, "be pinned as fallback")
+    check_releaser(version, actor)
+    if current.fallback_version_id == version.pk:
+        raise IllegalTransition(f"version {version.number} is already the fallback of label {label!r}")
+    previous = current.fallback_version
+    current.fallback_version = version
+    save(current, actor=actor, fields=["fallback_version", "updated_at"])
+    return _record_move(program, actor=actor, label=label, action=ReleaseAction.FALLBACK_PINNED, version=version,
+                        previous=previous, reason=reason, audit_action="release.fallback_pinned")
+
+
+@transaction.atomic
+def set_kill_switch(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, on: bool, reason: str) -> Release:
+    """Engage (serve the pinned fallback) or release the label's kill switch (releaser role).
+
+    No segregation check beyond the role: the fallback passed it when it was pinned, and an emergency stop
+    should not wait for a particular person.
+    """
+    reason = require_reason(reason, doing="switch the kill switch")
+    require_role(actor, Role.RELEASER, program, doing="switch the kill switch")
+    program = lock(program)
+    current = _existing_label(program, label, doing="switch off")
+    if current.kill_switch == on:
+        raise IllegalTransition(f"the kill switch of label {label!r} is already {'on' if on else 'off'}")
+    if on and current.fallback_version_id is None:
+        raise IllegalTransition(f"label {label!r} of {program.slug} has no pinned fallback version; "
+                                "pin one before engaging the kill switch")
+    serving_before = current.serving_version
+    current.kill_switch = on
+    save(current, actor=actor, fields=["kill_switch", "updated_at"])
+    action = ReleaseAction.KILL_SWITCH_ON if on else ReleaseAction.KILL_SWITCH_OFF
+    return _record_move(program, actor=actor, label=label, action=action, version=current.serving_version,
+                        previous=serving_before, reason=reason, audit_action=f"release.{action}")

@@ -1,0 +1,409 @@
+"""Change requests and reviews: the signed decisions that move a version to approved (frozen) or back.
+
+A review is an electronic signature: printed name, UTC time, meaning, the content hash it is bound to, the
+authentication method and the client IP. Approving re-authenticates with the password, and a failed attempt
+is recorded durably. A version is approved when the policy's number of distinct reviewers have approved its
+current content; the author, the run starter and the change request's opener never count.
+
+Lock order everywhere: change request, then version. Approvals lock the change request first, so concurrent
+reviewers are serialized: each sees the approvals committed before it, and exactly one makes the transition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from governance.actions._common import (
+    PRODUCTION_LABEL, create, expect_status, lock, require_reason, require_text, save, send_on_commit, user_ref,
+)
+from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, version_state
+from governance.audit import printed_name, record_event
+from governance.errors import (
+    AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied, SegregationOfDuties,
+)
+from governance.middleware import current_request_context
+from governance.models import (
+    ChangeRequest, ChangeRequestStatus, Decision, ImpactClass, Program, PromptVersion, ReleaseLabel, Review, Role,
+    SignatureMeaning, VersionStatus,
+)
+from governance.permissions import has_role, require_member, require_role
+from governance.signals import change_request_approved, change_request_opened, change_request_rejected
+
+# The signature meaning each decision carries; a signature's meaning must match what it does.
+MEANINGS = {Decision.APPROVE: SignatureMeaning.APPROVAL, Decision.REJECT: SignatureMeaning.REJECTION,
+            Decision.REQUEST_CHANGES: SignatureMeaning.REVIEW}
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def required_approvals(program: Program) -> int:
+    """The policy's number of distinct approvals, or the site default when the program has no policy."""
+    if program.review_policy_id:
+        return program.review_policy.required_approvals
+    return settings.GOVERNANCE_DEFAULT_REQUIRED_APPROVALS
+
+
+def live_approvals(cr: ChangeRequest, content_hash: str) -> QuerySet[Review]:
+    """Approvals on this change request that are bound to `content_hash` and were not voided."""
+    return cr.reviews.filter(decision=Decision.APPROVE, voided=False, content_hash=content_hash)
+
+
+def production_version(program: Program) -> PromptVersion | None:
+    label = ReleaseLabel.objects.filter(program=program, name=PRODUCTION_LABEL).select_related("version").first()
+    return label.version if label else None
+
+
+def cr_state(cr: ChangeRequest) -> dict[str, Any]:
+    return {"status": cr.status, "version": cr.version.number, "content_hash": cr.version.content_hash,
+            "base_version": cr.base_version.number if cr.base_version_id else None, "title": cr.title,
+            "ticket_ref": cr.ticket_ref, "impact": cr.impact, "recommended": cr.recommended}
+
+
+def review_state(review: Review) -> dict[str, Any]:
+    """The signature manifestation, as the audit trail and exports show it."""
+    return {"change_request": review.change_request_id, "version": review.version.number,
+            "reviewer": user_ref(review.reviewer), "printed_name": review.printed_name,
+            "decision": review.decision, "meaning": review.meaning,
+            "meaning_text": SignatureMeaning(review.meaning).label, "content_hash": review.content_hash,
+            "signed_at": review.signed_at.isoformat(), "auth_method": review.auth_method,
+            "ip_address": review.ip_address, "voided": review.voided}
+
+
+# --- checks (raise; allowed_review_actions asks the same functions) --------------------------------------
+
+
+def _username(user: Any) -> str:
+    return repr(user.get_username())
+
+
+def check_reviewer(program: Program, actor: Any) -> None:
+    """The reviewer role (or the policy's reviewer group, which replaces it) and membership of the program."""
+    policy = program.review_policy
+    if policy is not None and policy.reviewer_group_id:
+        if not actor.groups.filter(pk=policy.reviewer_group_id).exists():
+            raise PermissionDenied(f"user {_username(actor)} is not in group {policy.reviewer_group.name!r}, "
+                                   f"which review policy {policy.name!r} requires of reviewers")
+        require_member(actor, program)
+    else:
+        require_role(actor, Role.REVIEWER, program, doing="review change requests")
+
+
+def check_segregation(cr: ChangeRequest, version: PromptVersion, actor: Any) -> None:
+    """Nobody reviews a change they made or proposed (admins included)."""
+    if actor.pk == version.created_by_id:
+        raise SegregationOfDuties(f"user {_username(actor)} is the author of version {version.number} "
+                                  "and cannot review it")
+    if version.run_id and actor.pk == version.run.started_by_id:
+        raise SegregationOfDuties(f"user {_username(actor)} started optimization run {version.run_id}, which "
+                                  f"produced version {version.number}, and cannot review it")
+    if actor.pk == cr.opened_by_id:
+        raise SegregationOfDuties(f"user {_username(actor)} opened change request {cr.pk} and cannot review it")
+
+
+def check_decidable(cr: ChangeRequest, version: PromptVersion, actor: Any, decision: str) -> None:
+    """State, segregation of duties and (for approvals) one live approval per reviewer and content."""
+    doing = {Decision.APPROVE: "be approved", Decision.REJECT: "be rejected",
+             Decision.REQUEST_CHANGES: "have changes requested"}[decision]
+    expect_status(cr.status, [ChangeRequestStatus.OPEN], subject=f"change request {cr.pk}", doing=doing)
+    expect_status(version.status, [VersionStatus.IN_REVIEW], subject=f"version {version.number}", doing=doing)
+    check_segregation(cr, version, actor)
+    if decision == Decision.APPROVE and live_approvals(cr, version.content_hash).filter(reviewer=actor).exists():
+        raise IllegalTransition(f"user {_username(actor)} has already approved this content of version "
+                                f"{version.number} (hash {version.content_hash[:12]})")
+
+
+def check_proposer(cr: ChangeRequest, actor: Any, *, doing: str) -> None:
+    """Resubmitting and withdrawing belong to the people who proposed the change."""
+    if actor.pk not in (cr.opened_by_id, cr.version.created_by_id):
+        raise PermissionDenied(f"only the author of version {cr.version.number} or the opener of change request "
+                               f"{cr.pk} may {doing}")
+    require_role(actor, Role.AUTHOR, cr.program, doing=doing)
+
+
+def gate_scores(cr: ChangeRequest) -> tuple[float | None, float | None]:
+    """(candidate, production) test scores: from the evaluation, else from the versions' recorded scores."""
+    evaluation = cr.evaluation or {}
+    candidate = (evaluation.get("candidate") or {}).get("test", cr.version.scores.get("test"))
+    base_scores = cr.base_version.scores if cr.base_version_id else {}
+    production = (evaluation.get("production") or {}).get("test", base_scores.get("test"))
+    return candidate, production
+
+
+def check_score_gate(cr: ChangeRequest) -> None:
+    """The policy's gate: a version whose test score is below production's cannot be approved."""
+    policy = cr.program.review_policy
+    if policy is not None and not policy.require_test_not_below_production:
+        return
+    candidate, production = gate_scores(cr)
+    if candidate is not None and production is not None and candidate < production:
+        raise IllegalTransition(
+            f"version {cr.version.number} scores {candidate:.4f} on test, below the production score "
+            f"{production:.4f}; the review policy requires test not below production, so the final approval "
+            "is refused (reject the change or request changes)")
+
+
+def reauthenticate(cr: ChangeRequest, actor: Any, password: str | None, *, doing: str) -> None:
+    """Check the signer's password; a failure is recorded as "signature.failed" and then raised.
+
+    The failure event is written in its own atomic block before the error propagates, so it is committed
+    (or, under a caller's outer transaction, kept in it) rather than rolled back with the refused action.
+    Callers must therefore not run this inside an atomic block they later roll back.
+    """
+    if password and actor.check_password(password):
+        return
+    with transaction.atomic():
+        record_event("signature.failed", actor=actor, obj=cr, program=cr.program, reason="wrong password",
+                     after={"change_request": cr.pk, "version": cr.version.number, "attempted": doing,
+                            "auth_method": "password"})
+    raise AuthenticationFailed(f"re-authentication failed for user {_username(actor)}: wrong password "
+                               "(the attempt was recorded)")
+
+
+# --- writing helpers ----------------------------------------------------------------------------------------
+
+
+def check_meaning(decision: str, meaning: str) -> None:
+    if meaning != MEANINGS[decision]:
+        raise InvalidInput(f"a {decision} signature must carry the meaning {MEANINGS[decision].value!r}",
+                           field="meaning")
+
+
+def _sign(cr: ChangeRequest, version: PromptVersion, actor: Any, *, decision: str, reason: str,
+          meaning: str, auth_method: str) -> Review:
+    review = create(
+        Review, by=actor, change_request=cr, version=version, reviewer=actor,
+        version_author_id=version.created_by_id, run_starter_id=version.run.started_by_id if version.run_id else None,
+        decision=decision, reason=reason, meaning=meaning, printed_name=printed_name(actor),
+        content_hash=version.content_hash, auth_method=auth_method, ip_address=current_request_context()["ip"])
+    action = {Decision.APPROVE: "review.approved", Decision.REJECT: "review.rejected",
+              Decision.REQUEST_CHANGES: "review.changes_requested"}[decision]
+    record_event(action, actor=actor, obj=review, program=cr.program, after=review_state(review), reason=reason)
+    return review
+
+
+def _set_version_status(version: PromptVersion, status: str, *, actor: Any, action: str, reason: str = "",
+                        **extra: Any) -> None:
+    before = version_state(version)
+    version.status = status
+    for field, value in extra.items():
+        setattr(version, field, value)
+    save(version, actor=actor, fields=["status", *extra])
+    record_event(action, actor=actor, obj=version, program=version.program, before=before,
+                 after=version_state(version), reason=reason)
+
+
+def close_change_request(cr: ChangeRequest, *, actor: Any, status: str, reason: str = "") -> None:
+    """Move an active change request to a final status, audited as "change_request.<status>"."""
+    before = cr_state(cr)
+    cr.status = status
+    cr.closed_at = timezone.now()
+    save(cr, actor=actor, fields=["status", "closed_at"])
+    record_event(f"change_request.{status}", actor=actor, obj=cr, program=cr.program, before=before,
+                 after=cr_state(cr), reason=reason)
+
+
+def void_stale_approvals(version: PromptVersion, *, actor: Any, reason: str) -> int:
+    """Void every live approval of `version` bound to content it no longer has; each is audited."""
+    stale = Review.objects.filter(version=version, decision=Decision.APPROVE, voided=False) \
+        .exclude(content_hash=version.content_hash).select_related("reviewer", "version")
+    for review in stale:
+        review.voided = True
+        save(review, actor=actor, fields=["voided"])
+        record_event("review.voided", actor=actor, obj=review, program=version.program,
+                     before={"voided": False, "content_hash": review.content_hash},
+                     after={"voided": True, "content_hash": version.content_hash}, reason=reason)
+    return len(stale)
+
+
+def _locked(cr: ChangeRequest) -> tuple[ChangeRequest, PromptVersion]:
+    cr = lock(cr)
+    return cr, lock(cr.version)
+
+
+# --- actions ------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def open_change_request(version: PromptVersion, *, actor: Any, title: str, description: str = "",
+                        ticket_ref: str = "", impact: str = ImpactClass.MEDIUM,
+                        evaluation: dict[str, Any] | None = None, recommended: bool = True) -> ChangeRequest:
+    """Propose a draft version for review against the current production version (draft -> in_review).
+
+    `evaluation` (optional): {"candidate": {"val": .., "test": ..}, "production": {...}, "deltas": {...},
+    "failing_examples": [...]}; its test scores feed the policy's score gate.
+    """
+    require_role(actor, Role.AUTHOR, version.program, doing="open change requests")
+    title = require_text(title, field="title", max_length=200)
+    if impact not in ImpactClass.values:
+        raise InvalidInput(f"impact must be one of {', '.join(ImpactClass.values)}", field="impact")
+    if evaluation is not None and not isinstance(evaluation, dict):
+        raise InvalidInput("evaluation must be an object", field="evaluation")
+    version = lock(version)
+    existing = active_change_request(version)
+    if existing is not None:
+        raise IllegalTransition(f"version {version.number} already has change request {existing.pk} "
+                                f"({existing.status})")
+    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}",
+                  doing="be submitted for review")
+    cr = create(ChangeRequest, by=actor, program=version.program, version=version,
+                base_version=production_version(version.program), title=title, description=description or "",
+                ticket_ref=ticket_ref or "", impact=impact, evaluation=evaluation or {},
+                recommended=bool(recommended), opened_by=actor)
+    record_event("change_request.opened", actor=actor, obj=cr, program=cr.program, after=cr_state(cr))
+    _set_version_status(version, VersionStatus.IN_REVIEW, actor=actor, action="version.submitted")
+    send_on_commit(change_request_opened, ChangeRequest, instance=cr, actor=actor)
+    return cr
+
+
+def approve_change_request(cr: ChangeRequest, *, actor: Any, password: str, reason: str = "",
+                           meaning: str = SignatureMeaning.APPROVAL) -> Review:
+    """Sign an approval of the version's current content (reviewer role, member, not author/run starter/opener).
+
+    Re-authenticates first, outside the approval's transaction, so a wrong password leaves a durable
+    "signature.failed" event. When the distinct live approvals reach the policy's count, the version becomes
+    approved (frozen) and the change request approved, in the same transaction as the last signature.
+    """
+    check_meaning(Decision.APPROVE, meaning)
+    check_reviewer(cr.program, actor)
+    reauthenticate(cr, actor, password, doing="approve")
+    return _approve(cr, actor=actor, reason=reason, meaning=meaning)
+
+
+@transaction.atomic
+def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str) -> Review:
+    cr, version = _locked(cr)
+    check_decidable(cr, version, actor, Decision.APPROVE)
+    approvers = set(live_approvals(cr, version.content_hash).values_list("reviewer_id", flat=True)) | {actor.pk}
+    final = len(approvers) >= required_approvals(cr.program)
+    if final:
+        check_score_gate(cr)
+    review = _sign(cr, version, actor, decision=Decision.APPROVE, reason=reason, meaning=meaning,
+                   auth_method="password")
+    if final:
+        _set_version_status(version, VersionStatus.APPROVED, actor=actor, action="version.approved",
+                            reason=f"{len(approvers)} distinct approvals on change request {cr.pk}",
+                            approved_at=timezone.now())
+        close_change_request(cr, actor=actor, status=ChangeRequestStatus.APPROVED)
+        send_on_commit(change_request_approved, ChangeRequest, instance=cr, actor=actor)
+    return review
+
+
+def reject_change_request(cr: ChangeRequest, *, actor: Any, reason: str, password: str | None = None,
+                          meaning: str = SignatureMeaning.REJECTION) -> Review:
+    """Reject the change (reason required): the change request and the version end rejected.
+
+    With `password`, the signature is re-authenticated like an approval (auth_method "password");
+    without, it rests on the logged-in session (auth_method "session").
+    """
+    check_meaning(Decision.REJECT, meaning)
+    reason = require_reason(reason, doing="reject a change request")
+    check_reviewer(cr.program, actor)
+    if password is not None:
+        reauthenticate(cr, actor, password, doing="reject")
+    return _reject(cr, actor=actor, reason=reason, meaning=meaning,
+                   auth_method="password" if password is not None else "session")
+
+
+@transaction.atomic
+def _reject(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, auth_method: str) -> Review:
+    cr, version = _locked(cr)
+    check_decidable(cr, version, actor, Decision.REJECT)
+    review = _sign(cr, version, actor, decision=Decision.REJECT, reason=reason, meaning=meaning,
+                   auth_method=auth_method)
+    close_change_request(cr, actor=actor, status=ChangeRequestStatus.REJECTED, reason=reason)
+    _set_version_status(version, VersionStatus.REJECTED, actor=actor, action="version.rejected", reason=reason)
+    send_on_commit(change_request_rejected, ChangeRequest, instance=cr, actor=actor)
+    return review
+
+
+def request_changes(cr: ChangeRequest, *, actor: Any, reason: str, password: str | None = None,
+                    meaning: str = SignatureMeaning.REVIEW) -> Review:
+    """Send the version back to its author (reason required): version in_review -> draft."""
+    check_meaning(Decision.REQUEST_CHANGES, meaning)
+    reason = require_reason(reason, doing="request changes")
+    check_reviewer(cr.program, actor)
+    if password is not None:
+        reauthenticate(cr, actor, password, doing="request changes")
+    return _request_changes(cr, actor=actor, reason=reason, meaning=meaning,
+                            auth_method="password" if password is not None else "session")
+
+
+@transaction.atomic
+def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, auth_method: str) -> Review:
+    cr, version = _locked(cr)
+    check_decidable(cr, version, actor, Decision.REQUEST_CHANGES)
+    review = _sign(cr, version, actor, decision=Decision.REQUEST_CHANGES, reason=reason, meaning=meaning,
+                   auth_method=auth_method)
+    before = cr_state(cr)
+    cr.status = ChangeRequestStatus.CHANGES_REQUESTED
+    save(cr, actor=actor, fields=["status"])
+    record_event("change_request.changes_requested", actor=actor, obj=cr, program=cr.program, before=before,
+                 after=cr_state(cr), reason=reason)
+    _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
+                        reason=reason)
+    return review
+
+
+@transaction.atomic
+def resubmit_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") -> ChangeRequest:
+    """Put the (edited) version back in review: approvals of content it no longer has stay void."""
+    cr, version = _locked(cr)
+    check_proposer(cr, actor, doing="resubmit it")
+    expect_status(cr.status, [ChangeRequestStatus.CHANGES_REQUESTED], subject=f"change request {cr.pk}",
+                  doing="be resubmitted")
+    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}", doing="be resubmitted")
+    void_stale_approvals(version, actor=actor, reason=f"change request {cr.pk} resubmitted with new content")
+    before = cr_state(cr)
+    cr.status = ChangeRequestStatus.OPEN
+    cr.base_version = production_version(cr.program)  # production may have moved while the author worked
+    save(cr, actor=actor, fields=["status", "base_version"])
+    record_event("change_request.resubmitted", actor=actor, obj=cr, program=cr.program, before=before,
+                 after=cr_state(cr), reason=reason)
+    _set_version_status(version, VersionStatus.IN_REVIEW, actor=actor, action="version.submitted", reason=reason)
+    send_on_commit(change_request_opened, ChangeRequest, instance=cr, actor=actor, resubmitted=True)
+    return cr
+
+
+@transaction.atomic
+def withdraw_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") -> ChangeRequest:
+    """The proposer takes the change back; an in-review version returns to draft (it can be proposed again)."""
+    cr, version = _locked(cr)
+    check_proposer(cr, actor, doing="withdraw it")
+    expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be withdrawn")
+    close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
+    if version.status == VersionStatus.IN_REVIEW:
+        _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
+                            reason=reason)
+    return cr
+
+
+def allowed_review_actions(cr: ChangeRequest, user: Any) -> set[str]:
+    """The review buttons `user` may use on `cr` now: the same checks the actions make, without raising."""
+    checks = {
+        "approve": lambda: (check_reviewer(cr.program, user), check_decidable(cr, cr.version, user, Decision.APPROVE)),
+        "reject": lambda: (check_reviewer(cr.program, user), check_decidable(cr, cr.version, user, Decision.REJECT)),
+        "request_changes": lambda: (check_reviewer(cr.program, user),
+                                    check_decidable(cr, cr.version, user, Decision.REQUEST_CHANGES)),
+        "resubmit": lambda: (check_proposer(cr, user, doing="resubmit"),
+                             expect_status(cr.status, [ChangeRequestStatus.CHANGES_REQUESTED], subject="cr",
+                                           doing="be resubmitted")),
+        "withdraw": lambda: (check_proposer(cr, user, doing="withdraw"),
+                             expect_status(cr.status, ACTIVE_CR_STATUSES, subject="cr", doing="be withdrawn")),
+    }
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    allowed = set()
+    for name, check in checks.items():
+        try:
+            check()
+        except GovernanceError:
+            continue
+        allowed.add(name)
+    return allowed
+
