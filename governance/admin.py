@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpRequest, HttpResponse
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -43,6 +44,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     actions = None
     list_per_page = 50
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6 default, silences its warning
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
