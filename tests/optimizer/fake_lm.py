@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Responder = Callable[[str, dict[str, Any]], str]
 
@@ -52,10 +52,11 @@ class FakeLMServer:
         self._faults: list[tuple[str, Any]] = []  # queue of ("status", code) | ("delay", s) | ("drop", None)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-lm", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-lm", daemon=True)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def start(self) -> FakeLMServer:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -65,7 +66,7 @@ class FakeLMServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> FakeLMServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -152,10 +153,10 @@ def _make_handler(server: FakeLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like real servers; exercises litellm's connection pool
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
             pass  # keep test output clean
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        def do_POST(self) -> None:  # stdlib naming
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             path = self.path.split("?", 1)[0]
@@ -193,7 +194,7 @@ def _make_handler(server: FakeLMServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 text = server.responder(prompt_of(body), body)
-            except Exception as exc:  # a broken responder is a server bug: surface it as a 500
+            except Exception as exc:  # noqa: BLE001 - a broken responder surfaces as a 500, like a server bug
                 self._send_json(500, {"error": {"message": f"responder failed: {exc!r}", "type": "server_error"}})
                 return
             text, finish_reason = _apply_limits(text, body)
