@@ -109,7 +109,7 @@ def generate(prompt: str, *, max_tokens: int, temperature: float = 0.0, stop: li
         out = llama.create_completion(
             prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=stop or [],
             seed=SEED if seed is None else seed,
-            repeat_penalty=1.0,  # the raw model: llama-cpp-python's default 1.1 would alter greedy answers
+            repeat_penalty=1.0,  # pinned: the raw model, whatever the installed llama-cpp-python defaults to
         )
     choice, usage = out["choices"][0], out.get("usage") or {}
     return Generation(text=choice.get("text") or "", prompt_tokens=int(usage.get("prompt_tokens", 0)),
