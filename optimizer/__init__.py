@@ -1,0 +1,28 @@
+"""optimizer: a MIPRO prompt optimizer on optuna + litellm. Pure Python; never imports Django.
+
+The public API is re-exported here; submodules are implementation detail unless named below. Heavy
+dependencies (litellm, optuna, llama-cpp) load lazily, on first use.
+"""
+
+from optimizer.data import Example, examples_from_records, load_examples
+from optimizer.errors import (BudgetExceeded, BundleError, DataError, LMError, LMUnreachableError, MetricError,
+                              OptimizerError, SpecError, StopRequested)
+from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate
+from optimizer.execution import Prediction, run_program
+from optimizer.lm import LM, Budget, LMConfig, Usage
+from optimizer.metrics import choice_match, exact_match, resolve_metric, token_f1
+from optimizer.program import ChainOfThought, Predict, Predictor, Program, canonical_json, content_hash
+from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
+from optimizer.signatures import Field, Signature
+
+__all__ = [
+    "Example", "examples_from_records", "load_examples",
+    "BudgetExceeded", "BundleError", "DataError", "LMError", "LMUnreachableError", "MetricError",
+    "OptimizerError", "SpecError", "StopRequested",
+    "EvaluationResult", "ExampleResult", "evaluate", "Prediction", "run_program",
+    "LM", "Budget", "LMConfig", "Usage",
+    "choice_match", "exact_match", "resolve_metric", "token_f1",
+    "ChainOfThought", "Predict", "Predictor", "Program", "canonical_json", "content_hash",
+    "MIPRO", "PRESETS", "MIPROConfig", "RunResult", "TrialRecord",
+    "Field", "Signature",
+]

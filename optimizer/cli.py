@@ -1,0 +1,222 @@
+"""Command line: `python -m optimizer optimize|evaluate|run ...`.
+
+Every expected failure (bad file, unknown field or metric, unreachable model) prints one line naming the
+problem and exits with status 2; a traceback here is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from optimizer.errors import OptimizerError, SpecError
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m optimizer", description="MIPRO prompt optimizer.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _optimize_parser(commands.add_parser("optimize", help="compile a program's instructions and demos"))
+    _evaluate_parser(commands.add_parser("evaluate", help="score a program on a labeled file"))
+    _run_parser(commands.add_parser("run", help="run a compiled program on one input"))
+    return parser
+
+
+def _lm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="local/gemma-3-270m", help="litellm model string")
+    parser.add_argument("--api-base", default=None, help="endpoint URL, e.g. http://127.0.0.1:8080/v1")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens generated per call")
+    parser.add_argument("--concurrency", type=int, default=4, help="parallel LM calls")
+    parser.add_argument("--cache", default=os.environ.get("OPTIMIZER_CACHE", "var/lm_cache.sqlite3"),
+                        help="SQLite response cache ('' disables it)")
+
+
+def _data_arguments(parser: argparse.ArgumentParser, flag: str) -> None:
+    parser.add_argument(flag, required=True, type=Path, help="labeled examples (.jsonl or .csv)")
+    parser.add_argument("--limit", type=int, default=None, help="use a sample of this many rows")
+    parser.add_argument("--sample-seed", type=int, default=None, help="seed of that sample (default: first rows)")
+
+
+def _optimize_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--program", required=True, type=Path, help="program spec JSON")
+    _data_arguments(parser, "--train")
+    parser.add_argument("--val", type=Path, default=None, help="validation file (default: held out from train)")
+    parser.add_argument("--metric", default="choice", help="exact, choice, f1 or module:function")
+    _lm_arguments(parser)
+    parser.add_argument("--proposal-model", default=None, help="model that writes instructions (default: --model)")
+    parser.add_argument("--preset", default="light", choices=["light", "medium", "heavy"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=None, help="override the preset's number of trials")
+    parser.add_argument("--zero-shot", action="store_true", help="optimize instructions only")
+    parser.add_argument("--labeled-only", action="store_true", help="no bootstrapped demos")
+    parser.add_argument("--max-calls", type=int, default=None)
+    parser.add_argument("--max-total-tokens", type=int, default=None)
+    parser.add_argument("--max-usd", type=float, default=None)
+    parser.add_argument("--storage", default=None, help="optuna storage URL (resume with the same --study)")
+    parser.add_argument("--study", default=None, help="study name inside --storage")
+    parser.add_argument("--out", type=Path, default=Path("compiled.json"))
+    parser.add_argument("--report", type=Path, default=None, help="run report JSON (default: <out>.report.json)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--program", required=True, type=Path, help="program or compiled program JSON")
+    _data_arguments(parser, "--data")
+    parser.add_argument("--metric", default="choice")
+    _lm_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="per-example results JSON")
+
+
+def _run_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--program", required=True, type=Path)
+    parser.add_argument("--input", required=True, help='JSON object, e.g. \'{"ticket": "..."}\'')
+    _lm_arguments(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run": cmd_run}[args.command](args)
+    except (OptimizerError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def load_program(path: Path) -> Any:
+    from optimizer.program import Program
+
+    try:
+        return Program.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+
+
+def make_lm(args: argparse.Namespace, budget: Any = None, model: str | None = None) -> Any:
+    from optimizer.lm import LM, LMConfig
+
+    config = LMConfig(model=model or args.model, api_base=args.api_base, temperature=args.temperature,
+                      max_tokens=args.max_tokens, max_concurrency=args.concurrency, cache_path=args.cache or None)
+    if args.cache:
+        Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+    return LM(config, budget)
+
+
+def check_reachable(lm: Any) -> None:
+    """One tiny call up front, so an unreachable model is one clear error, not a run of failed examples."""
+    lm.complete("Hello", max_tokens=1) if not lm.is_chat else lm.chat([{"role": "user", "content": "Hi"}],
+                                                                        max_tokens=1)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from optimizer.data import load_examples
+    from optimizer.lm import Budget
+    from optimizer.metrics import resolve_metric
+    from optimizer.search import MIPRO, MIPROConfig
+
+    program = load_program(args.program)
+    metric = resolve_metric(args.metric)
+    trainset = load_examples(args.train, program, limit=args.limit, sample_seed=args.sample_seed)
+    valset = load_examples(args.val, program) if args.val else None
+    config = MIPROConfig(preset=args.preset, seed=args.seed, num_trials=args.trials, zero_shot=args.zero_shot,
+                         labeled_only=args.labeled_only, storage=args.storage, study_name=args.study)
+    lm = make_lm(args, Budget(args.max_calls, args.max_total_tokens, args.max_usd))
+    proposal_lm = make_lm(args, model=args.proposal_model) if args.proposal_model else None
+    check_reachable(lm)
+    progress = ProgressBar(config.resolved.num_trials, lm, enabled=not args.quiet)
+    with progress:
+        result = MIPRO(metric, lm, config, proposal_lm=proposal_lm, callback=progress.update).compile(
+            program, trainset, valset)
+    write_outputs(args, result)
+    return 0
+
+
+def write_outputs(args: argparse.Namespace, result: Any) -> None:
+    compiled = result.program.to_dict()
+    compiled.setdefault("metadata", {}).update(
+        {"optimizer": "mipro", "preset": args.preset, "seed": args.seed, "val_score": result.best_score,
+         "model": args.model, "study": result.study_name})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(compiled, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    report_path = args.report or args.out.with_suffix(".report.json")
+    report_path.write_text(json.dumps(result.report(), indent=2, ensure_ascii=False, default=str) + "\n",
+                           encoding="utf-8")
+    usage = result.usage
+    print(f"best validation score {result.best_score:.4f} after {len(result.trials)} trials "
+          f"({result.stop_reason}); {usage.calls} LM calls, {usage.cached_calls} cached, "
+          f"{usage.prompt_tokens + usage.completion_tokens} tokens, ${usage.cost_usd:.4f}, {result.seconds:.1f}s")
+    print(f"wrote {args.out} and {report_path}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from optimizer.data import load_examples
+    from optimizer.evaluation import evaluate
+    from optimizer.metrics import resolve_metric
+
+    program = load_program(args.program)
+    metric = resolve_metric(args.metric)
+    examples = load_examples(args.data, program, limit=args.limit, sample_seed=args.sample_seed)
+    lm = make_lm(args)
+    check_reachable(lm)
+    result = evaluate(program, examples, metric, lm)
+    usage = lm.usage()
+    print(f"score {result.score:.4f} on {len(examples)} examples ({result.error_count} failed predictions); "
+          f"{usage.calls} LM calls, {usage.cached_calls} cached")
+    if args.out:
+        args.out.write_text(json.dumps({"score": result.score, "results": [r.to_dict() for r in result.results]},
+                                       indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from optimizer.runtime import Runtime
+
+    try:
+        inputs = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--input is not valid JSON: {exc.msg}") from None
+    if not isinstance(inputs, dict):
+        raise SpecError("--input must be a JSON object of field values")
+    prediction = Runtime(load_program(args.program), make_lm(args)).run(inputs)
+    print(json.dumps({"outputs": prediction.outputs, "error": prediction.error}, ensure_ascii=False))
+    return 0 if prediction.ok else 1
+
+
+class ProgressBar:
+    """A tqdm bar over trials showing the best score, calls and cost (stderr; silent when disabled)."""
+
+    def __init__(self, total: int, lm: Any, *, enabled: bool) -> None:
+        self.total = total
+        self.lm = lm
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="trial", desc="optimizing", file=sys.stderr)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, record: Any) -> None:
+        if self.bar is None:
+            return
+        usage = self.lm.usage()
+        best = "-" if record.best_score is None else f"{record.best_score:.3f}"
+        self.bar.set_postfix_str(f"best={best} calls={usage.calls} cost=${usage.cost_usd:.4f}")
+        if record.state != "failed":
+            self.bar.update(1)
