@@ -120,6 +120,24 @@ def test_frozen_version_change_page_is_read_only(world, admin_client):
     assert (version.status, version.note, version.number) == ("approved", "", 1)
 
 
+def test_frozen_content_is_refused_by_the_model_and_the_database(world):
+    from django.db import transaction
+
+    from governance.errors import FrozenVersionError
+
+    _, version = world
+    original = version.content_hash
+    version.payload = {**version.payload, "lm": {**version.payload["lm"], "temperature": 0.9}}
+    with pytest.raises(FrozenVersionError, match="is approved and frozen; its payload cannot change"):
+        version.save()
+    with pytest.raises(Exception, match="prompt version is frozen"), transaction.atomic():
+        PromptVersion.objects.filter(pk=version.pk).update(payload={"program": {}, "lm": {}})
+    with pytest.raises(Exception, match="prompt version is frozen"), transaction.atomic():
+        PromptVersion.objects.filter(pk=version.pk).update(status="draft")
+    version.refresh_from_db()
+    assert (version.status, version.content_hash) == ("approved", original)
+
+
 def test_draft_versions_are_not_editable_in_the_admin_either(world, admin_client):
     team, _ = world
     version = PromptVersion.objects.get(status="draft")
@@ -171,3 +189,29 @@ def test_webhook_secret_is_never_rendered(world, admin_client):
     page = admin_client.get(_url(WebhookSubscription, "change", subscription.pk))
     assert page.status_code == 200
     assert b"hmac-secret-value-123" not in page.content
+
+
+def test_no_governed_row_is_cascade_deleted(world):
+    """Retention: every foreign key between governed rows PROTECTs; history rows never cascade either."""
+    from django.apps import apps
+    from django.db import models
+    from django.db.models import ProtectedError
+
+    from governance.errors import FrozenVersionError
+
+    for model in apps.get_app_config("governance").get_models():
+        historical = model.__name__.startswith("Historical")
+        for field in model._meta.get_fields():
+            if not (field.many_to_one and field.concrete):
+                continue
+            allowed = {models.DO_NOTHING} | ({models.SET_NULL} if field.name == "history_user" else set()) \
+                if historical else {models.PROTECT}
+            assert field.remote_field.on_delete in allowed, f"{model.__name__}.{field.name}"
+
+    team, version = world
+    with pytest.raises(ProtectedError):
+        team.program.delete()
+    with pytest.raises(ProtectedError):
+        team.reviewer1.delete()
+    with pytest.raises(FrozenVersionError, match="frozen versions cannot be deleted"):
+        version.delete()

@@ -299,6 +299,23 @@ def test_verify_audit_expect_head_catches_removal_of_the_newest_events(signing):
 
 
 @pytest.mark.django_db
+def test_audit_rows_refuse_update_and_delete_in_the_model_and_the_database(signing):
+    team = make_team()
+    event = AuditEvent.objects.filter(program=team.program).first()
+    event.reason = "rewritten"
+    with pytest.raises(PermissionError, match="append-only"):
+        event.save()
+    with pytest.raises(PermissionError, match="append-only"):
+        event.delete()
+    for statement in (lambda: AuditEvent.objects.filter(pk=event.pk).update(reason="rewritten"),
+                      lambda: AuditEvent.objects.filter(pk=event.pk).delete()):
+        with pytest.raises(Exception, match="append-only"), transaction.atomic():
+            statement()
+    assert AuditEvent.objects.get(pk=event.pk).reason == ""
+    assert run("verify_audit").startswith("audit chain intact")
+
+
+@pytest.mark.django_db
 def test_verify_audit_on_an_empty_trail():
     assert run("verify_audit") == "audit chain intact: 0 events\n"
 
