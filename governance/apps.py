@@ -8,3 +8,4 @@ class GovernanceConfig(AppConfig):
 
     def ready(self) -> None:
         from governance import signals  # noqa: F401  (registers receivers)
+        from governance import webhooks  # noqa: F401  (webhook receivers of the domain signals)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, Group
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from governance.errors import PermissionDenied
 from governance.models import Program, Role
@@ -56,7 +56,7 @@ def visible_programs(user: Any) -> QuerySet[Program]:
         return Program.objects.none()
     if has_role(user, Role.ADMIN) or Role.AUDITOR.value in user_roles(user):
         return Program.objects.all()
-    return Program.objects.filter(members=user).distinct() | Program.objects.filter(owner=user)
+    return Program.objects.filter(Q(members=user) | Q(owner=user)).distinct()
 
 
 def require_member(user: Any, program: Program) -> None:

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "simple_history",
     "governance",
 ]
@@ -124,7 +125,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "governance.api.schema.GovernanceAutoSchema",
     "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
 }
 
@@ -134,7 +135,24 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "governance.models.choices.VersionStatus",
+        "RunStatusEnum": "governance.models.choices.RunStatus",
+        "ChangeRequestStatusEnum": "governance.models.choices.ChangeRequestStatus",
+        "WebhookEventEnum": "governance.models.choices.WebhookEvent",
+    },
 }
+
+# Production fetch of release bundles (GET /api/v1/programs/<slug>/releases/<label>/bundle): the signed bundle
+# is built once per label state and kept in the cache for this long (the key names the served version, so a
+# release, rollback or kill switch never serves a stale bundle).
+GOVERNANCE_BUNDLE_CACHE_SECONDS = int(os.environ.get("GOVERNANCE_BUNDLE_CACHE_SECONDS", "86400"))
+# /bench/static-json: the ceiling view of bench/load_bundle.py, only when GOVERNANCE_BENCH_VIEWS=1.
+GOVERNANCE_BENCH_VIEWS = env_bool("GOVERNANCE_BENCH_VIEWS", False)
 
 # Celery: with no broker configured, tasks run in-process (the embedded default needs no services).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

@@ -1,16 +1,103 @@
-"""One place that turns domain errors into HTTP responses (400/403/404/409), never a 500."""
+"""One place that turns errors into HTTP responses (400/403/404/409), never a 500 for anything a client sends.
+
+Every error body has the same shape, so clients need one parser::
+
+    {"code": "invalid", "detail": "row 17: missing field 'category'", "field": "rows",
+     "errors": {"rows": ["row 17: missing field 'category'"]}}
+
+`field` and `errors` appear when the error is about particular input fields. Domain errors
+(governance.errors) carry their own HTTP status: 400 invalid input, 403 permission (including segregation of
+duties and failed re-authentication), 404 not found, 409 an illegal workflow step.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from governance.errors import GovernanceError
+from optimizer.errors import OptimizerError
+
+logger = logging.getLogger(__name__)
+
+NON_FIELD = "non_field_errors"
+
+
+def error_body(code: str, detail: str, *, field: str | None = None,
+               errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "detail": detail}
+    if field:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    return body
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: domain, DRF, Django and database errors, each to its status and one body shape."""
     if isinstance(exc, GovernanceError):
-        return Response(exc.as_dict(), status=exc.http_status)
-    return drf_exception_handler(exc, context)
+        return Response(error_body(exc.code, exc.message, field=exc.field,
+                                   errors={exc.field: [exc.message]} if exc.field else None),
+                        status=exc.http_status)
+    if isinstance(exc, exceptions.ValidationError):
+        return _field_errors(as_serializer_error(exc), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):
+        return _field_errors(as_serializer_error(exc), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, IntegrityError):
+        logger.info("integrity error turned into 409: %s", exc)
+        return Response(error_body("conflict", "the request conflicts with data that already exists "
+                                               "(a unique or integrity rule of the database refused it)"),
+                        status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, OptimizerError):  # e.g. a spec or bundle the optimizer library refused
+        return Response(error_body("invalid", str(exc)), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, ImproperlyConfigured):  # e.g. no signing key: the server's fault, said plainly
+        logger.error("server misconfiguration: %s", exc)
+        return Response(error_body("unavailable", f"the server is not configured for this request: {exc}"),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, (Http404, DjangoPermissionDenied)):
+        exc = exceptions.NotFound() if isinstance(exc, Http404) else exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.APIException):
+        response.data = _api_exception_body(exc)
+    return response
+
+
+def _field_errors(detail: Any, http_status: int) -> Response:
+    errors = {str(key): [str(message) for message in _flatten(value)] for key, value in detail.items()} \
+        if isinstance(detail, dict) else {NON_FIELD: [str(m) for m in _flatten(detail)]}
+    errors = {key: messages for key, messages in errors.items() if messages} or {NON_FIELD: ["invalid input"]}
+    field, messages = next(iter(errors.items()))
+    first = messages[0]
+    return Response(error_body("invalid", first if field == NON_FIELD else f"{field}: {first}",
+                               field=None if field == NON_FIELD else field, errors=errors),
+                    status=http_status)
+
+
+def _flatten(value: Any) -> list[Any]:
+    """Nested DRF error structures (lists of dicts for nested serializers) as a flat list of messages."""
+    if isinstance(value, dict):
+        return [f"{key}: {message}" for key, inner in value.items() for message in _flatten(inner)]
+    if isinstance(value, (list, tuple)):
+        return [message for item in value for message in _flatten(item)]
+    return [value]
+
+
+def _api_exception_body(exc: exceptions.APIException) -> dict[str, Any]:
+    detail = exc.detail
+    if isinstance(detail, dict) and "detail" in detail:
+        detail = detail["detail"]
+    if isinstance(detail, (list, dict)):
+        messages = _flatten(detail)
+        detail = messages[0] if messages else exc.default_detail
+    code = getattr(detail, "code", None) or exc.default_code
+    return error_body(str(code), str(detail))

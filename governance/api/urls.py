@@ -1,0 +1,39 @@
+"""API URLs: /api/v1/ (the REST API), /api/schema/ (OpenAPI 3) and /api/docs/ (Swagger UI, served locally)."""
+
+from django.conf import settings
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from governance.api import views
+
+router = DefaultRouter()
+router.register("programs", views.ProgramViewSet, basename="program")
+router.register("datasets", views.DatasetViewSet, basename="dataset")
+router.register("versions", views.VersionViewSet, basename="version")
+router.register("runs", views.RunViewSet, basename="run")
+router.register("trials", views.TrialViewSet, basename="trial")
+router.register("change-requests", views.ChangeRequestViewSet, basename="changerequest")
+router.register("reviews", views.ReviewViewSet, basename="review")
+router.register("releases", views.ReleaseViewSet, basename="release")
+router.register("labels", views.LabelViewSet, basename="label")
+router.register("exports", views.ExportViewSet, basename="export")
+router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
+router.register("webhooks", views.WebhookSubscriptionViewSet, basename="webhook")
+router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="webhookdelivery")
+router.register("users", views.UserViewSet, basename="user")
+
+v1 = [
+    path("programs/<slug:slug>/releases/<slug:label>/bundle", views.ReleaseBundleView.as_view(),
+         name="program-release-bundle"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("v1/", include((v1, "api"), namespace="v1")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+if settings.GOVERNANCE_BENCH_VIEWS:
+    urlpatterns.append(path("bench/static-json", views.static_json, name="bench-static-json"))
