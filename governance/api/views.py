@@ -284,12 +284,6 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
 # --- runs and trials ----------------------------------------------------------------------------------------
 
 
-def _run_actions() -> Any:
-    from governance.actions import runs  # written alongside the run engine
-
-    return runs
-
-
 @extend_schema_view(create=extend_schema(request=s.RunStartSerializer, responses={201: s.RunSerializer}))
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewSet):
     """Optimization runs: start, follow progress, cancel; their trials under /runs/{id}/trials/."""
@@ -303,15 +297,20 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewS
     def create(self, request: Request) -> Response:
         data = self.parse(s.RunStartSerializer)
         program = data.pop("program")
-        run = _run_actions().start_run(program, actor=request.user, **data)
+        from governance.actions import runs as run_actions  # imports the optimizer's search: only when used
+
+        run = run_actions.start_run(program, actor=request.user, **data)
         run.refresh_from_db()
         return self.respond(s.RunSerializer, run, status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=s.RunSerializer)
+    @extend_schema(request=s.OptionalReasonSerializer, responses=s.RunSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        """Ask the run to stop; it finishes the trial in progress and ends cancelled."""
-        run = _run_actions().cancel_run(self.get_object(), actor=request.user)
+        """Cancel a queued run now, or ask a running one to stop at the next trial boundary."""
+        data = self.parse(s.OptionalReasonSerializer)
+        from governance.actions import runs as run_actions
+
+        run = run_actions.cancel_run(self.get_object(), actor=request.user, reason=data["reason"])
         run.refresh_from_db()
         return self.respond(s.RunSerializer, run)
 
