@@ -1,0 +1,166 @@
+"""Set up the quick-start demo through the real actions: roles, signing key, users, the support-ticket program,
+its datasets, and a reviewed, approved and released baseline version.
+
+Honest by construction: the baseline (v1, the program's hand-written instructions) is scored on the val and
+test sets by the program's own model, goes through a change request, is approved by two reviewers who re-enter
+their passwords, and is released to production by the releaser. Nothing is written around the actions, so the
+audit trail of the demo is the trail a real deployment would have.
+
+Idempotent: run it again and it only prints the users (the demo data is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from governance.actions import (
+    approve_change_request, create_program, create_user_with_roles, create_version, import_dataset, initial_payload,
+    open_change_request, release_version, setup_role_groups,
+)
+from governance.errors import GovernanceError
+from governance.models import Program, PromptVersion, VersionStatus
+
+DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "support_tickets"
+SLUG = "support-triage"
+
+# username -> (first name, last name, roles). Printed names appear on signatures and in the audit trail.
+DEMO_USERS: dict[str, tuple[str, str, list[str]]] = {
+    "author": ("Alice", "Martin", ["author"]),
+    "reviewer1": ("Ravi", "Patel", ["reviewer"]),
+    "reviewer2": ("Sofia", "Rossi", ["reviewer"]),
+    "releaser": ("Lena", "Park", ["releaser"]),
+    "auditor": ("Omar", "Haddad", ["auditor"]),
+    "admin": ("Ada", "Admin", ["admin"]),
+}
+
+
+
+def demo_password(username: str) -> str:
+    """The demo users' passwords: fixed and printed, because this is a local demo (never for production)."""
+    return f"{username}-demo-pass"
+
+
+class Command(BaseCommand):
+    help = ("Create the quick-start demo through the real actions: users, the support-ticket program and its "
+            "datasets, and baseline v1 approved by two reviewers and released to production.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--model", default=None,
+                            help=f"LM for the program (default: {settings.GOVERNANCE_DEFAULT_MODEL}).")
+        parser.add_argument("--api-base", default=None, help="api_base of an OpenAI-compatible endpoint.")
+        parser.add_argument("--skip-baseline-scores", action="store_true",
+                            help="Do not score v1 on val/test with the model (faster; the score gate then has "
+                                 "no production test score to compare against).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        setup_role_groups()
+        self._signing_key()
+        users = self._users()
+        program = Program.objects.filter(slug=SLUG).first()
+        if program is None:
+            program = self._program(users, options)
+            self._baseline(program, users, score=not options["skip_baseline_scores"])
+        else:
+            self.stdout.write(f"demo program {SLUG!r} already exists; kept as it is")
+        self._print_users()
+
+    # --- steps ----------------------------------------------------------------------------------------------
+
+    def _signing_key(self) -> None:
+        if settings.GOVERNANCE_SIGNING_KEY_PEM or Path(settings.GOVERNANCE_SIGNING_KEY_PATH).exists():
+            self.stdout.write("export signing key: present")
+            return
+        call_command("generate_signing_key", stdout=self.stdout)
+
+    def _users(self) -> dict[str, Any]:
+        model = get_user_model()
+        users = {}
+        for username, (first, last, roles) in DEMO_USERS.items():
+            user = model.objects.filter(username=username).first()
+            if user is None:
+                user = create_user_with_roles(actor=None, username=username, password=demo_password(username),
+                                              roles=roles, first_name=first, last_name=last,
+                                              email=f"{username}@example.com")
+                if "admin" in roles:  # the read-only Django admin needs staff status (users are not governed)
+                    model.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
+                self.stdout.write(f"created user {username} ({', '.join(roles)})")
+            users[username] = user
+        return users
+
+    def _program(self, users: dict[str, Any], options: dict[str, Any]) -> Program:
+        spec = json.loads((DEMO_DIR / "program.json").read_text())
+        lm_config: dict[str, Any] = {"model": options["model"] or settings.GOVERNANCE_DEFAULT_MODEL}
+        if options["api_base"]:
+            lm_config["api_base"] = options["api_base"]
+        program = create_program(
+            actor=users["author"], slug=SLUG, name="Support ticket triage", spec=spec, metric="choice",
+            lm_config=lm_config, description=spec.get("description", ""),
+            members=[users["reviewer1"], users["reviewer2"], users["releaser"]])
+        for split in ("train", "val", "test"):
+            path = DEMO_DIR / f"{split}.jsonl"
+            dataset = import_dataset(program, actor=users["author"], split=split, name=f"support tickets ({split})",
+                                     rows=path.read_text(encoding="utf-8"), format="jsonl",
+                                     source_filename=path.name)
+            self.stdout.write(f"imported {dataset.row_count} {split} examples (hash {dataset.content_hash[:12]})")
+        return program
+
+    def _baseline(self, program: Program, users: dict[str, Any], *, score: bool) -> PromptVersion:
+        payload = initial_payload(program)
+        scores = self._scores(program, payload) if score else {}
+        version = create_version(program, actor=users["author"], payload=payload, scores=scores,
+                                 note="Baseline: the program's hand-written instructions, zero-shot.")
+        evaluation = {"candidate": scores} if scores else None
+        cr = open_change_request(version, actor=users["author"], title="Baseline: hand-written instructions",
+                                 description="The first production version, before any optimization.",
+                                 ticket_ref="DEMO-1", impact="low", evaluation=evaluation)
+        try:
+            for reviewer in ("reviewer1", "reviewer2"):
+                approve_change_request(cr, actor=users[reviewer], password=demo_password(reviewer),
+                                       reason="Baseline reviewed for the demo.")
+                cr.refresh_from_db()
+            version.refresh_from_db()
+            release_version(version, actor=users["releaser"], label="production",
+                            reason="Baseline release of the hand-written prompt.")
+        except GovernanceError as exc:
+            raise CommandError(f"demo baseline could not be approved and released: {exc}") from exc
+        assert version.status == VersionStatus.APPROVED
+        self.stdout.write(f"v1 approved by {users['reviewer1'].get_full_name()} and "
+                          f"{users['reviewer2'].get_full_name()}, released to production by "
+                          f"{users['releaser'].get_full_name()}"
+                          + (f" (val {scores['val']:.1%}, test {scores['test']:.1%})" if scores else ""))
+        return version
+
+    def _scores(self, program: Program, payload: dict[str, Any]) -> dict[str, float]:
+        """Score the baseline on val and test with the program's model (the same settings a run uses)."""
+        from governance.actions.runs import task_lm_config
+        from optimizer import LM, LMConfig, evaluate, examples_from_records, resolve_metric
+        from optimizer import Program as SpecProgram
+
+        spec = SpecProgram.from_dict(payload["program"])
+        config = {**task_lm_config(program, None), "cache_path": settings.GOVERNANCE_LM_CACHE_PATH}
+        metric = resolve_metric(program.metric)
+        scores = {}
+        with LM(LMConfig(**config)) as lm:
+            for split in ("val", "test"):
+                rows = [json.loads(line) for line in (DEMO_DIR / f"{split}.jsonl").read_text().splitlines() if line]
+                started = time.monotonic()
+                result = evaluate(spec, examples_from_records(rows, spec), metric, lm)
+                scores[split] = round(result.score, 4)
+                self.stdout.write(f"baseline v1 scores {result.score:.1%} on {split} ({len(rows)} examples, "
+                                  f"{time.monotonic() - started:.1f} s with {config['model']})")
+        return scores
+
+    def _print_users(self) -> None:
+        self.stdout.write("")
+        self.stdout.write("Demo users (local demo only; passwords are fixed):")
+        for username, (first, last, roles) in DEMO_USERS.items():
+            self.stdout.write(f"  {username:<10} {demo_password(username):<22} {first} {last} ({', '.join(roles)})")
+

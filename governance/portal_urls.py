@@ -1,0 +1,34 @@
+"""URLs of the reviewer portal (included at the site root by governance.urls)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from governance import views
+from governance.forms import LoginForm
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(template_name="governance/login.html", authentication_form=LoginForm,
+                                                redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("programs/", views.program_list, name="program_list"),
+    path("programs/<slug:slug>/", views.program_detail, name="program_detail"),
+    path("programs/<slug:slug>/runs/", views.start_run_view, name="run_start"),
+    path("programs/<slug:slug>/versions/<int:number>/", views.version_detail, name="version_detail"),
+    path("programs/<slug:slug>/versions/<int:number>/submit/", views.version_submit, name="version_submit"),
+    path("programs/<slug:slug>/versions/<int:number>/export/", views.version_export, name="version_export"),
+    path("programs/<slug:slug>/releases/", views.releases, name="releases"),
+    path("programs/<slug:slug>/releases/release/", views.release_create, name="release_create"),
+    path("programs/<slug:slug>/releases/rollback/", views.release_rollback, name="release_rollback"),
+    path("programs/<slug:slug>/releases/fallback/", views.release_fallback, name="release_fallback"),
+    path("programs/<slug:slug>/releases/kill-switch/", views.release_kill_switch, name="release_kill_switch"),
+    path("programs/<slug:slug>/audit/", views.audit_program, name="audit_program"),
+    path("programs/<slug:slug>/audit.csv", views.audit_program_csv, name="audit_program_csv"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("change-requests/<int:pk>/", views.change_request_detail, name="change_request_detail"),
+    path("change-requests/<int:pk>/<str:action>/", views.change_request_action, name="change_request_action"),
+    path("audit/", views.audit_global, name="audit"),
+    path("audit.csv", views.audit_global_csv, name="audit_csv"),
+]

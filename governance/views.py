@@ -1,0 +1,702 @@
+"""The reviewer portal: thin views over the actions layer.
+
+Views read with select_related/prefetch_related, ask the actions which buttons a user may use
+(`allowed_review_actions`, the releaser checks), and call exactly one action per POST. They never save a
+governed model. Domain errors render once, in `portal_view`: 403 (permission, segregation of duties),
+404, 409 (illegal transition) pages carrying the action's own message. Invalid input re-renders the form.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ImproperlyConfigured
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from governance import forms as portal_forms
+from governance.actions import (
+    allowed_review_actions, approve_change_request, pin_fallback, reject_change_request, release_version,
+    request_changes, resubmit_change_request, rollback, set_kill_switch, submit_for_review, withdraw_change_request,
+)
+from governance.actions.exports import export_version
+from governance.actions.releases import check_releaser
+from governance.actions.reviews import check_decidable, check_proposer, check_reviewer, required_approvals
+from governance.actions.versions import ACTIVE_CR_STATUSES
+from governance.audit import verify_chain
+from governance.bundles import provenance
+from governance.diffing import version_diff
+from governance.errors import AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied
+from governance.models import (
+    FINISHED_RUN_STATUSES, AuditEvent, ChangeRequest, ChangeRequestStatus, Decision, DriftAlert, OptimizationRun,
+    Program, PromptVersion, ReleaseLabel, Review, Role, RunStatus, VersionStatus,
+)
+from governance.permissions import has_role, is_member, require_role, user_roles, visible_programs
+from governance.reports import audit_events, write_audit_csv
+from optimizer.bundle import dumps_bundle
+
+View = Callable[..., HttpResponse]
+ERROR_TITLES = {400: "Invalid request", 403: "Not allowed", 404: "Not found",
+                409: "Not possible in the current state", 503: "Not available"}
+REVIEW_DECISIONS = ("approve", "reject", "request_changes")
+AUDIT_PAGE_SIZE = 50
+
+
+# --- plumbing -----------------------------------------------------------------------------------------------
+
+
+def portal_view(view: View) -> View:
+    """Login required; a GovernanceError the view lets through becomes an error page with its message."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except GovernanceError as exc:
+            return error_page(request, exc.message, exc.http_status, code=exc.code)
+
+    return login_required(wrapper)
+
+
+def error_page(request: HttpRequest, message: str, status: int, *, code: str = "") -> HttpResponse:
+    context = {"message": message, "status": status, "code": code, "title": ERROR_TITLES.get(status, "Error"),
+               "back": _safe_referer(request)}
+    return render(request, "governance/error.html", context, status=status)
+
+
+def _safe_referer(request: HttpRequest) -> str:
+    referer = request.META.get("HTTP_REFERER", "")
+    host = request.get_host()
+    return referer if referer.startswith((f"http://{host}/", f"https://{host}/")) else ""
+
+
+def _program(request: HttpRequest, slug: str) -> Program:
+    """The program, or 404 when it does not exist or the user may not see it (no existence leak)."""
+    program = get_object_or_404(Program.objects.select_related("owner", "review_policy"), slug=slug)
+    if not is_member(request.user, program):
+        raise Http404(f"no program {slug!r}")
+    return program
+
+
+def _require_visible(request: HttpRequest, program: Program) -> None:
+    if not is_member(request.user, program):
+        raise Http404("not found")
+
+
+def _field_of(exc: GovernanceError, form: Any, default: str | None = None) -> str | None:
+    return exc.field if exc.field in getattr(form, "fields", {}) else default
+
+
+# --- login, dashboard, programs ------------------------------------------------------------------------------
+
+
+@portal_view
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Waiting for me: reviews I can sign, my changes sent back, my runs, approved versions to release, drift."""
+    user = request.user
+    programs = visible_programs(user)
+    active = (ChangeRequest.objects.filter(program__in=programs, status__in=ACTIVE_CR_STATUSES)
+              .select_related("program", "program__review_policy", "program__review_policy__reviewer_group",
+                              "version", "version__run", "version__created_by", "opened_by", "base_version")
+              .annotate(approvals=Count("reviews", filter=Q(reviews__decision=Decision.APPROVE,
+                                                               reviews__voided=False)))
+              .order_by("created_at")[:25])
+    to_review, sent_back, waiting_others = [], [], []
+    for cr in active:
+        allowed = allowed_review_actions(cr, user)
+        cr.required = required_approvals(cr.program)
+        if allowed & set(REVIEW_DECISIONS):
+            to_review.append(cr)
+        elif "resubmit" in allowed:
+            sent_back.append(cr)
+        elif cr.opened_by_id == user.pk or cr.version.created_by_id == user.pk:
+            waiting_others.append(cr)
+    my_runs = list(OptimizationRun.objects.filter(started_by=user).select_related("program")
+                   .order_by("-created_at")[:6])
+    to_release = []
+    if has_role(user, Role.RELEASER):
+        to_release = list(PromptVersion.objects.filter(program__in=programs, status=VersionStatus.APPROVED,
+                                                       labels__isnull=True)
+                          .select_related("program").order_by("-approved_at")[:10])
+    drift = list(DriftAlert.objects.filter(program__in=programs, acknowledged_at__isnull=True)
+                 .select_related("program", "version", "dataset")[:10])
+    return render(request, "governance/dashboard.html", {
+        "to_review": to_review, "sent_back": sent_back, "waiting_others": waiting_others,
+        "runs_active": [r for r in my_runs if r.status not in FINISHED_RUN_STATUSES],
+        "runs_recent": [r for r in my_runs if r.status in FINISHED_RUN_STATUSES],
+        "to_release": to_release, "drift": drift, "roles": sorted(user_roles(user)),
+    })
+
+
+@portal_view
+@require_GET
+def program_list(request: HttpRequest) -> HttpResponse:
+    programs = (visible_programs(request.user).select_related("owner")
+                .annotate(n_versions=Count("versions", distinct=True),
+                          n_open=Count("change_requests", distinct=True,
+                                       filter=Q(change_requests__status=ChangeRequestStatus.OPEN)),
+                          n_runs=Count("runs", distinct=True))
+                .prefetch_related(Prefetch("labels", queryset=ReleaseLabel.objects.select_related("version")))
+                .order_by("slug"))
+    return render(request, "governance/program_list.html", {"programs": programs})
+
+
+def _spec_predictors(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in (spec or {}).get("predictors", []) if isinstance(p, dict)]
+
+
+def _can_start_runs(user: Any, program: Program) -> bool:
+    return has_role(user, Role.AUTHOR)  # membership was checked when the program was loaded
+
+
+def _program_context(request: HttpRequest, program: Program, **extra: Any) -> dict[str, Any]:
+    datasets = list(program.datasets.select_related("created_by").order_by("split", "-created_at", "-id"))
+    active_ids = {}
+    for dataset in datasets:
+        active_ids.setdefault(dataset.split, dataset.pk)
+    versions = list(program.versions.select_related("created_by", "run")
+                    .prefetch_related(Prefetch("change_requests", queryset=ChangeRequest.objects.order_by("-id"),
+                                               to_attr="crs"))
+                    .order_by("-number"))
+    labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
+    label_names: dict[int, list[str]] = {}
+    for label in labels:
+        label_names.setdefault(label.version_id, []).append(label.name)
+    for version in versions:
+        version.label_names = label_names.get(version.pk, [])
+        version.latest_cr = version.crs[0] if version.crs else None
+    runs = list(program.runs.select_related("started_by").order_by("-created_at")[:15])
+    return {"program": program, "predictors": _spec_predictors(program.spec), "datasets": datasets,
+            "active_dataset_ids": set(active_ids.values()), "versions": versions, "labels": labels, "runs": runs,
+            "can_start": _can_start_runs(request.user, program),
+            "run_form": extra.pop("run_form", None) or portal_forms.StartRunForm(),
+            "required_approvals": required_approvals(program), **extra}
+
+
+@portal_view
+@require_GET
+def program_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    program = _program(request, slug)
+    return render(request, "governance/program_detail.html", _program_context(request, program))
+
+
+@portal_view
+@require_POST
+def start_run_view(request: HttpRequest, slug: str) -> HttpResponse:
+    from governance.actions.runs import start_run  # written alongside; imported where used
+
+    program = _program(request, slug)
+    form = portal_forms.StartRunForm(request.POST)
+    if form.is_valid():
+        try:
+            run = start_run(program, actor=request.user, preset=form.cleaned_data["preset"],
+                            seed=form.cleaned_data["seed"], max_calls=form.cleaned_data["max_calls"])
+        except InvalidInput as exc:
+            form.add_error(_field_of(exc, form), exc.message)
+        else:
+            messages.success(request, f"Optimization run {run.pk} started ({form.cleaned_data['preset']} preset, "
+                                      f"seed {form.cleaned_data['seed']}).")
+            return redirect("run_detail", pk=run.pk)
+    return render(request, "governance/program_detail.html",
+                  _program_context(request, program, run_form=form, run_form_open=True), status=400)
+
+
+# --- versions and exports -------------------------------------------------------------------------------------
+
+
+def _version(request: HttpRequest, slug: str, number: int) -> PromptVersion:
+    program = _program(request, slug)
+    version = get_object_or_404(PromptVersion.objects.select_related("created_by", "run", "run__started_by",
+                                                                     "parent"),
+                                program=program, number=number)
+    version.program = program
+    return version
+
+
+def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any) -> dict[str, Any]:
+    crs = list(version.change_requests.select_related("opened_by").order_by("-id"))
+    active_cr = next((cr for cr in crs if cr.status in ACTIVE_CR_STATUSES), None)
+    can_submit = (version.status == VersionStatus.DRAFT and has_role(request.user, Role.AUTHOR)
+                  and (active_cr is None or active_cr.status == ChangeRequestStatus.CHANGES_REQUESTED))
+    return {
+        "program": version.program, "version": version,
+        "predictors": _spec_predictors(version.payload.get("program", {})), "lm": version.payload.get("lm", {}),
+        "change_requests": crs, "active_cr": active_cr,
+        "reviews": list(Review.objects.filter(version=version).select_related("reviewer").order_by("signed_at")),
+        "exports": list(version.exports.select_related("exported_by").order_by("-created_at")[:10]),
+        "labels": list(version.labels.all()),
+        "can_export": version.status == VersionStatus.APPROVED,
+        "can_submit": can_submit,
+        "submit_form": extra.pop("submit_form", None) or portal_forms.SubmitForReviewForm(),
+        **extra,
+    }
+
+
+@portal_view
+@require_GET
+def version_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    version = _version(request, slug, number)
+    return render(request, "governance/version_detail.html", _version_context(request, version))
+
+
+@portal_view
+@require_POST
+def version_submit(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    version = _version(request, slug, number)
+    form = portal_forms.SubmitForReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            cr = submit_for_review(version, actor=request.user, **form.cleaned_data)
+        except InvalidInput as exc:
+            form.add_error(_field_of(exc, form), exc.message)
+        else:
+            messages.success(request, f"Change request {cr.pk} is open for review.")
+            return redirect("change_request_detail", pk=cr.pk)
+    return render(request, "governance/version_detail.html",
+                  _version_context(request, version, submit_form=form), status=400)
+
+
+@portal_view
+@require_POST
+def version_export(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Download the signed bundle of an approved version (export_version refuses anything else: 409)."""
+    version = _version(request, slug, number)
+    try:
+        bundle = export_version(version, actor=request.user)
+    except ImproperlyConfigured as exc:
+        return error_page(request, f"exports are not available: {exc}", 503, code="signing_key")
+    response = HttpResponse(dumps_bundle(bundle), content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{version.program.slug}-v{version.number}.bundle.json"'
+    return response
+
+
+# --- runs ---------------------------------------------------------------------------------------------------
+
+
+def _run(request: HttpRequest, pk: int) -> OptimizationRun:
+    run = get_object_or_404(OptimizationRun.objects.select_related("program", "started_by", "base_version"), pk=pk)
+    _require_visible(request, run.program)
+    return run
+
+
+def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_count: int = 0) -> dict[str, Any]:
+    progress = run.progress or {}
+    done, planned = progress.get("trials_done") or 0, progress.get("trials_planned") or 0
+    trials = list(run.trials.order_by("number", "kind"))
+    finished = run.status in FINISHED_RUN_STATUSES
+    versions = list(run.versions.prefetch_related(
+        Prefetch("change_requests", queryset=ChangeRequest.objects.order_by("-id"), to_attr="crs")))
+    if finished and run.status == RunStatus.SUCCEEDED:
+        percent = 100
+    else:
+        percent = min(100, round(100 * done / planned)) if planned else 0
+    return {
+        "run": run, "progress": progress, "trials_done": done, "trials_planned": planned, "percent": percent,
+        "trials": trials, "latest_trials": trials[::-1][:8], "finished": finished, "result_versions": versions,
+        "candidate_count": candidate_count,
+        "can_cancel": not finished and not run.cancel_requested and (
+            run.started_by_id == request.user.pk or has_role(request.user, Role.AUTHOR)),
+    }
+
+
+SECRET_HINTS = ("key", "secret", "token", "password")
+
+
+def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Run configuration as (name, text) rows, models by name only; anything secret-looking is left out."""
+    rows = []
+    for key, value in sorted((config or {}).items()):
+        if key in ("preset", "seed") or any(hint in key.lower() for hint in SECRET_HINTS):
+            continue
+        if isinstance(value, dict):
+            value = value.get("model") or ", ".join(
+                f"{k}={v}" for k, v in sorted(value.items())
+                if v is not None and not any(h in k.lower() for h in SECRET_HINTS)) or None
+        rows.append((key.replace("_", " "), "—" if value in (None, "") else str(value)))
+    return rows
+
+
+def _candidate_demos(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, dict):
+        content = content.get("demos", [])
+    return [d for d in content if isinstance(d, dict)] if isinstance(content, list) else []
+
+
+@portal_view
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(request, pk)
+    candidates = list(run.candidates.order_by("predictor", "kind", "index"))
+    for candidate in candidates:
+        candidate.demos = _candidate_demos(candidate.content) if candidate.kind == "demo_set" else []
+    return render(request, "governance/run_detail.html", {
+        **_run_live_context(request, run, candidate_count=len(candidates)), "program": run.program,
+        "instructions": [c for c in candidates if c.kind == "instruction"],
+        "demo_sets": [c for c in candidates if c.kind == "demo_set"],
+        "config_extra": _config_rows(run.config),
+    })
+
+
+@portal_view
+@require_GET
+def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of the run page, polled by htmx every 2 s while the run is active.
+
+    When the run has finished, or its candidates appeared since the page was loaded, the response asks htmx
+    to reload the whole page (HX-Refresh), so results and candidates show without a manual reload.
+    """
+    run = _run(request, pk)
+    try:
+        shown = int(request.GET.get("candidates", "0"))
+    except ValueError:
+        shown = 0
+    context = _run_live_context(request, run, candidate_count=shown)
+    response = render(request, "governance/_run_progress.html", context)
+    if request.headers.get("HX-Request") and (context["finished"] or (shown == 0 and run.candidates.exists())):
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@portal_view
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    from governance.actions.runs import cancel_run
+
+    run = _run(request, pk)
+    cancel_run(run, actor=request.user)
+    messages.success(request, f"Cancellation of run {run.pk} requested; it stops after the current trial.")
+    return redirect("run_detail", pk=run.pk)
+
+
+# --- change requests ------------------------------------------------------------------------------------------
+
+
+def _change_request(request: HttpRequest, pk: int) -> ChangeRequest:
+    cr = get_object_or_404(ChangeRequest.objects.select_related(
+        "program", "program__owner", "program__review_policy", "program__review_policy__reviewer_group",
+        "version", "version__created_by", "version__run", "version__run__started_by", "base_version",
+        "opened_by"), pk=pk)
+    _require_visible(request, cr.program)
+    return cr
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _score_rows(cr: ChangeRequest) -> list[dict[str, Any]]:
+    """Per split: production score, candidate score, delta (from the evaluation, else the versions' scores)."""
+    evaluation = cr.evaluation or {}
+    candidate = evaluation.get("candidate") or cr.version.scores or {}
+    production = evaluation.get("production") or (cr.base_version.scores if cr.base_version_id else {}) or {}
+    deltas = evaluation.get("deltas") or {}
+    order = {"train": 0, "val": 1, "test": 2}
+    splits = sorted((k for k in candidate if _number(candidate[k])), key=lambda k: (order.get(k, 9), k))
+    rows = []
+    for split in splits:
+        new, old = candidate.get(split), production.get(split)
+        change = deltas.get(split)
+        if not _number(change):
+            change = new - old if _number(old) else None
+        rows.append({"split": split, "production": old if _number(old) else None, "candidate": new, "delta": change})
+    return rows
+
+
+def _as_failures(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, list):
+        return [item if isinstance(item, dict) else {"example": item} for item in value]
+    return []
+
+
+def _failing_examples(evaluation: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """{"candidate": [...], "production": [...]}: the examples each version gets wrong (as the runner lists
+    them: split, inputs, expected, predicted, error), also from a {"candidate": .., "production": ..} dict."""
+    raw = evaluation.get("failing_examples")
+    if isinstance(raw, dict):
+        return {"candidate": _as_failures(raw.get("candidate")), "production": _as_failures(raw.get("production"))}
+    return {"candidate": _as_failures(raw), "production": _as_failures(evaluation.get("production_failing_examples"))}
+
+
+def _review_forms(posted: dict[str, Any] | None = None) -> dict[str, Any]:
+    forms = {"approve": portal_forms.ApproveForm(), "reject": portal_forms.RejectForm(),
+             "request_changes": portal_forms.RequestChangesForm(),
+             "resubmit": portal_forms.ProposerForm(prefix="resubmit"),
+             "withdraw": portal_forms.ProposerForm(prefix="withdraw")}
+    forms.update(posted or {})
+    return forms
+
+
+def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
+    version, base = cr.version, cr.base_version
+    reviews = list(cr.reviews.select_related("reviewer").order_by("signed_at", "id"))
+    live = [r for r in reviews if r.decision == Decision.APPROVE and not r.voided
+            and r.content_hash == version.content_hash]
+    allowed = allowed_review_actions(cr, request.user)
+    scores = _score_rows(cr)
+    test = next((row for row in scores if row["split"] == "test"), None)
+    gate_blocks = bool(test and isinstance(test["delta"], (int, float)) and test["delta"] < 0
+                       and (cr.program.review_policy is None or cr.program.review_policy.require_test_not_below_production))
+    why_not = ""
+    if cr.status == ChangeRequestStatus.OPEN and not allowed & set(REVIEW_DECISIONS):
+        why_not = _refusal(cr, request.user, "approve").message
+    return {
+        "cr": cr, "program": cr.program, "version": version, "base": base, "why_not": why_not,
+        "diff": version_diff(base.payload if base else None, version.payload),
+        "scores": scores, "gate_blocks": gate_blocks,
+        "failures": _failing_examples(cr.evaluation or {}), "provenance": provenance(version),
+        "reviews": reviews, "live_approvals": live, "required": required_approvals(cr.program),
+        "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(),
+        "run": version.run, **extra,
+    }
+
+
+@portal_view
+@require_GET
+def change_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    cr = _change_request(request, pk)
+    return render(request, "governance/change_request.html", _change_request_context(request, cr))
+
+
+def _refusal(cr: ChangeRequest, user: Any, action: str) -> GovernanceError:
+    """Why `user` may not take `action` on `cr`: the domain error the action's own checks raise."""
+    try:
+        if action in REVIEW_DECISIONS:
+            check_reviewer(cr.program, user)
+            check_decidable(cr, cr.version, user, action)
+        else:
+            check_proposer(cr, user, doing=action)
+            raise IllegalTransition(f"change request {cr.pk} is {cr.status}; it cannot be {action}ed now")
+    except GovernanceError as exc:
+        return exc
+    return PermissionDenied(f"user {user.get_username()!r} may not {action.replace('_', ' ')} change request {cr.pk}")
+
+
+FORMS_BY_ACTION = {"approve": portal_forms.ApproveForm, "reject": portal_forms.RejectForm,
+                   "request_changes": portal_forms.RequestChangesForm, "resubmit": portal_forms.ProposerForm,
+                   "withdraw": portal_forms.ProposerForm}
+
+
+@portal_view
+@require_POST
+def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """One review decision. The button must be among allowed_review_actions; a forced POST gets 403/409."""
+    cr = _change_request(request, pk)
+    if action not in FORMS_BY_ACTION:
+        raise Http404(f"unknown action {action!r}")
+    if action not in allowed_review_actions(cr, request.user):
+        raise _refusal(cr, request.user, action)
+    form = FORMS_BY_ACTION[action](request.POST, prefix=action if action in ("resubmit", "withdraw") else None)
+    status = 400
+    if form.is_valid():
+        try:
+            _decide(cr, request.user, action, form.cleaned_data)
+        except (InvalidInput, AuthenticationFailed) as exc:
+            # A wrong password is refused (403, recorded by the action); the form shows why, next to the field.
+            status = exc.http_status
+            form.add_error(_field_of(exc, form, "password" if isinstance(exc, AuthenticationFailed) else None),
+                           exc.message)
+        else:
+            cr.refresh_from_db()
+            messages.success(request, _decided_message(cr, action))
+            return redirect("change_request_detail", pk=cr.pk)
+    context = _change_request_context(request, cr, forms=_review_forms({action: form}), open_form=action)
+    return render(request, "governance/change_request.html", context, status=status)
+
+
+def _decide(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> None:
+    if action == "approve":
+        approve_change_request(cr, actor=user, password=data["password"], reason=data.get("reason", ""))
+    elif action == "reject":
+        reject_change_request(cr, actor=user, reason=data["reason"])
+    elif action == "request_changes":
+        request_changes(cr, actor=user, reason=data["reason"])
+    elif action == "resubmit":
+        resubmit_change_request(cr, actor=user, reason=data.get("reason", ""))
+    else:
+        withdraw_change_request(cr, actor=user, reason=data.get("reason", ""))
+
+
+def _decided_message(cr: ChangeRequest, action: str) -> str:
+    if action == "approve":
+        if cr.status == ChangeRequestStatus.APPROVED:
+            return f"Signed. Version {cr.version.number} is approved and frozen."
+        return "Signed. Your approval is recorded; more approvals are needed."
+    return {"reject": "Rejected and signed.", "request_changes": "Changes requested; the version is back to draft.",
+            "resubmit": "Resubmitted for review.", "withdraw": "Change request withdrawn."}[action]
+
+
+# --- releases -------------------------------------------------------------------------------------------------
+
+
+def _releases_context(request: HttpRequest, program: Program, **posted: Any) -> dict[str, Any]:
+    labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
+    label_names = [label.name for label in labels]
+    approved = program.versions.filter(status=VersionStatus.APPROVED).select_related("run").order_by("-number")
+    can_release = has_role(request.user, Role.RELEASER)
+    blocked = []
+    if can_release:
+        for version in approved:
+            version.program = program
+            try:
+                check_releaser(version, request.user)
+            except GovernanceError as exc:
+                blocked.append((version, exc.message))
+    kw = {"versions": approved, "labels": label_names}
+    return {
+        "program": program, "labels": labels,
+        "history": list(program.releases.select_related("version", "previous_version", "actor")[:100]),
+        "approved": approved, "can_release": can_release, "blocked": blocked,
+        "release_form": posted.get("release_form") or portal_forms.ReleaseForm(**kw),
+        "rollback_form": posted.get("rollback_form") or portal_forms.RollbackForm(**kw),
+        "fallback_form": posted.get("fallback_form") or portal_forms.FallbackForm(**kw),
+        "kill_error": posted.get("kill_error"),
+    }
+
+
+@portal_view
+@require_GET
+def releases(request: HttpRequest, slug: str) -> HttpResponse:
+    program = _program(request, slug)
+    return render(request, "governance/releases.html", _releases_context(request, program))
+
+
+def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: type,
+                  act: Callable[[Program, dict[str, Any]], Any], done: Callable[[dict[str, Any]], str]) -> HttpResponse:
+    program = _program(request, slug)
+    require_role(request.user, Role.RELEASER, program, doing="move release labels")
+    labels = list(program.labels.values_list("name", flat=True))
+    approved = program.versions.filter(status=VersionStatus.APPROVED).order_by("-number")
+    form = form_class(request.POST, versions=approved, labels=labels)
+    if form.is_valid():
+        try:
+            act(program, form.cleaned_data)
+        except InvalidInput as exc:
+            form.add_error(_field_of(exc, form), exc.message)
+        else:
+            messages.success(request, done(form.cleaned_data))
+            return redirect("releases", slug=program.slug)
+    return render(request, "governance/releases.html",
+                  _releases_context(request, program, **{form_name: form}), status=400)
+
+
+@portal_view
+@require_POST
+def release_create(request: HttpRequest, slug: str) -> HttpResponse:
+    return _release_post(
+        request, slug, "release_form", portal_forms.ReleaseForm,
+        lambda program, d: release_version(d["version"], actor=request.user, label=d["label"], reason=d["reason"]),
+        lambda d: f"Version {d['version'].number} is now the {d['label']} version.")
+
+
+@portal_view
+@require_POST
+def release_rollback(request: HttpRequest, slug: str) -> HttpResponse:
+    def act(program: Program, d: dict[str, Any]) -> Any:
+        return rollback(program, actor=request.user, label=d["label"], to_version=d["to_version"], reason=d["reason"])
+    return _release_post(request, slug, "rollback_form", portal_forms.RollbackForm, act,
+                         lambda d: f"Label {d['label']} rolled back.")
+
+
+@portal_view
+@require_POST
+def release_fallback(request: HttpRequest, slug: str) -> HttpResponse:
+    def act(program: Program, d: dict[str, Any]) -> Any:
+        return pin_fallback(program, actor=request.user, label=d["label"], version=d["version"], reason=d["reason"])
+    return _release_post(request, slug, "fallback_form", portal_forms.FallbackForm, act,
+                         lambda d: f"Version {d['version'].number} pinned as the fallback of {d['label']}.")
+
+
+@portal_view
+@require_POST
+def release_kill_switch(request: HttpRequest, slug: str) -> HttpResponse:
+    program = _program(request, slug)
+    form = portal_forms.KillSwitchForm(request.POST)
+    if not form.is_valid():
+        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        return render(request, "governance/releases.html",
+                      _releases_context(request, program, kill_error=f"Kill switch not changed \u2014 {error}"),
+                      status=400)
+    data = form.cleaned_data
+    set_kill_switch(program, actor=request.user, label=data["label"], on=data["on"], reason=data["reason"])
+    state = "engaged: the label serves its fallback" if data["on"] else "released: the label serves its release"
+    messages.success(request, f"Kill switch of {data['label']} {state}.")
+    return redirect("releases", slug=program.slug)
+
+
+# --- audit trail ----------------------------------------------------------------------------------------------
+
+
+def _filtered_events(form: portal_forms.AuditFilterForm, program: Program | None) -> QuerySet[AuditEvent]:
+    data = form.cleaned_data if form.is_valid() else {}
+    events = audit_events(program=program, since=data.get("since"), until=data.get("until"))
+    if data.get("actor"):
+        events = events.filter(Q(actor_name__icontains=data["actor"]) | Q(actor__username__iexact=data["actor"]))
+    if data.get("action"):
+        events = events.filter(action__startswith=data["action"].strip())
+    return events
+
+
+def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
+    form = portal_forms.AuditFilterForm(request.GET or None)
+    events = _filtered_events(form, program)
+    page = Paginator(events.order_by("-id"), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    chain_break = verify_chain()
+    return render(request, "governance/audit.html", {
+        "program": program, "form": form, "page": page, "query": query.urlencode(),
+        "chain_break": chain_break, "chain_length": AuditEvent.objects.count(),
+        "action_names": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
+    })
+
+
+def _audit_csv(request: HttpRequest, program: Program | None) -> HttpResponse:
+    form = portal_forms.AuditFilterForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        raise InvalidInput("; ".join(" ".join(v) for v in form.errors.values()))
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    name = f"audit-{program.slug if program else 'all'}-{timezone.now():%Y%m%dT%H%M%SZ}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    write_audit_csv(_filtered_events(form, program), response)
+    return response
+
+
+def _require_auditor(request: HttpRequest) -> None:
+    require_role(request.user, Role.AUDITOR, doing="read the global audit trail (program members read their "
+                                                   "program's trail from the program page)")
+
+
+@portal_view
+@require_GET
+def audit_global(request: HttpRequest) -> HttpResponse:
+    _require_auditor(request)
+    return _audit(request, None)
+
+
+@portal_view
+@require_GET
+def audit_global_csv(request: HttpRequest) -> HttpResponse:
+    _require_auditor(request)
+    return _audit_csv(request, None)
+
+
+@portal_view
+@require_GET
+def audit_program(request: HttpRequest, slug: str) -> HttpResponse:
+    return _audit(request, _program(request, slug))
+
+
+@portal_view
+@require_GET
+def audit_program_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    return _audit_csv(request, _program(request, slug))
+
