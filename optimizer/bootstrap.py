@@ -104,7 +104,7 @@ def bootstrap_pool(program: Program, trainset: Sequence[Example], metric: Metric
                                         for p in program.predictors if labeled[p.name]})
     candidates = list(trainset)
     rng.shuffle(candidates)
-    wanted = settings.max_bootstrapped * 3  # enough for several distinct bootstrapped sets
+    wanted = settings.max_bootstrapped * 2  # enough for a few distinct bootstrapped sets, at little cost
     pool: dict[str, list[Demo]] = {p.name: [] for p in program.predictors}
     batch = max(4, lm.config.max_concurrency)
     for start in range(0, min(len(candidates), settings.max_teacher_examples), batch):

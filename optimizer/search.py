@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -48,7 +49,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "light": Preset(num_candidates=6, val_size=100, num_trials=14, rungs=(15, 40)),
+    "light": Preset(num_candidates=6, val_size=60, num_trials=14, rungs=(10, 30)),
     "medium": Preset(num_candidates=12, val_size=300, num_trials=28, rungs=(20, 60, 150)),
     "heavy": Preset(num_candidates=18, val_size=1000, num_trials=45, rungs=(25, 100, 300)),
 }
@@ -238,6 +239,15 @@ def id_of_demos(demos: Sequence[dict[str, Any]]) -> str:
     return content_hash([dict(d) for d in demos])
 
 
+@dataclass(frozen=True)
+class RaceOutcome:
+    """How far a configuration got: mean score over the examples evaluated, and whether that was all of them."""
+
+    score: float
+    examples: int
+    is_full: bool
+
+
 class Racer:
     """Evaluates one configuration rung by rung, stopping once it cannot reach the bar of a rung."""
 
@@ -245,19 +255,18 @@ class Racer:
         self.state = state
         self.bars = bars
 
-    def run(self, params: dict[str, Any], report: Callable[[float, int], None]) -> tuple[float, int, bool]:
-        """Returns (mean score over evaluated examples, examples evaluated, reached the full set)."""
+    def run(self, params: dict[str, Any], report: Callable[[float, int], None]) -> RaceOutcome:
         key = self.state.config_key(params)
         scores = self.state.scores_by_config.setdefault(key, [])
         n_val = len(self.state.valset)
         if len(scores) >= n_val:  # evaluated in full before: nothing left to race
-            return _mean(scores), n_val, True
+            return RaceOutcome(_mean(scores), n_val, True)
         program = self.state.program_for(params)
         for rung in self.state.rungs:
             if not self._extend(program, scores, rung):
-                return _mean(scores), len(scores), False
+                return RaceOutcome(_mean(scores), len(scores), False)
             report(_mean(scores[:rung]), rung)
-        return _mean(scores), len(scores), len(scores) >= len(self.state.valset)
+        return RaceOutcome(_mean(scores), len(scores), len(scores) >= n_val)
 
     def _extend(self, program: Program, scores: list[float], rung: int) -> bool:
         """Evaluate up to `rung` examples in chunks; False when the rung's bar became unreachable."""
@@ -290,6 +299,14 @@ def promotion_bars(study: optuna.Study, rungs: tuple[int, ...], n_val: int) -> d
     return bars
 
 
+@dataclass(frozen=True)
+class TrialMeter:
+    """Usage and clock at the start of a trial, to charge the trial with what it spent."""
+
+    usage: Usage
+    started: float
+
+
 class Objective:
     """optuna objective: sample a configuration, race it, record a typed TrialRecord."""
 
@@ -300,18 +317,17 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = self._suggest(trial)
-        before, started = self.state.lm.usage(), time.monotonic()
+        meter = TrialMeter(self.state.lm.usage(), time.monotonic())
         bars = promotion_bars(self.study, self.state.rungs, len(self.state.valset))
         try:
-            score, examples, is_full = Racer(self.state, bars).run(params, trial.report)
+            outcome = Racer(self.state, bars).run(params, trial.report)
         except (BudgetExceeded, StopRequested) as exc:
-            self._record(trial, params, before, started, None, 0, False, state="failed", error=str(exc))
+            self._record(trial.number, params, meter, None, error=str(exc))
             raise
-        trial.set_user_attr("examples", examples)
-        trial.set_user_attr("full_score", score if is_full else None)
-        state = "complete" if is_full or examples >= self.state.rungs[-1] else "pruned"
-        self._record(trial, params, before, started, score, examples, is_full, state=state)
-        return score
+        trial.set_user_attr("examples", outcome.examples)
+        trial.set_user_attr("full_score", outcome.score if outcome.is_full else None)
+        self._record(trial.number, params, meter, outcome)
+        return outcome.score
 
     def _suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -325,17 +341,24 @@ class Objective:
                                                                            list(self.state.counts))
         return params
 
-    def _record(self, trial: optuna.Trial, params: dict[str, Any], before: Usage, started: float,
-                score: float | None, examples: int, is_full: bool, *, state: str, error: str | None = None) -> None:
-        used = self.state.lm.usage() - before
-        best = best_full_score(self.study, extra=score if is_full else None)
-        record = TrialRecord(number=trial.number, params=params, state=state, score=score, examples=examples,
-                             full_score=score if is_full else None, is_full=is_full, calls=used.calls,
-                             cached_calls=used.cached_calls, tokens=used.prompt_tokens + used.completion_tokens,
-                             cost_usd=used.cost_usd, seconds=time.monotonic() - started, best_score=best, error=error)
+    def _record(self, number: int, params: dict[str, Any], meter: TrialMeter, outcome: RaceOutcome | None,
+                error: str | None = None) -> None:
+        used = self.state.lm.usage() - meter.usage
+        full = outcome.score if outcome is not None and outcome.is_full else None
+        if outcome is None:
+            state = "failed"
+        else:
+            state = "complete" if outcome.is_full or outcome.examples >= self.state.rungs[-1] else "pruned"
+        record = TrialRecord(number=number, params=params, state=state,
+                             score=None if outcome is None else outcome.score,
+                             examples=0 if outcome is None else outcome.examples, full_score=full,
+                             is_full=full is not None, calls=used.calls, cached_calls=used.cached_calls,
+                             tokens=used.prompt_tokens + used.completion_tokens, cost_usd=used.cost_usd,
+                             seconds=time.monotonic() - meter.started, best_score=best_full_score(self.study, full),
+                             error=error)
         self.state.records.append(record)
-        logger.info("trial %d %s: score=%s on %d examples (best full %s), %d calls", record.number, state,
-                    None if score is None else round(score, 4), examples, best, used.calls)
+        logger.info("trial %d %s: score=%s on %d examples (best full %s), %d calls", number, state,
+                    record.score, record.examples, record.best_score, used.calls)
         if self.callback is not None:
             self.callback(record)
 
@@ -407,8 +430,10 @@ class MIPRO:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         n_trials = self.config.resolved.num_trials
-        sampler = optuna.samplers.TPESampler(seed=self.config.seed, multivariate=True,
-                                             n_startup_trials=max(3, n_trials // 3))
+        with warnings.catch_warnings():  # multivariate TPE is flagged experimental; it is what MIPRO uses
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=self.config.seed, multivariate=True,
+                                                 n_startup_trials=max(3, n_trials // 3))
         storage: Any = None
         if self.config.storage:
             storage = optuna.storages.RDBStorage(self.config.storage, heartbeat_interval=5, grace_period=20,
@@ -453,7 +478,9 @@ class MIPRO:
         from optuna.trial import TrialState
 
         target = self.config.resolved.num_trials
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # trials of a killed worker, once its heartbeat is stale
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if done >= target:
             return f"completed {done} trials"
