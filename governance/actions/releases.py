@@ -50,11 +50,15 @@ def check_releaser(version: PromptVersion, actor: Any) -> None:
         raise SegregationOfDuties(f"{who} approved version {version.number} and cannot also release it")
 
 
-def _releasable(version: PromptVersion, program: Program, doing: str) -> PromptVersion:
-    """A fresh, locked copy of an approved version of `program`."""
+def _same_program(version: PromptVersion, program: Program) -> None:
     if version.program_id != program.pk:
         raise InvalidInput(f"version {version.number} belongs to program {version.program.slug}, not {program.slug}",
                            field="version")
+
+
+def _releasable(version: PromptVersion, program: Program, doing: str) -> PromptVersion:
+    """A fresh, locked copy of an approved version of `program`."""
+    _same_program(version, program)
     version = lock(version)
     expect_status(version.status, [VersionStatus.APPROVED], subject=f"version {version.number}", doing=doing)
     return version
@@ -171,6 +175,7 @@ def pin_fallback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL,
                  reason: str) -> Release:
     """Name the approved version the label serves while its kill switch is on."""
     reason = require_reason(reason, doing="pin a fallback version")
+    _same_program(version, program)
     program = lock(program)
     current = _existing_label(program, label, doing="pin a fallback for (release a version first)")
     version = _releasable(version, program, "be pinned as fallback")

@@ -4,11 +4,14 @@ the real actions (never by saving models directly)."""
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 
 from governance.actions import (
     approve_change_request, create_program, create_user_with_roles, create_version, initial_payload,
@@ -31,6 +34,8 @@ INLINE_SPEC = {
         "demos": [],
     }],
 }
+
+TRIGGERS = importlib.import_module("governance.migrations.0002_integrity_triggers")
 
 USERS = {  # username -> roles
     "author": ["author"],
@@ -76,6 +81,25 @@ class AuditLog:
 def fast_passwords(settings):
     """MD5 hashing for test users: PBKDF2's deliberate slowness would cost seconds per test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def committed_db(transactional_db):
+    """A database where actions really commit; the integrity triggers are lifted only to empty it afterwards.
+
+    The teardown flush deletes every row, which SQLite's append-only and frozen-version triggers refuse
+    (PostgreSQL flushes with TRUNCATE, which row triggers do not see). So: drop them, flush, re-create.
+    """
+    yield
+    if connection.vendor != "sqlite":
+        return
+    with connection.cursor() as cursor:
+        for statement in TRIGGERS.SQLITE_DROP:
+            cursor.execute(statement)
+    call_command("flush", interactive=False, verbosity=0)
+    with connection.cursor() as cursor:
+        for statement in TRIGGERS.SQLITE_CREATE:
+            cursor.execute(statement)
 
 
 @pytest.fixture
