@@ -51,10 +51,9 @@ def expect_status(current: str, allowed: Iterable[str], *, subject: str, doing: 
 
 
 def _plural(subject: str) -> str:
-    noun = subject.split(" ")[0]
-    if noun == "change":
-        return "change requests"
-    return noun + "s"
+    """"change request 5" -> "change requests"."""
+    head, _, last = subject.rpartition(" ")
+    return (head if last.isdigit() and head else subject) + "s"
 
 
 def save(instance: models.Model, *, actor: Any, fields: Iterable[str] | None = None) -> None:

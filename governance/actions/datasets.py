@@ -162,7 +162,7 @@ def validate_rows(program: Program, rows: list[Any]) -> list[dict[str, dict[str,
 
 @transaction.atomic
 def import_dataset(program: Program, *, actor: Any, split: str, name: str, rows: list[dict[str, Any]] | str,
-                   format: str | None = None, source_filename: str = "") -> Dataset:  # noqa: A002 (API name)
+                   format: str | None = None, source_filename: str = "") -> Dataset:
     """Import labeled rows (a list of dicts, or JSONL/CSV text with `format`) as one new dataset of `split`.
 
     The whole import is refused on the first bad row; re-importing identical content for the same split is

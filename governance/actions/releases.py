@@ -14,16 +14,29 @@ from django.core.validators import validate_slug
 from django.db import transaction
 
 from governance.actions._common import (
-    PRODUCTION_LABEL, create, expect_status, lock, require_reason, save, send_on_commit,
+    PRODUCTION_LABEL,
+    create,
+    expect_status,
+    lock,
+    require_reason,
+    save,
+    send_on_commit,
 )
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, SegregationOfDuties
 from governance.models import (
-    Decision, Program, PromptVersion, Release, ReleaseAction, ReleaseLabel, Review, Role, VersionStatus,
+    Decision,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseAction,
+    ReleaseLabel,
+    Review,
+    Role,
+    VersionStatus,
 )
 from governance.permissions import require_role
 from governance.signals import release_rolled_back, version_released
-
 
 # --- checks and reading -------------------------------------------------------------------------------------
 

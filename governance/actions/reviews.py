@@ -19,19 +19,41 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from governance.actions._common import (
-    PRODUCTION_LABEL, create, expect_status, lock, require_reason, require_text, save, send_on_commit, user_ref,
+    PRODUCTION_LABEL,
+    create,
+    expect_status,
+    lock,
+    require_reason,
+    require_text,
+    save,
+    send_on_commit,
+    user_ref,
 )
 from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, version_state
 from governance.audit import printed_name, record_event
 from governance.errors import (
-    AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied, SegregationOfDuties,
+    AuthenticationFailed,
+    GovernanceError,
+    IllegalTransition,
+    InvalidInput,
+    PermissionDenied,
+    SegregationOfDuties,
 )
 from governance.middleware import current_request_context
 from governance.models import (
-    ChangeRequest, ChangeRequestStatus, Decision, ImpactClass, Program, PromptVersion, ReleaseLabel, Review, Role,
-    SignatureMeaning, VersionStatus,
+    ChangeRequest,
+    ChangeRequestStatus,
+    Decision,
+    ImpactClass,
+    Program,
+    PromptVersion,
+    ReleaseLabel,
+    Review,
+    Role,
+    SignatureMeaning,
+    VersionStatus,
 )
-from governance.permissions import has_role, require_member, require_role
+from governance.permissions import require_member, require_role
 from governance.signals import change_request_approved, change_request_opened, change_request_rejected
 
 # The signature meaning each decision carries; a signature's meaning must match what it does.

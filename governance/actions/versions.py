@@ -16,8 +16,18 @@ from governance.actions.programs import interface, parse_spec
 from governance.audit import record_event
 from governance.errors import FrozenVersionError, IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import (
-    FROZEN_STATUSES, ChangeRequest, ChangeRequestStatus, ImpactClass, OptimizationRun, Program, PromptVersion,
-    ReleaseLabel, Role, VersionOrigin, VersionStatus, payload_hash,
+    FROZEN_STATUSES,
+    ChangeRequest,
+    ChangeRequestStatus,
+    ImpactClass,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    ReleaseLabel,
+    Role,
+    VersionOrigin,
+    VersionStatus,
+    payload_hash,
 )
 from governance.permissions import has_role, require_role
 

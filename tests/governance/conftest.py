@@ -14,8 +14,13 @@ from django.core.management import call_command
 from django.db import connection
 
 from governance.actions import (
-    approve_change_request, create_program, create_user_with_roles, create_version, initial_payload,
-    open_change_request, setup_role_groups,
+    approve_change_request,
+    create_program,
+    create_user_with_roles,
+    create_version,
+    initial_payload,
+    open_change_request,
+    setup_role_groups,
 )
 from governance.models import AuditEvent
 

@@ -10,7 +10,12 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from governance.actions import (
-    add_member, create_program, create_review_policy, create_user_with_roles, remove_member, setup_role_groups,
+    add_member,
+    create_program,
+    create_review_policy,
+    create_user_with_roles,
+    remove_member,
+    setup_role_groups,
     update_program,
 )
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
@@ -24,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _create(actor, **overrides):
-    values = dict(actor=actor, slug="triage2", name="Triage 2", spec=demo_spec(), metric="choice")
+    values = {"actor": actor, "slug": "triage2", "name": "Triage 2", "spec": demo_spec(), "metric": "choice"}
     values.update(overrides)
     return create_program(**values)
 

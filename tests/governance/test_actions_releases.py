@@ -6,7 +6,12 @@ import pytest
 
 from governance import signals
 from governance.actions import (
-    label_history, pin_fallback, release_version, retire_version, rollback, set_kill_switch,
+    label_history,
+    pin_fallback,
+    release_version,
+    retire_version,
+    rollback,
+    set_kill_switch,
 )
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied, SegregationOfDuties
 from governance.models import Release, ReleaseAction, ReleaseLabel

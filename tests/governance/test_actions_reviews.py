@@ -8,15 +8,33 @@ from django.db import IntegrityError, connection, transaction
 
 from governance import signals
 from governance.actions import (
-    allowed_review_actions, approve_change_request, create_review_policy, edit_version, open_change_request,
-    reject_change_request, release_version, request_changes, resubmit_change_request, update_program,
+    allowed_review_actions,
+    approve_change_request,
+    create_review_policy,
+    edit_version,
+    open_change_request,
+    reject_change_request,
+    release_version,
+    request_changes,
+    resubmit_change_request,
+    update_program,
     withdraw_change_request,
 )
 from governance.errors import (
-    AuthenticationFailed, IllegalTransition, InvalidInput, PermissionDenied, SegregationOfDuties,
+    AuthenticationFailed,
+    IllegalTransition,
+    InvalidInput,
+    PermissionDenied,
+    SegregationOfDuties,
 )
 from governance.models import (
-    AuditEvent, ChangeRequestStatus, Decision, OptimizationRun, Review, SignatureMeaning, VersionStatus,
+    AuditEvent,
+    ChangeRequestStatus,
+    Decision,
+    OptimizationRun,
+    Review,
+    SignatureMeaning,
+    VersionStatus,
 )
 from governance.permissions import ensure_role_groups
 from tests.governance.conftest import AuditLog, payload_with

@@ -7,7 +7,12 @@ import copy
 import pytest
 
 from governance.actions import (
-    create_version, edit_version, initial_payload, release_version, retire_version, submit_for_review,
+    create_version,
+    edit_version,
+    initial_payload,
+    release_version,
+    retire_version,
+    submit_for_review,
     withdraw_version,
 )
 from governance.actions.versions import can_edit
@@ -55,8 +60,8 @@ def _with(program, mutate):
 @pytest.mark.parametrize(("mutate", "fragment"), [
     (lambda p: p.pop("lm"), 'exactly the keys "program" and "lm"'),
     (lambda p: p["program"]["predictors"][0].update(name="route"),
-     "must keep the predictors and fields of support, including types and choices "
-     r"\(expected classify\(ticket -> category\), got route\(ticket -> category\)\)"),
+     ("must keep the predictors and fields of support, including types and choices "
+      r"\(expected classify\(ticket -> category\), got route\(ticket -> category\)\)")),
     (lambda p: p["program"]["predictors"][0]["signature"]["outputs"][0]["choices"].pop(),
      "must keep the predictors and fields of support"),
     (lambda p: p["program"]["predictors"][0].update(kind="magic"), "unknown kind 'magic'"),

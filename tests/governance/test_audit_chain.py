@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.db import DatabaseError, connection, transaction
 
@@ -23,7 +25,7 @@ def trail(make_approved, releaser):
 def test_events_link_each_to_the_previous(trail):
     assert len(trail) > 15
     assert trail[0].prev_hash == GENESIS_HASH
-    for previous, event in zip(trail, trail[1:]):
+    for previous, event in itertools.pairwise(trail):
         assert event.prev_hash == previous.hash
         assert event.hash == compute_hash(previous.hash, event_content(event))
     assert verify_chain() is None
@@ -84,12 +86,10 @@ def test_database_refuses_update_and_delete_of_events(trail):
         AuditEvent.objects.filter(pk=event.pk).update(reason="rewritten")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).delete()
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE governance_auditevent SET actor_name = 'someone else' WHERE id = %s", [event.pk])
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM governance_auditevent")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE governance_auditevent SET actor_name = 'someone else' WHERE id = %s", [event.pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM governance_auditevent")
     assert AuditEvent.objects.get(pk=event.pk).reason == event.reason
     assert verify_chain() is None
 

@@ -56,9 +56,9 @@ def test_delete_is_refused(approved):
         approved.delete()
     with pytest.raises(ProtectedError), transaction.atomic():  # its reviews and change request hold it too
         PromptVersion.objects.filter(pk=approved.pk).delete()
-    with pytest.raises(DatabaseError, match="prompt version is frozen"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM governance_promptversion WHERE id = %s", [approved.pk])
+    with pytest.raises(DatabaseError, match="prompt version is frozen"), transaction.atomic(), \
+            connection.cursor() as cursor:
+        cursor.execute("DELETE FROM governance_promptversion WHERE id = %s", [approved.pk])
     assert PromptVersion.objects.filter(pk=approved.pk).exists()
 
 

@@ -16,8 +16,15 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
 
 from governance.actions import (
-    approve_change_request, create_program, create_user_with_roles, create_version, initial_payload,
-    open_change_request, release_version, rollback, setup_role_groups,
+    approve_change_request,
+    create_program,
+    create_user_with_roles,
+    create_version,
+    initial_payload,
+    open_change_request,
+    release_version,
+    rollback,
+    setup_role_groups,
 )
 from governance.audit import verify_chain
 from governance.errors import GovernanceError, IllegalTransition
@@ -73,7 +80,7 @@ def _run_together(workers: list[Callable[[], Any]]) -> list[Any]:
         try:
             barrier.wait(timeout=30)
             results[index] = work()
-        except Exception as exc:  # collected and asserted by the test
+        except Exception as exc:  # noqa: BLE001  (collected and asserted by the test)
             results[index] = exc
         finally:
             connection.close()  # this thread's connection; the test database cannot be dropped while it is open
@@ -129,10 +136,10 @@ def test_frozen_trigger_refuses_raw_update_and_delete():
         ("UPDATE governance_promptversion SET status = 'draft' WHERE id = %s", [cr.version_id]),
         ("DELETE FROM governance_promptversion WHERE id = %s", [cr.version_id]),
     ]:
-        with pytest.raises(DatabaseError, match="prompt version is frozen"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                cursor.execute(sql, params)
+        with pytest.raises(DatabaseError, match="prompt version is frozen"), transaction.atomic(), \
+                connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute(sql, params)
     assert PromptVersion.objects.get(pk=cr.version_id).payload == cr.version.payload
     PromptVersion.objects.filter(pk=cr.version_id).update(status=VersionStatus.RETIRED)  # the one allowed move
 
@@ -143,9 +150,9 @@ def test_audit_trigger_refuses_update_and_delete():
     event = AuditEvent.objects.order_by("id").first()
     with pytest.raises(DatabaseError, match="audit events are append-only: UPDATE refused"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).update(reason="rewritten")
-    with pytest.raises(DatabaseError, match="audit events are append-only: DELETE refused"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM governance_auditevent WHERE id = %s", [event.pk])
+    with pytest.raises(DatabaseError, match="audit events are append-only: DELETE refused"), transaction.atomic(), \
+            connection.cursor() as cursor:
+        cursor.execute("DELETE FROM governance_auditevent WHERE id = %s", [event.pk])
     assert verify_chain() is None
 
 
