@@ -132,7 +132,7 @@ def label_field() -> serializers.SlugField:
 class ProgramSerializer(serializers.ModelSerializer):
     owner = UserRefSerializer(read_only=True)
     members = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
-    review_policy = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    review_policy = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
 
     class Meta:
         model = Program
@@ -485,8 +485,8 @@ class KillSwitchSerializer(serializers.Serializer):
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    program = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    actor = serializers.SlugRelatedField(read_only=True, slug_field="username")
+    program = serializers.SlugRelatedField(read_only=True, slug_field="slug", allow_null=True)
+    actor = serializers.SlugRelatedField(read_only=True, slug_field="username", allow_null=True)
 
     class Meta:
         model = AuditEvent
@@ -500,6 +500,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 class MeSerializer(serializers.ModelSerializer):
     name = serializers.SerializerMethodField()
+    email = serializers.CharField(read_only=True)
     roles = serializers.SerializerMethodField()
     programs = serializers.SerializerMethodField()
 

@@ -1,7 +1,7 @@
 """API URLs: /api/v1/ (the REST API), /api/schema/ (OpenAPI 3) and /api/docs/ (Swagger UI, served locally)."""
 
 from django.conf import settings
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -37,3 +37,6 @@ urlpatterns = [
 
 if settings.GOVERNANCE_BENCH_VIEWS:
     urlpatterns.append(path("bench/static-json", views.static_json, name="bench-static-json"))
+
+# Anything else under /api/ is a JSON 404 in the API's error shape (not Django's HTML page).
+urlpatterns.append(re_path(r"^[\s\S]*$", views.api_not_found))

@@ -15,7 +15,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, renderers, serializers as drf_serializers, status, viewsets
@@ -33,6 +34,7 @@ from governance.actions import tokens as token_actions
 from governance.actions import versions as version_actions
 from governance.actions import webhooks as webhook_actions
 from governance.api import bundles, serializers as s
+from governance.api.errors import error_body
 from governance.api.filtersets import (
     AuditEventFilterSet, ChangeRequestFilterSet, DatasetFilterSet, ExportFilterSet, LabelFilterSet, ProgramFilterSet,
     ReleaseFilterSet, ReviewFilterSet, RunFilterSet, TrialFilterSet, VersionFilterSet, WebhookDeliveryFilterSet,
@@ -577,6 +579,12 @@ class WebhookDeliveryViewSet(ReadOnlyGovernedViewSet):
     program_path = "subscription__program"
     ordering_fields = ["created_at"]
     ordering = ["-created_at", "-id"]
+
+
+@csrf_exempt  # nothing happens here; a CSRF failure page would only hide the 404
+def api_not_found(request: Any) -> JsonResponse:
+    """No API endpoint has this path (e.g. an id that is not an integer)."""
+    return JsonResponse(error_body("not_found", f"no API endpoint at {request.path}"), status=404)
 
 
 # --- benchmark ceiling --------------------------------------------------------------------------------------
