@@ -16,7 +16,9 @@ from governance.actions.reviews import (
     allowed_review_actions, approve_change_request, live_approvals, open_change_request, reject_change_request,
     request_changes, required_approvals, resubmit_change_request, withdraw_change_request,
 )
+from governance.actions.monitoring import run_drift_check
 from governance.actions.roles import create_user_with_roles, setup_role_groups
+from governance.actions.runs import cancel_run, start_run
 from governance.actions.versions import (
     active_change_request, can_edit, create_version, edit_version, initial_payload, retire_version,
     submit_for_review, validate_payload, withdraw_version,
@@ -38,4 +40,6 @@ __all__ = [
     "release_version", "rollback", "pin_fallback", "set_kill_switch", "label_history", "check_releaser",
     # roles
     "create_user_with_roles", "setup_role_groups",
+    # optimization runs and monitoring
+    "start_run", "cancel_run", "run_drift_check",
 ]

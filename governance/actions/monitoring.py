@@ -1,0 +1,124 @@
+"""Drift check: the production version re-scored on labeled data that arrived after its approval.
+
+The baseline is the score the version was approved with (its recorded test score, else val). A drop of more
+than the program's `drift_threshold` percentage points raises one DriftAlert per (version, dataset), an audit
+event "drift.alert" and the `drift_alert_raised` signal (webhooks) on commit. A check that finds no drift
+writes nothing: it is a read, and nightly reads would only add noise to the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from governance.actions._common import PRODUCTION_LABEL, create, send_on_commit
+from governance.actions.datasets import examples_for
+from governance.actions.reviews import production_version
+from governance.audit import record_event
+from governance.models import DriftAlert, Dataset, Program, PromptVersion, Split
+from governance.permissions import require_member
+from governance.signals import drift_alert_raised
+
+# Splits that hold labels reviewers trust for scoring; new train data is for the next optimization.
+DRIFT_SPLITS = (Split.TEST, Split.VAL)
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """One check's outcome; `alert` is set when the drop exceeded the threshold."""
+
+    version: PromptVersion
+    dataset: Dataset
+    baseline: float
+    current: float
+    threshold: float
+    alert: DriftAlert | None
+
+    @property
+    def drop_points(self) -> float:
+        return round((self.baseline - self.current) * 100, 2)
+
+    def summary(self) -> dict[str, Any]:
+        return {"program": self.version.program.slug, "version": self.version.number, "dataset": self.dataset.pk,
+                "baseline": self.baseline, "current": self.current, "drop_points": self.drop_points,
+                "threshold": self.threshold, "alert": self.alert.pk if self.alert else None}
+
+
+def programs_with_production() -> QuerySet[Program]:
+    return Program.objects.filter(labels__name=PRODUCTION_LABEL).distinct()
+
+
+def fresh_datasets(program: Program, version: PromptVersion) -> list[Dataset]:
+    """Labeled datasets not used for the version's approval: imported after it was approved (or created) and
+    not among the datasets of the run that produced it. Newest first."""
+    since = version.approved_at or version.created_at
+    used = set((version.run.dataset_hashes or {}).values()) if version.run_id else set()
+    newer = program.datasets.filter(created_at__gt=since, split__in=DRIFT_SPLITS).order_by("-created_at", "-id")
+    return [dataset for dataset in newer if dataset.content_hash not in used]
+
+
+def baseline_score(version: PromptVersion) -> float | None:
+    """The score the version was approved with: test, else val."""
+    scores = version.scores or {}
+    value = scores.get("test", scores.get("val"))
+    return float(value) if value is not None else None
+
+
+def run_drift_check(program: Program, *, actor: Any = None, dataset: Dataset | None = None) -> DriftCheck | None:
+    """Re-evaluate the production version on the newest fresh labeled dataset (or `dataset`). None when there
+    is nothing to check: no production version, no baseline score, or no new labeled data."""
+    if actor is not None:
+        require_member(actor, program)
+    version = production_version(program)
+    if version is None or baseline_score(version) is None:
+        return None
+    if dataset is None:
+        fresh = fresh_datasets(program, version)
+        if not fresh:
+            return None
+        dataset = fresh[0]
+    baseline, current = baseline_score(version) or 0.0, score_version(version, dataset)
+    check = DriftCheck(version, dataset, baseline, current, program.drift_threshold, None)
+    if check.drop_points > program.drift_threshold:
+        return DriftCheck(version, dataset, baseline, current, program.drift_threshold,
+                          _raise_alert(check, actor=actor))
+    return check
+
+
+def score_version(version: PromptVersion, dataset: Dataset) -> float:
+    """The version's frozen content run on `dataset` with the model it was approved for.
+
+    The endpoint settings (api_base, timeouts) come from the program's LM configuration; the model, its
+    temperature and max tokens from the version's payload, since those are what the approval covers.
+    """
+    from governance.runner import guarded_lm, lm_config_from  # the optimizer's LM: keep it out of web start-up
+    from optimizer.data import examples_from_records
+    from optimizer.evaluation import evaluate
+    from optimizer.metrics import resolve_metric
+    from optimizer.program import Program as OptProgram
+
+    program = OptProgram.from_dict(version.payload["program"])
+    examples = examples_from_records(examples_for(dataset), program, source=f"dataset {dataset.name}")
+    # Guarded: a broken endpoint must fail the check, not score zero and raise a false alert.
+    with guarded_lm(lm_config_from({**version.program.lm_config, **version.payload["lm"]})) as lm:
+        return evaluate(program, examples, resolve_metric(version.program.metric), lm).score
+
+
+@transaction.atomic
+def _raise_alert(check: DriftCheck, *, actor: Any) -> DriftAlert | None:
+    """One alert per (version, dataset): a nightly check on the same data does not alert again."""
+    program = Program.objects.select_for_update().get(pk=check.version.program_id)
+    if DriftAlert.objects.filter(version=check.version, dataset=check.dataset).exists():
+        return DriftAlert.objects.filter(version=check.version, dataset=check.dataset).first()
+    alert = create(DriftAlert, by=actor, program=program, version=check.version, dataset=check.dataset,
+                   baseline_score=check.baseline, current_score=check.current, threshold=check.threshold)
+    record_event("drift.alert", actor=actor, obj=alert, program=program, after={
+        "version": check.version.number, "content_hash": check.version.content_hash, "dataset": check.dataset.pk,
+        "dataset_hash": check.dataset.content_hash, "baseline_score": check.baseline,
+        "current_score": check.current, "drop_points": check.drop_points, "threshold": check.threshold},
+        reason=f"production v{check.version.number} dropped {check.drop_points} points on {check.dataset.name}")
+    send_on_commit(drift_alert_raised, DriftAlert, instance=alert)
+    return alert

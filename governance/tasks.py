@@ -1,0 +1,71 @@
+"""Celery entry points only: each task takes ids, reloads rows and calls the runner or an action, which record
+status and errors on the rows themselves (STYLE.md rule 4).
+
+Run tasks are acks_late + reject_on_worker_lost: a message is acknowledged only once the run ended, so a worker
+process that dies mid-run gives its message back. Redelivery is safe: `execute_run` claims the run under a row
+lock and skips it while another executor's heartbeat is fresh; a run whose executor is gone is requeued by
+`recover_stale_runs` (every minute under celery beat) and continues its optuna study.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from governance.celery import app
+
+logger = logging.getLogger(__name__)
+
+
+def _worker(task: Any, kind: str) -> str:
+    """The executor's identity on the run row: role, Celery node name and process (one task at a time each)."""
+    return f"{kind}:{task.request.hostname or 'celery'}:{os.getpid()}"
+
+
+@app.task(bind=True, name="governance.tasks.run_optimization", acks_late=True, reject_on_worker_lost=True)
+def run_optimization(self: Any, run_id: int) -> str:
+    """Execute (or resume) optimization run `run_id` as its owner."""
+    from governance.runner import execute_run
+
+    return execute_run(run_id, worker_name=_worker(self, "owner"))
+
+
+@app.task(bind=True, name="governance.tasks.run_trials", acks_late=True, reject_on_worker_lost=True)
+def run_trials(self: Any, run_id: int) -> int:
+    """Join the study of running run `run_id` and run trials of it (scale-out; see runner.spread_run)."""
+    from governance.runner import join_run
+
+    return join_run(run_id, worker_name=_worker(self, "helper"))
+
+
+@app.task(name="governance.tasks.recover_stale_runs")
+def recover_stale_runs() -> dict[int, str]:
+    """Requeue or fail runs whose worker stopped sending heartbeats (killed, out of memory, machine lost)."""
+    from governance.runner import recover_stale_runs as recover
+
+    return recover()
+
+
+@app.task(name="governance.tasks.reoptimize_due_programs")
+def reoptimize_due_programs() -> dict[str, Any]:
+    """Nightly: start the scheduled re-optimization of every program that is due and has new data."""
+    from governance.runner import reoptimize_due_programs as reoptimize
+
+    return reoptimize()
+
+
+@app.task(name="governance.tasks.drift_check")
+def drift_check(program_id: int | None = None) -> Any:
+    """Check one program's production version on newly labeled data; without an id, fan out to every program
+    that has a production version (one task each, so one slow program does not hold up the others)."""
+    from governance.actions.monitoring import programs_with_production, run_drift_check
+    from governance.models import Program
+
+    if program_id is None:
+        ids = list(programs_with_production().values_list("pk", flat=True))
+        for pk in ids:
+            drift_check.delay(pk)
+        return {"enqueued": ids}
+    result = run_drift_check(Program.objects.get(pk=program_id))
+    return result.summary() if result is not None else None
