@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -92,11 +92,21 @@ class ChainBreak:
     reason: str
 
 
+def events_in_order(page_size: int = 2000) -> Iterator[AuditEvent]:
+    """All events by id, in pages (plain queries: no server-side cursor is left open on an early return)."""
+    last_id = 0
+    while True:
+        page = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:page_size])
+        if not page:
+            return
+        yield from page
+        last_id = page[-1].id
+
+
 def verify_chain(events: Iterable[AuditEvent] | None = None) -> ChainBreak | None:
     """Walk the chain in order; return the first broken link, or None when it is intact."""
     previous = GENESIS_HASH
-    rows = events if events is not None else AuditEvent.objects.order_by("id").iterator(chunk_size=2000)
-    for event in rows:
+    for event in events if events is not None else events_in_order():
         if event.prev_hash != previous:
             return ChainBreak(event.pk, f"event {event.pk} does not link to the event before it "
                                         f"(a row was removed or inserted)")

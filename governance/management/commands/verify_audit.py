@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.audit import verify_chain
+from governance.audit import events_in_order, verify_chain
 from governance.models import AuditEvent
 
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--expect-head", help="a head hash printed by an earlier run; it must still be present")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        walk = _Walk(AuditEvent.objects.order_by("id").iterator(chunk_size=2000))
+        walk = _Walk(events_in_order())
         broken = verify_chain(walk)
         if broken is not None:
             raise CommandError(f"audit chain broken at event #{broken.event_id}: {broken.reason}")
