@@ -11,9 +11,10 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from governance.models import ImpactClass, PromptVersion, SignatureMeaning
+from optimizer.search import PRESETS
 
-PRESET_CHOICES = [("light", "Light (fast, ~14 trials)"), ("medium", "Medium (~28 trials)"),
-                  ("heavy", "Heavy (~45 trials)")]
+PRESET_CHOICES = [(name, f"{name.capitalize()} ({preset.num_trials} trials, {preset.num_candidates} candidates)")
+                  for name, preset in PRESETS.items()]
 
 
 class LoginForm(AuthenticationForm):
@@ -28,8 +29,10 @@ class StartRunForm(forms.Form):
                                help_text="How many candidates and trials the search explores.")
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0,
                               help_text="Same seed and same cache give the same result.")
+    num_trials = forms.IntegerField(min_value=1, max_value=500, required=False, label="Trials",
+                                    help_text="Default: the preset's number of trials.")
     max_calls = forms.IntegerField(min_value=1, required=False, label="Max LM calls",
-                                   help_text="Optional hard budget; the search stops cleanly when it is reached.")
+                                   help_text="Hard budget; the search stops cleanly with the best so far.")
 
 
 class ApproveForm(forms.Form):

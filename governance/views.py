@@ -129,11 +129,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                           .select_related("program").order_by("-approved_at")[:10])
     drift = list(DriftAlert.objects.filter(program__in=programs, acknowledged_at__isnull=True)
                  .select_related("program", "version", "dataset")[:10])
+    recent = list(AuditEvent.objects.filter(program__in=programs).select_related("program").order_by("-id")[:8])
     return render(request, "governance/dashboard.html", {
         "to_review": to_review, "sent_back": sent_back, "waiting_others": waiting_others,
         "runs_active": [r for r in my_runs if r.status not in FINISHED_RUN_STATUSES],
         "runs_recent": [r for r in my_runs if r.status in FINISHED_RUN_STATUSES],
-        "to_release": to_release, "drift": drift, "roles": sorted(user_roles(user)),
+        "to_release": to_release, "drift": drift, "recent": recent,
+        "show_runs": bool(my_runs) or has_role(user, Role.AUTHOR),
     })
 
 
@@ -199,7 +201,8 @@ def start_run_view(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid():
         try:
             run = start_run(program, actor=request.user, preset=form.cleaned_data["preset"],
-                            seed=form.cleaned_data["seed"], max_calls=form.cleaned_data["max_calls"])
+                            seed=form.cleaned_data["seed"], num_trials=form.cleaned_data["num_trials"],
+                            max_calls=form.cleaned_data["max_calls"])
         except InvalidInput as exc:
             form.add_error(_field_of(exc, form), exc.message)
         else:
@@ -309,19 +312,24 @@ def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_c
 
 
 SECRET_HINTS = ("key", "secret", "token", "password")
+CONFIG_LABELS = {"num_trials": "Trials planned", "budget": "Budget", "task_lm": "Task LM",
+                 "proposal_lm": "Proposal LM", "metric": "Metric", "val_held_out": "Val held out of train"}
+CONFIG_HIDDEN = ("preset", "seed", "datasets")  # shown elsewhere (dataset ids: the hashes identify the data)
 
 
 def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Run configuration as (name, text) rows, models by name only; anything secret-looking is left out."""
     rows = []
-    for key, value in sorted((config or {}).items()):
-        if key in ("preset", "seed") or any(hint in key.lower() for hint in SECRET_HINTS):
+    for key, value in sorted((config or {}).items(), key=lambda kv: (kv[0] not in CONFIG_LABELS, kv[0])):
+        if key in CONFIG_HIDDEN or any(hint in key.lower() for hint in SECRET_HINTS):
             continue
         if isinstance(value, dict):
             value = value.get("model") or ", ".join(
                 f"{k}={v}" for k, v in sorted(value.items())
                 if v is not None and not any(h in k.lower() for h in SECRET_HINTS)) or None
-        rows.append((key.replace("_", " "), "—" if value in (None, "") else str(value)))
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        rows.append((CONFIG_LABELS.get(key, key.replace("_", " ")), "—" if value in (None, "") else str(value)))
     return rows
 
 
@@ -445,11 +453,16 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
     test = next((row for row in scores if row["split"] == "test"), None)
     gate_blocks = bool(test and isinstance(test["delta"], (int, float)) and test["delta"] < 0
                        and (cr.program.review_policy is None or cr.program.review_policy.require_test_not_below_production))
-    why_not = ""
-    if cr.status == ChangeRequestStatus.OPEN and not allowed & set(REVIEW_DECISIONS):
-        why_not = _refusal(cr, request.user, "approve").message
+    why_not = why_not_approve = ""
+    if cr.status == ChangeRequestStatus.OPEN and "approve" not in allowed:
+        reason = _refusal(cr, request.user, "approve").message
+        if allowed & set(REVIEW_DECISIONS):
+            why_not_approve = reason  # e.g. already approved this content: may still reject or request changes
+        else:
+            why_not = reason
     return {
         "cr": cr, "program": cr.program, "version": version, "base": base, "why_not": why_not,
+        "why_not_approve": why_not_approve,
         "diff": version_diff(base.payload if base else None, version.payload),
         "scores": scores, "gate_blocks": gate_blocks,
         "failures": _failing_examples(cr.evaluation or {}), "provenance": provenance(version),

@@ -68,8 +68,8 @@ def delta(value: Any) -> SafeString | str:
     if abs(points) < 0.05:
         return format_html('<span class="delta delta-zero">\u00b10.0 pts</span>')
     css, word = ("delta-up", "better") if points > 0 else ("delta-down", "worse")
-    return format_html('<span class="delta {}">{}{:.1f} pts <span class="sr-only">({})</span></span>', css,
-                       "+" if points > 0 else "\u2212", abs(points), word)
+    text = f"{'+' if points > 0 else chr(0x2212)}{abs(points):.1f} pts"
+    return format_html('<span class="delta {}">{} <span class="sr-only">({})</span></span>', css, text, word)
 
 
 @register.filter
@@ -132,14 +132,14 @@ def role_names(user: Any) -> str:
 @register.simple_tag
 def badge(status: str, label: str | None = None) -> SafeString:
     """A status badge whose text carries the meaning; the colour only repeats it."""
-    text = label or str(status).replace("_", " ")
+    text = label or str(status).replace("_", " ").capitalize()
     return format_html('<span class="badge badge-{}">{}</span>', status, text)
 
 
 # --- the trial chart ---------------------------------------------------------------------------------------
 
-WIDTH, HEIGHT = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 52, 16, 14, 40
+WIDTH, HEIGHT = 720, 280
+LEFT, RIGHT, TOP, BOTTOM = 52, 16, 40, 40
 
 
 @register.simple_tag
@@ -228,10 +228,9 @@ def _best_line(trials: list[Any], x: Any, y: Any) -> list[str]:
 
 
 def _legend() -> list[str]:
-    lx, ly = LEFT + 10, TOP + 6
+    lx, ly = LEFT, 8
     return [
         f'<g class="legend" transform="translate({lx},{ly})">',
-        '<rect class="legend-bg" x="-6" y="-4" width="380" height="22" rx="4"/>',
         '<circle class="pt-full" cx="4" cy="7" r="5"/><text x="14" y="11">full validation</text>',
         '<circle class="pt-mini" cx="118" cy="7" r="4"/><text x="128" y="11">minibatch (partial)</text>',
         '<line class="best-line" x1="256" x2="280" y1="7" y2="7"/><text x="286" y="11">best so far</text>',
