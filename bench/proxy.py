@@ -171,13 +171,19 @@ def summarize(records: list[dict[str, Any]], window: tuple[float, float]) -> dic
     inside = [r for r in in_window if r["path"] != "client-disconnected"]
     busy = union_seconds([(max(r["start"], start), min(r["end"], end)) for r in inside])
     wall = end - start
+    first = min((r["start"] for r in inside), default=end)
+    last = max((r["end"] for r in inside), default=end)
     return {"calls": len(inside), "failed_calls": sum(1 for r in inside if r["status"] >= 400),
             "client_disconnects": len(in_window) - len(inside),
             "prompt_tokens": sum(r["prompt_tokens"] for r in inside),
             "completion_tokens": sum(r["completion_tokens"] for r in inside),
             "wall_seconds": round(wall, 2), "lm_busy_seconds": round(busy, 2),
             "overhead_seconds": round(wall - busy, 2),
-            "overhead_fraction": round((wall - busy) / wall, 4) if wall > 0 else 0.0}
+            "overhead_fraction": round((wall - busy) / wall, 4) if wall > 0 else 0.0,
+            # where the overhead is: before the first call, idle gaps between calls, after the last call
+            "before_first_call_seconds": round(first - start, 2),
+            "idle_between_calls_seconds": round((last - first) - busy, 2) if inside else 0.0,
+            "after_last_call_seconds": round(end - last, 2)}
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
