@@ -152,6 +152,9 @@ SPECTACULAR_SETTINGS = {
 # is built once per label state and kept in the cache for this long (the key names the served version, so a
 # release, rollback or kill switch never serves a stale bundle).
 GOVERNANCE_BUNDLE_CACHE_SECONDS = int(os.environ.get("GOVERNANCE_BUNDLE_CACHE_SECONDS", "86400"))
+# How long a server process may reuse what it read for a fetch (the token's rights and what the label serves)
+# before reading it again; changes made through the same process apply at once. 0 reads on every fetch.
+GOVERNANCE_BUNDLE_STATE_TTL = float(os.environ.get("GOVERNANCE_BUNDLE_STATE_TTL", "2"))
 # /bench/static-json: the ceiling view of bench/load_bundle.py, only when GOVERNANCE_BENCH_VIEWS=1.
 GOVERNANCE_BENCH_VIEWS = env_bool("GOVERNANCE_BENCH_VIEWS", False)
 

@@ -14,17 +14,23 @@ one export event per process and label move); a shared cache (CACHE_BACKEND=...r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from rest_framework.authtoken.models import Token
 
 from governance.actions.exports import export_label
-from governance.models import Program, ReleaseLabel
+from governance.models import Program, PromptVersion, ReleaseLabel, Role
 
 CACHE_PREFIX = "governance:bundle:v1"
 BUILD_REASON = "signed bundle built for production fetches of the label (served from cache until the label moves)"
@@ -57,6 +63,116 @@ def label_cache_key(label: ReleaseLabel) -> str:
 def encode(bundle: dict[str, Any]) -> CachedBundle:
     body = json.dumps(bundle, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return CachedBundle(body=body, etag=f'"{hashlib.sha256(body).hexdigest()}"')
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """What one fetch needs to know, read in one query: who asks, and what the label serves now."""
+
+    program_id: int
+    label: str
+    serving_number: int
+    kill_switch: bool
+    user_id: int
+
+
+@functools.lru_cache(maxsize=1)
+def _fetch_sql() -> str:
+    user_model = get_user_model()
+    members = Program.members.through._meta.db_table
+    groups = user_model.groups.through._meta.db_table
+    return f"""
+        SELECT p.id, l.name, l.kill_switch, v.number, fv.number, u.id,
+               (p.owner_id = u.id
+                OR u.is_superuser
+                OR EXISTS (SELECT 1 FROM {members} m WHERE m.program_id = p.id AND m.user_id = u.id)
+                OR EXISTS (SELECT 1 FROM {groups} ug JOIN auth_group g ON g.id = ug.group_id
+                           WHERE ug.user_id = u.id AND g.name IN (%s, %s))) AS allowed
+        FROM {Token._meta.db_table} t
+        JOIN {user_model._meta.db_table} u ON u.id = t.user_id
+        JOIN {Program._meta.db_table} p ON p.slug = %s
+        JOIN {ReleaseLabel._meta.db_table} l ON l.program_id = p.id AND l.name = %s
+        JOIN {PromptVersion._meta.db_table} v ON v.id = l.version_id
+        LEFT JOIN {PromptVersion._meta.db_table} fv ON fv.id = l.fallback_version_id
+        WHERE t.key = %s AND u.is_active"""
+
+
+def fetch_state(token_key: str, slug: str, label: str) -> FetchState | None:
+    """The hot path of a service's fetch, in one indexed query: the token's active user, the label, and whether
+    the user may see the program (the rule of governance.permissions.is_member: member, owner, admin, auditor).
+
+    None when anything is missing or not allowed; the caller then lets the regular view explain why.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_fetch_sql(), [Role.ADMIN.value, Role.AUDITOR.value, slug, label, token_key])
+        row = cursor.fetchone()
+    if row is None or not row[6]:
+        return None
+    program_id, name, kill_switch, number, fallback_number, user_id, _ = row
+    serving = fallback_number if kill_switch and fallback_number is not None else number
+    return FetchState(program_id, name, serving, bool(kill_switch), user_id)
+
+
+# Bundles this process has already taken from the cache, by cache key. A key names the exact label state, so an
+# entry is never stale; the bound keeps memory flat however many labels and moves a process sees.
+_memo: dict[str, CachedBundle] = {}
+_MEMO_SIZE = 256
+
+
+def forget() -> None:
+    """Drop this process's memos (tests, and operators clearing the cache by hand)."""
+    _memo.clear()
+    _states.clear()
+
+
+# (token, program slug, label) -> (expires at, state): at most GOVERNANCE_BUNDLE_STATE_TTL seconds old, so the
+# hot path of a polling service usually touches no database at all. Changes made in this process (a release,
+# rollback, kill switch, membership, role or token change) clear it at once through the model signals below;
+# other processes see them within the TTL. Only grants are kept: refusals always take the full path.
+_states: dict[tuple[str, str, str], tuple[float, FetchState]] = {}
+_STATES_SIZE = 4096
+
+
+def current_state(token_key: str, slug: str, label: str) -> FetchState | None:
+    """`fetch_state`, answered from the short-lived per-process memo when possible."""
+    ttl = float(getattr(settings, "GOVERNANCE_BUNDLE_STATE_TTL", 0) or 0)
+    key = (token_key, slug, label)
+    now = time.monotonic()
+    if ttl > 0:
+        hit = _states.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    state = fetch_state(token_key, slug, label)
+    if state is not None and ttl > 0:
+        if len(_states) >= _STATES_SIZE:
+            _states.clear()
+        _states[key] = (now + ttl, state)
+    return state
+
+
+def _forget_states(**kwargs: Any) -> None:
+    _states.clear()
+
+
+for _model in (ReleaseLabel, Token, get_user_model()):
+    post_save.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-save-{_model.__name__}")
+    post_delete.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-delete-{_model.__name__}")
+for _through in (Program.members.through, get_user_model().groups.through):
+    m2m_changed.connect(_forget_states, sender=_through, dispatch_uid=f"bundle-states-m2m-{_through.__name__}")
+
+
+def state_bundle(state: FetchState) -> CachedBundle:
+    """The cached bundle for a fetch state; on a miss, loads the rows and builds it (audited) as that user."""
+    key = cache_key(state.program_id, state.label, state.serving_number, state.kill_switch)
+    cached = _memo.get(key) or cache.get(key)
+    if cached is not None:
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = cached
+        return cached
+    label = ReleaseLabel.objects.select_related("program", "version", "fallback_version").get(
+        program_id=state.program_id, name=state.label)
+    return label_bundle(label.program, label, actor=get_user_model().objects.get(pk=state.user_id))
 
 
 def label_bundle(program: Program, label: ReleaseLabel, *, actor: Any) -> CachedBundle:

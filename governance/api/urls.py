@@ -24,7 +24,7 @@ router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="we
 router.register("users", views.UserViewSet, basename="user")
 
 v1 = [
-    path("programs/<slug:slug>/releases/<slug:label>/bundle", views.ReleaseBundleView.as_view(),
+    path("programs/<slug:slug>/releases/<slug:label>/bundle", views.release_bundle,
          name="program-release-bundle"),
     path("", include(router.urls)),
 ]

@@ -37,10 +37,14 @@ def signing(tmp_path, settings):
     """A fresh export signing key for the test; the bundle cache starts empty."""
     from django.core.cache import cache
 
+    from governance.api.bundles import forget
+
     cache.clear()
+    forget()
     with signing_key_settings(tmp_path):
         yield
     cache.clear()
+    forget()
 
 
 def error(response: Any) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_bundle_fetch_etag_304_and_one_export_per_label_state(api, signing, two_
     assert (verified.version_number, verified.manifest["release"]["label"]) == (second.number, "production")
     # Later fetches come from the cache: no new export, no new audit event, few queries.
     events = AuditEvent.objects.count()
-    with django_assert_max_num_queries(3):  # token, roles, label (visibility is a subquery)
+    with django_assert_max_num_queries(1):  # token, user, rights and label state in one query
         assert client.get(BUNDLE).content == response.content
     not_modified = client.get(BUNDLE, HTTP_IF_NONE_MATCH=etag)
     assert not_modified.status_code == 304 and not_modified["ETag"] == etag and not_modified.content == b""
@@ -145,6 +145,22 @@ def test_bundle_follows_the_kill_switch(api, signing, two_released, releaser, us
         first.number, {"label": "production", "kill_switch": True, "serving": "fallback"})
     mover.post(f"{V1}/programs/support/kill-switch/", {"on": False, "reason": "resolved"}, format="json")
     assert client.get(BUNDLE).json()["manifest"]["version"]["number"] == second.number
+
+
+def test_bundle_fetch_rights_match_program_visibility(api, signing, two_released, users, author):
+    """The one-query fast path grants exactly what governance.permissions.is_member grants."""
+    from governance.models import Program
+    from governance.permissions import is_member
+
+    program = Program.objects.get(slug="support")
+    for name in ("author", "reviewer3", "releaser", "auditor", "admin", "outsider", "author2"):
+        user = users[name]
+        status = api(user, token=True).get(BUNDLE).status_code
+        assert status == (200 if is_member(user, program) else 404), name
+        assert status == api(user).get(BUNDLE).status_code, name  # the regular (session) path agrees
+    users["reviewer3"].is_active = False
+    users["reviewer3"].save(update_fields=["is_active"])
+    assert api(users["reviewer3"], token=True).get(BUNDLE).status_code in (401, 403)
 
 
 def test_bundle_fetch_wrong_users_and_labels(api, signing, two_released, outsider):

@@ -44,12 +44,16 @@ def server(db, tmp_path):
     """A live server of the app on a free port, sharing the test's (in-memory SQLite) database connection."""
     from django.core.cache import cache
 
+    from governance.api.bundles import forget
+
     cache.clear()
+    forget()
     with signing_key_settings(tmp_path):
         live = StoppableServer("127.0.0.1:0")
         yield live
         live.stop()
     cache.clear()
+    forget()
 
 
 @pytest.fixture
