@@ -130,11 +130,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     drift = list(DriftAlert.objects.filter(program__in=programs, acknowledged_at__isnull=True)
                  .select_related("program", "version", "dataset")[:10])
     recent = list(AuditEvent.objects.filter(program__in=programs).select_related("program").order_by("-id")[:8])
+    my_signatures = list(Review.objects.filter(reviewer=user).select_related("change_request__program", "version")
+                         .order_by("-signed_at")[:5])
     return render(request, "governance/dashboard.html", {
         "to_review": to_review, "sent_back": sent_back, "waiting_others": waiting_others,
         "runs_active": [r for r in my_runs if r.status not in FINISHED_RUN_STATUSES],
         "runs_recent": [r for r in my_runs if r.status in FINISHED_RUN_STATUSES],
-        "to_release": to_release, "drift": drift, "recent": recent,
+        "to_release": to_release, "drift": drift, "recent": recent, "my_signatures": my_signatures,
         "show_runs": bool(my_runs) or has_role(user, Role.AUTHOR),
     })
 

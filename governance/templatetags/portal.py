@@ -118,6 +118,16 @@ def is_dict(value: Any) -> bool:
     return isinstance(value, dict)
 
 
+ALARMING_ACTIONS = ("signature.failed", "release.rolled_back", "release.kill_switch_on", "run.failed",
+                    "review.rejected", "change_request.rejected", "drift.")
+
+
+@register.filter
+def is_alarming(action: str) -> bool:
+    """Audit actions an auditor should notice at a glance (failed signatures, rollbacks, kill switch, ...)."""
+    return str(action).startswith(ALARMING_ACTIONS)
+
+
 @register.filter
 def has_role(user: Any, role: str) -> bool:
     """`{% if user|has_role:"auditor" %}`: the role (admins have every role)."""

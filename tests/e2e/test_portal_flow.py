@@ -160,15 +160,21 @@ def browser() -> Iterator[Any]:
 class Portal:
     """One signed-in user's browser tab against the live server."""
 
-    def __init__(self, browser: Any, base_url: str, username: str) -> None:
+    def __init__(self, browser: Any, base_url: str, username: str, *, keyboard: bool = False) -> None:
         self.context = browser.new_context(base_url=base_url, viewport=VIEWPORT, accept_downloads=True)
         self.context.set_default_timeout(20_000)
         self.page = self.context.new_page()
         self.username = username
         self.page.goto("/login/")
-        self.page.get_by_label("Username").fill(username)
-        self.page.get_by_label("Password").fill(password(username))
-        self.page.get_by_role("button", name="Log in").click()
+        if keyboard:  # keyboard only: the username field has focus, Tab moves on, Enter submits
+            self.page.keyboard.type(username)
+            self.page.keyboard.press("Tab")
+            self.page.keyboard.type(password(username))
+            self.page.keyboard.press("Enter")
+        else:
+            self.page.get_by_label("Username").fill(username)
+            self.page.get_by_label("Password").fill(password(username))
+            self.page.get_by_role("button", name="Log in").click()
         self.page.wait_for_url(re.compile(r"/$"))
 
     def shot(self, name: str) -> None:
@@ -277,8 +283,10 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     releaser.close()
 
     # 6. The auditor reads the trail, sees the chain intact, filters it, and downloads the CSV.
-    auditor = Portal(browser, base, "auditor")
+    auditor = Portal(browser, base, "auditor", keyboard=True)
     page = auditor.page
+    page.keyboard.press("Tab")  # the first stop is the skip link, visible when focused
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.get_by_role("link", name="Audit trail").click()
     sync_api.expect(page.locator("#chain-status")).to_contain_text("verified")
     expect_text(page, "release.created")

@@ -3,15 +3,18 @@ its datasets, and a reviewed, approved and released baseline version.
 
 Honest by construction: the baseline (v1, the program's hand-written instructions) is scored on the val and
 test sets by the program's own model, goes through a change request, is approved by two reviewers who re-enter
-their passwords, and is released to production by the releaser. Nothing is written around the actions, so the
-audit trail of the demo is the trail a real deployment would have.
+their passwords, and is released to production by the releaser. Then the author runs a light optimization in
+the foreground (`manage.py optimize`, with a progress bar), which leaves a change request waiting for review.
+Nothing is written around the actions, so the demo's audit trail is the trail a real deployment would have.
 
-Idempotent: run it again and it only prints the users (the demo data is kept).
+Idempotent: run it again and it keeps the data, starts no second run while a change request waits, and prints
+the users again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,14 @@ from governance.actions import (
     approve_change_request, create_program, create_user_with_roles, create_version, import_dataset, initial_payload,
     open_change_request, release_version, setup_role_groups,
 )
+from governance.actions.runs import ACTIVE_RUN_STATUSES
+from governance.actions.versions import ACTIVE_CR_STATUSES
 from governance.errors import GovernanceError
-from governance.models import Program, PromptVersion, VersionStatus
+from governance.models import ChangeRequest, OptimizationRun, Program, PromptVersion, VersionStatus
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "support_tickets"
 SLUG = "support-triage"
+FAST_TRIALS = 4
 
 # username -> (first name, last name, roles). Printed names appear on signatures and in the audit trail.
 DEMO_USERS: dict[str, tuple[str, str, list[str]]] = {
@@ -59,6 +65,10 @@ class Command(BaseCommand):
         parser.add_argument("--skip-baseline-scores", action="store_true",
                             help="Do not score v1 on val/test with the model (faster; the score gate then has "
                                  "no production test score to compare against).")
+        parser.add_argument("--no-run", action="store_true",
+                            help="Do not start the demo optimization run (the author can start one in the portal).")
+        parser.add_argument("--fast", action="store_true", default=os.environ.get("DEMO_FAST") == "1",
+                            help=f"Fewer trials ({FAST_TRIALS}) for a quick check (default when DEMO_FAST=1).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         setup_role_groups()
@@ -70,6 +80,8 @@ class Command(BaseCommand):
             self._baseline(program, users, score=not options["skip_baseline_scores"])
         else:
             self.stdout.write(f"demo program {SLUG!r} already exists; kept as it is")
+        if not options["no_run"]:
+            self._optimize(program, fast=options["fast"])
         self._print_users()
 
     # --- steps ----------------------------------------------------------------------------------------------
@@ -157,6 +169,25 @@ class Command(BaseCommand):
                 self.stdout.write(f"baseline v1 scores {result.score:.1%} on {split} ({len(rows)} examples, "
                                   f"{time.monotonic() - started:.1f} s with {config['model']})")
         return scores
+
+    def _optimize(self, program: Program, *, fast: bool) -> None:
+        """A light optimization run by the author, in the foreground with a progress bar (manage.py optimize),
+        so that a change request waits for review. Skipped while one is open or a run is active."""
+        waiting = ChangeRequest.objects.filter(program=program, version__run__isnull=False,
+                                               status__in=ACTIVE_CR_STATUSES).first()
+        active = OptimizationRun.objects.filter(program=program, status__in=ACTIVE_RUN_STATUSES).first()
+        if waiting is not None:
+            self.stdout.write(f"change request {waiting.pk} from a run already waits for review; no new run")
+            return
+        if active is not None:
+            self.stdout.write(f"run {active.pk} is {active.status}; no new run")
+            return
+        options: dict[str, Any] = {"preset": "light", "seed": 0, "actor": "author"}
+        if fast:
+            options["num_trials"] = FAST_TRIALS
+        self.stdout.write(f"optimizing {program.slug} on {program.lm_config.get('model')} (light preset"
+                          f"{f', {FAST_TRIALS} trials' if fast else ''}); the progress bar shows the trials")
+        call_command("optimize", program.slug, stdout=self.stdout, stderr=self.stderr, **options)
 
     def _print_users(self) -> None:
         self.stdout.write("")
