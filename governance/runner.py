@@ -203,8 +203,10 @@ class _RunMIPRO(MIPRO):
         self.reseed = reseed
         self.study: Any = None
 
-    def _open_study(self) -> Any:  # the library's hook for opening the study
-        study = super()._open_study()
+    def _open_study(self, *args: Any, **kwargs: Any) -> Any:
+        # The library's (private) study factory; arguments passed through untouched so that its signature can
+        # evolve. A public hook (a sampler seed in MIPROConfig) would let this class go.
+        study = super()._open_study(*args, **kwargs)
         if self.reseed:
             study.sampler.reseed_rng()
         self.study = study

@@ -1,0 +1,200 @@
+"""Trials per minute of one optimization run executed by 1 and by 2 Celery workers (PostgreSQL + Redis).
+
+    . .venv/bin/activate && export LITELLM_LOCAL_MODEL_COST_MAP=True
+    python bench/run_throughput.py --model fake              # loopback fake LM, 50 ms per call
+    python bench/run_throughput.py --model local --trials 8  # Gemma 3 270M in each worker (llama.cpp, 1 thread)
+
+What it does:
+
+1. Creates a throw-away PostgreSQL database (dropped at the end), migrates it and sets up, through the actions,
+   users, the demo support-ticket program and its train/val/test datasets.
+2. Starts two `celery -A governance worker --pool=solo` processes on a queue of its own (Redis broker), and
+   warms them up (each imports litellm and, for the local model, loads llama.cpp once).
+3. For 1 and then 2 workers: starts a run with a fresh seed and a cold response cache (so every trial makes
+   real model calls), spreads it over the second worker when measuring 2 (`runner.spread_run`), waits for it
+   to finish, and reads the Trial rows. Trials per minute = (trials - 1) / (last trial time - first trial
+   time) * 60: the search phase only, without the candidate phase before it and the final evaluation after.
+4. Prints a table and writes bench/results/run_throughput_<model>.json. Nothing but 127.0.0.1 is contacted.
+
+Wall-clock figures depend on machine load: the script records the load average before and after each
+measurement next to the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("fake", "local"), default="fake")
+    parser.add_argument("--trials", type=int, default=16, help="trials per measured run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--latency", type=float, default=0.05, help="fake LM seconds per call")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    return parser.parse_args()
+
+
+def create_database(server: str) -> str:
+    import psycopg
+
+    name = f"governance_bench_runs_{os.getpid()}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(server: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def setup_program(model: str, api_base: str | None) -> Any:
+    from governance.actions import create_program, create_user_with_roles, import_dataset, setup_role_groups
+    from tests.optimizer.simulated import DEMO_DIR, load_rows
+
+    setup_role_groups()
+    author = create_user_with_roles(actor=None, username="bench-author", password="bench-pass-123",
+                                    roles=["author"])
+    lm_config = {"model": "text-completion-openai/fake", "api_base": api_base} if model == "fake" else \
+        {"model": "local/gemma-3-270m", "max_tokens": 8}
+    program = create_program(actor=author, slug="support", name="Support triage", metric="choice",
+                             spec=json.loads((DEMO_DIR / "program.json").read_text()), lm_config=lm_config)
+    for split in ("train", "val", "test"):
+        import_dataset(program, actor=author, split=split, name=split, rows=load_rows(split))
+    return program, author
+
+
+class Workers:
+    def __init__(self, count: int, env: dict[str, str], queue: str, log_dir: Path) -> None:
+        self.procs = []
+        for i in range(count):
+            log = (log_dir / f"bench-worker-{i}.log").open("wb")
+            cmd = [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=solo", "-Q", queue,
+                   "-n", f"bench{i}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
+            self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGQUIT)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def run_once(program: Any, author: Any, *, workers: int, trials: int, seed: int) -> dict[str, Any]:
+    from governance import runner
+    from governance.actions import start_run
+    from governance.models import OptimizationRun
+
+    run = start_run(program, actor=author, seed=seed, num_trials=trials)
+    if workers > 1:
+        runner.spread_run(run.pk, workers=workers)
+    while True:
+        run.refresh_from_db()
+        if run.status not in ("queued", "running"):
+            break
+        time.sleep(1)
+    if run.status != "succeeded":
+        raise SystemExit(f"run {run.pk} {run.status}: {run.error}")
+    times = sorted(run.trials.values_list("created_at", flat=True))
+    span = (times[-1] - times[0]).total_seconds()
+    run = OptimizationRun.objects.get(pk=run.pk)
+    return {"workers": workers, "run": run.pk, "trials": len(times), "search_seconds": round(span, 1),
+            "trials_per_minute": round((len(times) - 1) / span * 60, 1) if span > 0 else None,
+            "run_wall_seconds": round(run.wall_seconds, 1), "calls": run.calls,
+            "per_worker": run.progress.get("workers", {})}
+
+
+def main() -> None:
+    args = parse_args()
+    database = create_database(args.pg)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-runs-"))
+    queue = f"bench-runs-{uuid.uuid4().hex[:8]}"
+    os.environ.update({"DATABASE_URL": f"{args.pg}/{database}", "CELERY_BROKER_URL": args.redis,
+                       "GOVERNANCE_VAR_DIR": str(workdir), "GOVERNANCE_LM_API_KEY": "x",
+                       "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DJANGO_SETTINGS_MODULE": "governance.settings",
+                       "OPTIMIZER_LOCAL_THREADS": "1", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "0"})
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from governance.celery import app
+    from tests.optimizer.fake_lm import FakeLMServer
+    from tests.optimizer.simulated import SimulatedClassifier
+
+    app.conf.task_default_queue = queue
+    call_command("migrate", verbosity=0)
+
+    class Slow(SimulatedClassifier):
+        def __call__(self, prompt: str, request: dict[str, Any]) -> str:
+            time.sleep(args.latency)  # a remote API's latency; the fake itself answers in microseconds
+            return super().__call__(prompt, request)
+
+    server = FakeLMServer(Slow()).start() if args.model == "fake" else None
+    program, author = setup_program(args.model, server.url if server else None)
+    pool = None
+    results = []
+    try:
+        pool = Workers(max(args.workers), dict(os.environ, GOVERNANCE_LM_CACHE_PATH=str(workdir / "warm.sqlite3")),
+                       queue, workdir)
+        print(f"warming up {max(args.workers)} workers ...", flush=True)
+        run_once(program, author, workers=max(args.workers), trials=max(args.workers) + 1, seed=1000)
+        pool.stop()
+        for index, count in enumerate(args.workers):
+            # Fresh workers on a fresh cold cache: every measured trial makes real model calls.
+            env = dict(os.environ, GOVERNANCE_LM_CACHE_PATH=str(workdir / f"cold{index}.sqlite3"))
+            pool = Workers(max(args.workers), env, queue, workdir)
+            time.sleep(5)
+            load = os.getloadavg()[0]
+            result = run_once(program, author, workers=count, trials=args.trials, seed=index + 1)
+            result.update(load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2))
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            pool.stop()
+            pool = None
+    finally:
+        if pool is not None:
+            pool.stop()
+        if server is not None:
+            server.stop()
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(args.pg, database)
+    report = {"model": args.model, "latency_seconds": args.latency if args.model == "fake" else None,
+              "trials_per_run": args.trials, "cpus": os.cpu_count(), "machine": platform.platform(),
+              "results": results}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"run_throughput_{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\n| workers | trials | search s | trials/min | run wall s | load avg |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['workers']} | {r['trials']} | {r['search_seconds']} | {r['trials_per_minute']} | "
+              f"{r['run_wall_seconds']} | {r['load_before']} -> {r['load_after']} |")
+
+
+if __name__ == "__main__":
+    main()
