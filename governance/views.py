@@ -9,7 +9,8 @@ governed model. Domain errors render once, in `portal_view`: 403 (permission, se
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -18,14 +19,22 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from governance import forms as portal_forms
 from governance.actions import (
-    allowed_review_actions, approve_change_request, pin_fallback, reject_change_request, release_version,
-    request_changes, resubmit_change_request, rollback, set_kill_switch, submit_for_review, withdraw_change_request,
+    allowed_review_actions,
+    approve_change_request,
+    pin_fallback,
+    reject_change_request,
+    release_version,
+    request_changes,
+    resubmit_change_request,
+    rollback,
+    set_kill_switch,
+    submit_for_review,
+    withdraw_change_request,
 )
 from governance.actions.exports import export_version
 from governance.actions.releases import check_releaser
@@ -36,10 +45,22 @@ from governance.bundles import provenance
 from governance.diffing import version_diff
 from governance.errors import AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import (
-    FINISHED_RUN_STATUSES, AuditEvent, ChangeRequest, ChangeRequestStatus, Decision, DriftAlert, OptimizationRun,
-    Program, PromptVersion, ReleaseLabel, Review, Role, RunStatus, VersionStatus,
+    FINISHED_RUN_STATUSES,
+    AuditEvent,
+    ChangeRequest,
+    ChangeRequestStatus,
+    Decision,
+    DriftAlert,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    ReleaseLabel,
+    Review,
+    Role,
+    RunStatus,
+    VersionStatus,
 )
-from governance.permissions import has_role, is_member, require_role, user_roles, visible_programs
+from governance.permissions import has_role, is_member, require_role, visible_programs
 from governance.reports import audit_events, write_audit_csv
 from optimizer.bundle import dumps_bundle
 

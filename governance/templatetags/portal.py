@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone as dt_timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from django import template
 from django.utils.html import escape, format_html
@@ -41,12 +42,12 @@ def utc(value: datetime | str | None) -> SafeString | str:
         return "\u2014"
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value)
         except ValueError:
             return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt_timezone.utc)
-    value = value.astimezone(dt_timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
     return format_html('<time datetime="{}">{} UTC</time>', value.isoformat(timespec="seconds").replace("+00:00", "Z"),
                        value.strftime("%Y-%m-%d %H:%M:%S"))
 
@@ -66,7 +67,7 @@ def delta(value: Any) -> SafeString | str:
         return "\u2014"
     points = value * 100
     if abs(points) < 0.05:
-        return format_html('<span class="delta delta-zero">\u00b10.0 pts</span>')
+        return mark_safe('<span class="delta delta-zero">\u00b10.0 pts</span>')
     css, word = ("delta-up", "better") if points > 0 else ("delta-down", "worse")
     text = f"{'+' if points > 0 else chr(0x2212)}{abs(points):.1f} pts"
     return format_html('<span class="delta {}">{} <span class="sr-only">({})</span></span>', css, text, word)
@@ -89,7 +90,7 @@ def duration(seconds: Any) -> str:
     """Seconds as "1 h 02 min", "3 min 20 s" or "45 s"; None -> an em dash."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
         return "\u2014"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -170,9 +171,9 @@ def trial_chart(trials: list[Any], planned: int | None = None, chart_id: str = "
     def y(score: float) -> float:
         return TOP + (1 - max(0.0, min(1.0, score))) * (HEIGHT - TOP - BOTTOM)
 
-    parts = [f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc" '
-             f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">',
+    parts = [(f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+              f'aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc" '
+              f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">'),
              f'<title id="{escape(chart_id)}-title">Trial scores and best score so far</title>',
              f'<desc id="{escape(chart_id)}-desc">{escape(_chart_summary(trials, scored))}</desc>']
     parts += _grid(x, y, first, last)

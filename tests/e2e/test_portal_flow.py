@@ -16,7 +16,6 @@ import csv
 import importlib
 import io
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,15 @@ from django.core.management import call_command
 from django.db import connection
 
 from governance.actions import (
-    approve_change_request, create_program, create_user_with_roles, create_version, import_dataset,
-    initial_payload, open_change_request, release_version, setup_role_groups,
+    approve_change_request,
+    create_program,
+    create_user_with_roles,
+    create_version,
+    import_dataset,
+    initial_payload,
+    open_change_request,
+    release_version,
+    setup_role_groups,
 )
 from governance.models import AuditEvent, ChangeRequest, OptimizationRun, PromptVersion, RunStatus
 from optimizer.bundle import generate_private_key, private_key_pem, verify_bundle
@@ -175,7 +181,7 @@ class Portal:
             self.page.get_by_label("Username").fill(username)
             self.page.get_by_label("Password").fill(password(username))
             self.page.get_by_role("button", name="Log in").click()
-        self.page.wait_for_url(re.compile(r"/$"))
+        self.page.wait_for_url(f"{base_url}/")  # the dashboard, after the login redirect
 
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -276,7 +282,7 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     page = releaser.page
     page.goto(f"/programs/{program.slug}/releases/")
     page.get_by_label("Approved version").select_option(value=str(cr.version.pk))
-    page.get_by_label("Reason for the release").fill("Optimized prompt approved by two reviewers (CR-%d)." % cr.pk)
+    page.get_by_label("Reason for the release").fill(f"Optimized prompt approved by two reviewers (CR-{cr.pk}).")
     page.locator("#release-button").click()
     expect_text(page, f"Version {cr.version.number} is now the production version")
     releaser.shot("releases")

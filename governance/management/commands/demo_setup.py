@@ -25,8 +25,15 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.actions import (
-    approve_change_request, create_program, create_user_with_roles, create_version, import_dataset, initial_payload,
-    open_change_request, release_version, setup_role_groups,
+    approve_change_request,
+    create_program,
+    create_user_with_roles,
+    create_version,
+    import_dataset,
+    initial_payload,
+    open_change_request,
+    release_version,
+    setup_role_groups,
 )
 from governance.actions.runs import ACTIVE_RUN_STATUSES
 from governance.actions.versions import ACTIVE_CR_STATUSES
@@ -165,7 +172,7 @@ class Command(BaseCommand):
                 rows = [json.loads(line) for line in (DEMO_DIR / f"{split}.jsonl").read_text().splitlines() if line]
                 started = time.monotonic()
                 result = evaluate(spec, examples_from_records(rows, spec), metric, lm)
-                scores[split] = round(result.score, 4)
+                scores[split] = round(result.score, 6)
                 self.stdout.write(f"baseline v1 scores {result.score:.1%} on {split} ({len(rows)} examples, "
                                   f"{time.monotonic() - started:.1f} s with {config['model']})")
         return scores
