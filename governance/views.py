@@ -352,8 +352,19 @@ def _config_rows(config: dict[str, Any]) -> list[tuple[str, str]]:
                 if v is not None and not any(h in k.lower() for h in SECRET_HINTS)) or None
         if isinstance(value, bool):
             value = "yes" if value else "no"
-        rows.append((CONFIG_LABELS.get(key, key.replace("_", " ")), "—" if value in (None, "") else str(value)))
+        rows.append((CONFIG_LABELS.get(key, key.replace("_", " ")), "none" if value in (None, "") else str(value)))
     return rows
+
+
+def _best_params(versions: list[PromptVersion]) -> dict[str, Any]:
+    """The search's chosen configuration ({"<predictor>.instruction": i, ...}), as the run's change request
+    records it; empty when the run proposed nothing."""
+    for version in versions:
+        for cr in version.crs:
+            params = ((cr.evaluation or {}).get("run") or {}).get("best_params")
+            if isinstance(params, dict):
+                return params
+    return {}
 
 
 def _candidate_demos(content: Any) -> list[dict[str, Any]]:
@@ -367,10 +378,15 @@ def _candidate_demos(content: Any) -> list[dict[str, Any]]:
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk)
     candidates = list(run.candidates.order_by("predictor", "kind", "index"))
+    live = _run_live_context(request, run, candidate_count=len(candidates))
+    chosen = _best_params(live["result_versions"])
     for candidate in candidates:
         candidate.demos = _candidate_demos(candidate.content) if candidate.kind == "demo_set" else []
+        key = f"{candidate.predictor}.{'instruction' if candidate.kind == 'instruction' else 'demos'}"
+        candidate.chosen = chosen.get(key) == candidate.index
+        candidate.chosen_count = chosen.get(f"{candidate.predictor}.demo_count") if candidate.chosen else None
     return render(request, "governance/run_detail.html", {
-        **_run_live_context(request, run, candidate_count=len(candidates)), "program": run.program,
+        **live, "program": run.program,
         "instructions": [c for c in candidates if c.kind == "instruction"],
         "demo_sets": [c for c in candidates if c.kind == "demo_set"],
         "config_extra": _config_rows(run.config),

@@ -95,6 +95,7 @@ def finished_run(datasets, production, author):
         evaluation={"candidate": {"val": 0.9, "test": 0.85},
                     "production": {"val": 0.5, "test": 0.5, "version": production.number, "source": "version 1"},
                     "deltas": {"val": 0.4, "test": 0.35},
+                    "run": {"best_params": {"classify.instruction": 1, "classify.demos": 1, "classify.demo_count": 3}},
                     "failing_examples": [{"split": "test", "index": 3, "inputs": {"ticket": "Where is my parcel?"},
                                           "expected": {"category": "shipping"}, "predicted": {"category": "billing"},
                                           "score": 0.0, "error": None, "raw": " billing"}],
@@ -210,6 +211,7 @@ def test_run_page_shows_progress_chart_candidates_and_the_change_request(client,
     assert "3 of 3 trials" in page and 'id="run-progress"' in page and 'value="100"' in page
     assert page.count('class="pt-full"') >= 2 and 'class="best-line"' in page
     assert "Pick exactly one of the categories." in page and "demo set 1" in page
+    assert page.count(">Chosen") == 2 and "Chosen: first 3" in page  # instruction 1, demo set 1 (3 demos)
     assert f"CR-{cr.pk}" in page
     assert "hx-trigger" not in page, "a finished run is not polled"
     assert "cancel-run" not in page
