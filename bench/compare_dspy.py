@@ -288,7 +288,8 @@ def write_report(results_dir: Path, docs: Path, plots_dir: Path) -> None:
     if not results:
         return
     plots = write_plots(results, plots_dir, docs.parent)
-    replace_section(docs, render_section(results, plots))
+    findings = ROOT / "bench" / "findings.md"  # hand-written reading of the numbers, kept in the section
+    replace_section(docs, render_section(results, plots, findings.read_text(encoding="utf-8") if findings.exists() else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
