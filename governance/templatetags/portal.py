@@ -141,6 +141,31 @@ def role_names(user: Any) -> str:
 
 
 @register.simple_tag
+def failing_example(example: dict[str, Any]) -> SafeString:
+    """One failing example as a list item: inputs, expected and predicted outputs, where and why.
+
+    Built in Python with escape() rather than an included template: a change request lists up to 100.
+    """
+    if not isinstance(example.get("inputs"), dict):
+        rows = "<br>".join(f'<span class="k">{escape(k)}:</span> {escape(v)}' for k, v in example.items())
+        return mark_safe(f"<li>{rows}</li>")
+    inputs = "".join(f'<span class="k">{escape(k)}:</span> {escape(v)}<br>' for k, v in example["inputs"].items())
+    expected = escape(", ".join(str(v) for v in (example.get("expected") or {}).values()))
+    predicted = escape(", ".join(str(v) for v in (example.get("predicted") or {}).values() if v not in (None, ""))
+                       or "(no answer)")
+    where = (f' <span class="muted small">\u00b7 {escape(example["split"])} #{escape(example.get("index", ""))}</span>'
+             if example.get("split") else "")
+    error = example.get("error")
+    error_html = f'<br><span class="small muted">error: {escape(_truncate(str(error), 160))}</span>' if error else ""
+    return mark_safe(f'<li>{inputs}<span class="k">expected:</span> <strong>{expected}</strong> \u00b7 '
+                     f'<span class="k">got:</span> <strong>{predicted}</strong>{where}{error_html}</li>')
+
+
+def _truncate(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "\u2026"
+
+
+@register.simple_tag
 def badge(status: str, label: str | None = None) -> SafeString:
     """A status badge whose text carries the meaning; the colour only repeats it."""
     text = label or str(status).replace("_", " ").capitalize()
