@@ -213,7 +213,7 @@ def run_python(name: str, port: int, path: str, headers: dict[str, str], duratio
         thread.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0  # noqa: E731
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
     return Result(name, len(latencies) / elapsed, pick(0.50), pick(0.99), len(latencies), errors[0])
 
 
@@ -225,7 +225,7 @@ def median_result(results: list[Result]) -> Result:
 
 def write_docs(text: str) -> None:
     current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
+    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.DOTALL)
     if pattern.search(current):
         updated = pattern.sub(lambda _: text.rstrip("\n"), current)
     else:
@@ -296,26 +296,26 @@ import sys, time
 import django
 django.setup()
 from django.test import Client
-client, token, n = Client(), sys.argv[1], int(sys.argv[2])
+client, token, n, bundle_path, ceiling_path = Client(), sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 auth = {"HTTP_AUTHORIZATION": "Token " + token}
 for _ in range(200):
-    assert client.get("%s", **auth).status_code == 200 and client.get("%s").status_code == 200
+    assert client.get(bundle_path, **auth).status_code == 200 and client.get(ceiling_path).status_code == 200
 costs = {"bundle": [], "ceiling": []}
 for _ in range(6):  # alternating blocks; the fastest block of each is the least disturbed by other work
-    for name, path, headers in (("bundle", "%s", auth), ("ceiling", "%s", {})):
+    for name, path, headers in (("bundle", bundle_path, auth), ("ceiling", ceiling_path, {})):
         started = time.process_time()
         for _ in range(n // 6):
             client.get(path, **headers)
         costs[name].append((time.process_time() - started) / (n // 6) * 1000)
-print("CPU=%%.4f,%%.4f" %% (min(costs["bundle"]), min(costs["ceiling"])))
-""" % (BUNDLE_PATH, CEILING_PATH, BUNDLE_PATH, CEILING_PATH)
+print(f"CPU={min(costs['bundle']):.4f},{min(costs['ceiling']):.4f}")
+"""
 
 
 def measure_cpu() -> tuple[float, float]:
     """Milliseconds of process CPU per request (bundle, ceiling), in process, on a throw-away SQLite database."""
     with tempfile.TemporaryDirectory(prefix="bench-bundle-cpu-") as tmp:
         env, token = prepare(Path(tmp), f"sqlite:///{Path(tmp) / 'bench.sqlite3'}")
-        out = subprocess.run([sys.executable, "-c", CPU_SCRIPT, token, str(CPU_REQUESTS)], cwd=ROOT, env=env,
+        out = subprocess.run([sys.executable, "-c", CPU_SCRIPT, token, str(CPU_REQUESTS), BUNDLE_PATH, CEILING_PATH], cwd=ROOT, env=env,
                              check=True, capture_output=True, text=True, timeout=600).stdout
     bundle, ceiling = re.search(r"CPU=([\d.]+),([\d.]+)", out).groups()
     return float(bundle), float(ceiling)

@@ -32,9 +32,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from optimizer.bundle import VerifiedBundle, verify_bundle
 from optimizer.errors import BundleError, OptimizerError
@@ -168,7 +169,7 @@ class PromptClient:
             headers["If-None-Match"] = etag
         request = urllib.request.Request(self.url, headers=headers, method="GET")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http(s) URL)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, response.read(), response.headers.get("ETag")
         except urllib.error.HTTPError as exc:  # 304 and every error status land here
             body = exc.read() if exc.fp is not None else b""

@@ -6,9 +6,30 @@ import django_filters as filters
 from django import forms
 
 from governance.models import (
-    AuditEvent, ChangeRequest, ChangeRequestStatus, Dataset, Decision, Export, ImpactClass, OptimizationRun,
-    Program, PromptVersion, Release, ReleaseAction, ReleaseLabel, Review, RunStatus, Split, Trial, TrialKind,
-    TrialState, VersionOrigin, VersionStatus, WebhookDelivery, WebhookEvent, WebhookSubscription,
+    AuditEvent,
+    ChangeRequest,
+    ChangeRequestStatus,
+    Dataset,
+    Decision,
+    Export,
+    ImpactClass,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseAction,
+    ReleaseLabel,
+    Review,
+    RunStatus,
+    Split,
+    Trial,
+    TrialKind,
+    TrialState,
+    VersionOrigin,
+    VersionStatus,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
 )
 
 MAX_ID = 2**63 - 1
@@ -40,7 +61,7 @@ class ProgramFilterSet(filters.FilterSet):
 
     class Meta:
         model = Program
-        fields = ["slug", "metric", "reoptimize_schedule"]
+        fields = ("slug", "metric", "reoptimize_schedule")
 
 
 class DatasetFilterSet(filters.FilterSet):
@@ -50,7 +71,7 @@ class DatasetFilterSet(filters.FilterSet):
 
     class Meta:
         model = Dataset
-        fields = ["program", "split", "content_hash"]
+        fields = ("program", "split", "content_hash")
 
 
 class VersionFilterSet(filters.FilterSet):
@@ -63,7 +84,7 @@ class VersionFilterSet(filters.FilterSet):
 
     class Meta:
         model = PromptVersion
-        fields = ["program", "number", "status", "origin", "run", "content_hash"]
+        fields = ("program", "number", "status", "origin", "run", "content_hash")
 
 
 class RunFilterSet(filters.FilterSet):
@@ -74,7 +95,7 @@ class RunFilterSet(filters.FilterSet):
 
     class Meta:
         model = OptimizationRun
-        fields = ["program", "status", "started_by", "created_at"]
+        fields = ("program", "status", "started_by", "created_at")
 
 
 class TrialFilterSet(filters.FilterSet):
@@ -87,7 +108,7 @@ class TrialFilterSet(filters.FilterSet):
 
     class Meta:
         model = Trial
-        fields = ["run", "program", "kind", "state"]
+        fields = ("run", "program", "kind", "state")
 
 
 class ChangeRequestFilterSet(filters.FilterSet):
@@ -99,7 +120,7 @@ class ChangeRequestFilterSet(filters.FilterSet):
 
     class Meta:
         model = ChangeRequest
-        fields = ["program", "status", "impact", "version", "opened_by"]
+        fields = ("program", "status", "impact", "version", "opened_by")
 
 
 class ReviewFilterSet(filters.FilterSet):
@@ -112,7 +133,7 @@ class ReviewFilterSet(filters.FilterSet):
 
     class Meta:
         model = Review
-        fields = ["program", "change_request", "version", "reviewer", "decision", "voided"]
+        fields = ("program", "change_request", "version", "reviewer", "decision", "voided")
 
 
 class ReleaseFilterSet(filters.FilterSet):
@@ -124,7 +145,7 @@ class ReleaseFilterSet(filters.FilterSet):
 
     class Meta:
         model = Release
-        fields = ["program", "label", "action", "version", "created_at"]
+        fields = ("program", "label", "action", "version", "created_at")
 
 
 class LabelFilterSet(filters.FilterSet):
@@ -134,7 +155,7 @@ class LabelFilterSet(filters.FilterSet):
 
     class Meta:
         model = ReleaseLabel
-        fields = ["program", "name", "kill_switch"]
+        fields = ("program", "name", "kill_switch")
 
 
 class ExportFilterSet(filters.FilterSet):
@@ -144,7 +165,7 @@ class ExportFilterSet(filters.FilterSet):
 
     class Meta:
         model = Export
-        fields = ["program", "version", "label"]
+        fields = ("program", "version", "label")
 
 
 class AuditEventFilterSet(filters.FilterSet):
@@ -158,7 +179,7 @@ class AuditEventFilterSet(filters.FilterSet):
 
     class Meta:
         model = AuditEvent
-        fields = ["program", "actor", "action", "object_type", "object_id", "created_at"]
+        fields = ("program", "actor", "action", "object_type", "object_id", "created_at")
 
     def filter_queryset(self, queryset):
         action = self.form.cleaned_data.get("action")
@@ -174,7 +195,7 @@ class WebhookSubscriptionFilterSet(filters.FilterSet):
 
     class Meta:
         model = WebhookSubscription
-        fields = ["program", "active"]
+        fields = ("program", "active")
 
 
 class WebhookDeliveryFilterSet(filters.FilterSet):
@@ -185,4 +206,4 @@ class WebhookDeliveryFilterSet(filters.FilterSet):
 
     class Meta:
         model = WebhookDelivery
-        fields = ["program", "subscription", "event", "delivered"]
+        fields = ("program", "subscription", "event", "delivered")

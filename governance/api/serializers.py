@@ -7,7 +7,8 @@ action, which decides whether the step is allowed.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
@@ -16,9 +17,26 @@ from rest_framework import serializers
 
 from governance.audit import printed_name
 from governance.models import (
-    AuditEvent, ChangeRequest, Dataset, Export, ImpactClass, OptimizationRun, Program, PromptVersion, Release,
-    ReleaseLabel, Review, ReviewPolicy, Schedule, SignatureMeaning, Split, Trial, VersionOrigin, WebhookDelivery,
-    WebhookEvent, WebhookSubscription,
+    AuditEvent,
+    ChangeRequest,
+    Dataset,
+    Export,
+    ImpactClass,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseLabel,
+    Review,
+    ReviewPolicy,
+    Schedule,
+    SignatureMeaning,
+    Split,
+    Trial,
+    VersionOrigin,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
 )
 from governance.permissions import user_roles, visible_programs
 
@@ -45,14 +63,14 @@ def _check_json(value: Any, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_json(item, depth + 1)
-    elif isinstance(value, float) and value != value:  # NaN
+    elif isinstance(value, float) and math.isnan(value):
         raise serializers.ValidationError("must not contain NaN")
 
 
 class JSONObjectField(serializers.JSONField):
     """A JSON object (dict) the database can store."""
 
-    default_error_messages = {"not_object": "must be a JSON object"}
+    default_error_messages: ClassVar[dict[str, str]] = {"not_object": "must be a JSON object"}
 
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
@@ -111,7 +129,7 @@ class UserRefSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = User
-        fields = ["id", "username", "name"]
+        fields = ("id", "username", "name")
 
     def get_name(self, user: Any) -> str:
         return printed_name(user)
@@ -136,8 +154,8 @@ class ProgramSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Program
-        fields = ["slug", "name", "description", "spec", "metric", "lm_config", "owner", "members", "review_policy",
-                  "reoptimize_schedule", "drift_threshold", "created_at"]
+        fields = ("slug", "name", "description", "spec", "metric", "lm_config", "owner", "members", "review_policy",
+                  "reoptimize_schedule", "drift_threshold", "created_at")
         read_only_fields = fields
 
 
@@ -188,8 +206,8 @@ class DatasetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Dataset
-        fields = ["id", "program", "name", "split", "content_hash", "row_count", "source_filename", "created_by",
-                  "created_at"]
+        fields = ("id", "program", "name", "split", "content_hash", "row_count", "source_filename", "created_by",
+                  "created_at")
         read_only_fields = fields
 
 
@@ -246,8 +264,8 @@ class VersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PromptVersion
-        fields = ["id", "program", "number", "parent", "payload", "content_hash", "origin", "run", "scores",
-                  "status", "note", "created_by", "created_at", "approved_at"]
+        fields = ("id", "program", "number", "parent", "payload", "content_hash", "origin", "run", "scores",
+                  "status", "note", "created_by", "created_at", "approved_at")
         read_only_fields = fields
 
 
@@ -308,8 +326,8 @@ class ExportSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Export
-        fields = ["id", "program", "version", "version_number", "label", "manifest_hash", "signature",
-                  "public_key_fingerprint", "exported_by", "created_at"]
+        fields = ("id", "program", "version", "version_number", "label", "manifest_hash", "signature",
+                  "public_key_fingerprint", "exported_by", "created_at")
         read_only_fields = fields
 
 
@@ -322,10 +340,10 @@ class RunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = OptimizationRun
-        fields = ["id", "program", "status", "config", "progress", "dataset_hashes", "study_name", "started_by",
+        fields = ("id", "program", "status", "config", "progress", "dataset_hashes", "study_name", "started_by",
                   "base_version", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd",
                   "wall_seconds", "stop_reason", "error", "cancel_requested", "created_at", "started_at",
-                  "finished_at"]
+                  "finished_at")
         read_only_fields = fields
 
 
@@ -348,17 +366,17 @@ class RunProgressSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = OptimizationRun
-        fields = ["id", "status", "progress", "trials_recorded", "calls", "cached_calls", "cost_usd",
+        fields = ("id", "status", "progress", "trials_recorded", "calls", "cached_calls", "cost_usd",
                   "wall_seconds", "stop_reason", "error", "cancel_requested", "heartbeat_at", "started_at",
-                  "finished_at"]
+                  "finished_at")
         read_only_fields = fields
 
 
 class TrialSerializer(serializers.ModelSerializer):
     class Meta:
         model = Trial
-        fields = ["id", "run", "number", "kind", "state", "params", "score", "examples", "calls", "tokens",
-                  "cost_usd", "seconds", "error", "created_at"]
+        fields = ("id", "run", "number", "kind", "state", "params", "score", "examples", "calls", "tokens",
+                  "cost_usd", "seconds", "error", "created_at")
         read_only_fields = fields
 
 
@@ -373,9 +391,9 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChangeRequest
-        fields = ["id", "program", "version", "version_number", "base_version", "base_version_number", "title",
+        fields = ("id", "program", "version", "version_number", "base_version", "base_version_number", "title",
                   "description", "ticket_ref", "impact", "status", "recommended", "evaluation", "opened_by",
-                  "created_at", "closed_at"]
+                  "created_at", "closed_at")
         read_only_fields = fields
 
 
@@ -419,9 +437,9 @@ class ReviewSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Review
-        fields = ["id", "change_request", "version", "version_number", "reviewer", "printed_name", "decision",
+        fields = ("id", "change_request", "version", "version_number", "reviewer", "printed_name", "decision",
                   "reason", "meaning", "meaning_text", "content_hash", "auth_method", "ip_address", "signed_at",
-                  "voided"]
+                  "voided")
         read_only_fields = fields
 
 
@@ -437,8 +455,8 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Release
-        fields = ["id", "program", "label", "action", "version", "version_number", "previous_version",
-                  "previous_version_number", "reason", "actor", "created_at"]
+        fields = ("id", "program", "label", "action", "version", "version_number", "previous_version",
+                  "previous_version_number", "reason", "actor", "created_at")
         read_only_fields = fields
 
 
@@ -451,8 +469,8 @@ class LabelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ReleaseLabel
-        fields = ["id", "program", "name", "version", "version_number", "fallback_version",
-                  "fallback_version_number", "kill_switch", "serving_version", "updated_at"]
+        fields = ("id", "program", "name", "version", "version_number", "fallback_version",
+                  "fallback_version_number", "kill_switch", "serving_version", "updated_at")
         read_only_fields = fields
 
 
@@ -490,8 +508,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = ["id", "created_at", "actor", "actor_name", "action", "object_type", "object_id", "program",
-                  "before", "after", "reason", "ip_address", "request_id", "prev_hash", "hash"]
+        fields = ("id", "created_at", "actor", "actor_name", "action", "object_type", "object_id", "program",
+                  "before", "after", "reason", "ip_address", "request_id", "prev_hash", "hash")
         read_only_fields = fields
 
 
@@ -506,7 +524,7 @@ class MeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = User
-        fields = ["id", "username", "name", "email", "roles", "programs"]
+        fields = ("id", "username", "name", "email", "roles", "programs")
         read_only_fields = fields
 
     def get_name(self, user: Any) -> str:
@@ -538,7 +556,7 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WebhookSubscription
-        fields = ["id", "program", "url", "events", "active", "created_by", "created_at"]
+        fields = ("id", "program", "url", "events", "active", "created_by", "created_at")
         read_only_fields = fields
 
 
@@ -546,7 +564,7 @@ class WebhookSubscriptionCreatedSerializer(WebhookSubscriptionSerializer):
     """The create response: the only time the HMAC secret is shown."""
 
     class Meta(WebhookSubscriptionSerializer.Meta):
-        fields = [*WebhookSubscriptionSerializer.Meta.fields, "secret"]
+        fields = (*WebhookSubscriptionSerializer.Meta.fields, "secret")
         read_only_fields = fields
 
 
@@ -563,6 +581,6 @@ class WebhookSubscriptionCreateSerializer(serializers.Serializer):
 class WebhookDeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "subscription", "event", "payload", "attempts", "response_status", "error",
-                  "delivered_at", "created_at"]
+        fields = ("id", "subscription", "event", "payload", "attempts", "response_status", "error",
+                  "delivered_at", "created_at")
         read_only_fields = fields

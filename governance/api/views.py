@@ -19,7 +19,8 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, renderers, serializers as drf_serializers, status, viewsets
+from rest_framework import mixins, renderers, status, viewsets
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,19 +34,43 @@ from governance.actions import reviews as review_actions
 from governance.actions import tokens as token_actions
 from governance.actions import versions as version_actions
 from governance.actions import webhooks as webhook_actions
-from governance.api import bundles, serializers as s
+from governance.api import bundles
+from governance.api import serializers as s
 from governance.api.errors import error_body
 from governance.api.filtersets import (
-    AuditEventFilterSet, ChangeRequestFilterSet, DatasetFilterSet, ExportFilterSet, LabelFilterSet, ProgramFilterSet,
-    ReleaseFilterSet, ReviewFilterSet, RunFilterSet, TrialFilterSet, VersionFilterSet, WebhookDeliveryFilterSet,
+    AuditEventFilterSet,
+    ChangeRequestFilterSet,
+    DatasetFilterSet,
+    ExportFilterSet,
+    LabelFilterSet,
+    ProgramFilterSet,
+    ReleaseFilterSet,
+    ReviewFilterSet,
+    RunFilterSet,
+    TrialFilterSet,
+    VersionFilterSet,
+    WebhookDeliveryFilterSet,
     WebhookSubscriptionFilterSet,
 )
 from governance.api.permissions import restrict_to_visible
 from governance.api.schema import ErrorSerializer
 from governance.errors import NotFound
 from governance.models import (
-    AuditEvent, ChangeRequest, Dataset, Export, OptimizationRun, Program, PromptVersion, Release, ReleaseLabel,
-    Review, Trial, TrialKind, TrialState, WebhookDelivery, WebhookSubscription,
+    AuditEvent,
+    ChangeRequest,
+    Dataset,
+    Export,
+    OptimizationRun,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseLabel,
+    Review,
+    Trial,
+    TrialKind,
+    TrialState,
+    WebhookDelivery,
+    WebhookSubscription,
 )
 from governance.reports import write_audit_csv
 
@@ -104,9 +129,9 @@ class ProgramViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
     lookup_field = "slug"
     lookup_value_regex = r"[-a-zA-Z0-9_]+"
     program_path = ""
-    ordering_fields = ["slug", "name", "created_at"]
-    ordering = ["slug"]
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    ordering_fields = ("slug", "name", "created_at")
+    ordering = ("slug",)
+    http_method_names = ("get", "post", "patch", "delete", "head", "options")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.ProgramCreateSerializer)
@@ -201,8 +226,8 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
     queryset = Dataset.objects.select_related("program", "created_by")
     serializer_class = s.DatasetSerializer
     filterset_class = DatasetFilterSet
-    ordering_fields = ["created_at", "name", "split", "row_count"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at", "name", "split", "row_count")
+    ordering = ("-created_at", "-id")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.DatasetUploadSerializer)
@@ -234,9 +259,9 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
     queryset = PromptVersion.objects.select_related("program", "created_by")
     serializer_class = s.VersionSerializer
     filterset_class = VersionFilterSet
-    ordering_fields = ["number", "created_at", "status"]
-    ordering = ["program__slug", "-number"]
-    http_method_names = ["get", "post", "patch", "head", "options"]
+    ordering_fields = ("number", "created_at", "status")
+    ordering = ("program__slug", "-number")
+    http_method_names = ("get", "post", "patch", "head", "options")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.VersionCreateSerializer)
@@ -293,8 +318,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewS
     queryset = OptimizationRun.objects.select_related("program", "started_by")
     serializer_class = s.RunSerializer
     filterset_class = RunFilterSet
-    ordering_fields = ["created_at", "status", "cost_usd"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at", "status", "cost_usd")
+    ordering = ("-created_at", "-id")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.RunStartSerializer)
@@ -343,8 +368,8 @@ class TrialViewSet(ReadOnlyGovernedViewSet):
     serializer_class = s.TrialSerializer
     filterset_class = TrialFilterSet
     program_path = "run__program"
-    ordering_fields = ["number", "score", "created_at"]
-    ordering = ["run", "number", "kind"]
+    ordering_fields = ("number", "score", "created_at")
+    ordering = ("run", "number", "kind")
 
 
 # --- change requests and reviews ----------------------------------------------------------------------------
@@ -359,8 +384,8 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Gov
     queryset = ChangeRequest.objects.select_related("program", "version", "base_version", "opened_by")
     serializer_class = s.ChangeRequestSerializer
     filterset_class = ChangeRequestFilterSet
-    ordering_fields = ["created_at", "status", "impact"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at", "status", "impact")
+    ordering = ("-created_at", "-id")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.ChangeRequestOpenSerializer)
@@ -408,8 +433,8 @@ class ReviewViewSet(ReadOnlyGovernedViewSet):
     serializer_class = s.ReviewSerializer
     filterset_class = ReviewFilterSet
     program_path = "change_request__program"
-    ordering_fields = ["signed_at"]
-    ordering = ["-signed_at", "-id"]
+    ordering_fields = ("signed_at",)
+    ordering = ("-signed_at", "-id")
 
 
 # --- releases, labels, exports ------------------------------------------------------------------------------
@@ -422,16 +447,16 @@ class ReleaseViewSet(ReadOnlyGovernedViewSet):
     queryset = Release.objects.select_related("program", "version", "previous_version", "actor")
     serializer_class = s.ReleaseSerializer
     filterset_class = ReleaseFilterSet
-    ordering_fields = ["created_at"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at",)
+    ordering = ("-created_at", "-id")
 
 
 class LabelViewSet(ReadOnlyGovernedViewSet):
     queryset = ReleaseLabel.objects.select_related("program", "version", "fallback_version")
     serializer_class = s.LabelSerializer
     filterset_class = LabelFilterSet
-    ordering_fields = ["name", "updated_at"]
-    ordering = ["program__slug", "name"]
+    ordering_fields = ("name", "updated_at")
+    ordering = ("program__slug", "name")
 
 
 class ExportViewSet(ReadOnlyGovernedViewSet):
@@ -441,8 +466,8 @@ class ExportViewSet(ReadOnlyGovernedViewSet):
     serializer_class = s.ExportSerializer
     filterset_class = ExportFilterSet
     program_path = "version__program"
-    ordering_fields = ["created_at"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at",)
+    ordering = ("-created_at", "-id")
 
 
 class ReleaseBundleView(APIView):
@@ -526,9 +551,9 @@ class AuditEventViewSet(ReadOnlyGovernedViewSet):
     queryset = AuditEvent.objects.select_related("program", "actor")
     serializer_class = s.AuditEventSerializer
     filterset_class = AuditEventFilterSet
-    renderer_classes = [renderers.JSONRenderer, renderers.BrowsableAPIRenderer, AuditCSVRenderer]
-    ordering_fields = ["id", "created_at"]
-    ordering = ["id"]
+    renderer_classes = (renderers.JSONRenderer, renderers.BrowsableAPIRenderer, AuditCSVRenderer)
+    ordering_fields = ("id", "created_at")
+    ordering = ("id",)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         if getattr(request.accepted_renderer, "format", None) == "csv":
@@ -554,7 +579,7 @@ class UserViewSet(viewsets.GenericViewSet):
     serializer_class = s.MeSerializer
     queryset = User.objects.none()
     pagination_class = None
-    filter_backends: list[Any] = []
+    filter_backends: tuple[Any, ...] = ()
 
     @extend_schema(request=None, responses=s.MeSerializer)
     @action(detail=False, methods=["get"])
@@ -584,8 +609,8 @@ class WebhookSubscriptionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixi
     queryset = WebhookSubscription.objects.select_related("program", "created_by")
     serializer_class = s.WebhookSubscriptionSerializer
     filterset_class = WebhookSubscriptionFilterSet
-    ordering_fields = ["created_at"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at",)
+    ordering = ("-created_at", "-id")
 
     def create(self, request: Request) -> Response:
         data = self.parse(s.WebhookSubscriptionCreateSerializer)
@@ -605,8 +630,8 @@ class WebhookDeliveryViewSet(ReadOnlyGovernedViewSet):
     serializer_class = s.WebhookDeliverySerializer
     filterset_class = WebhookDeliveryFilterSet
     program_path = "subscription__program"
-    ordering_fields = ["created_at"]
-    ordering = ["-created_at", "-id"]
+    ordering_fields = ("created_at",)
+    ordering = ("-created_at", "-id")
 
 
 @csrf_exempt  # nothing happens here; a CSRF failure page would only hide the 404

@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 
 from governance.models import AuditEvent
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, results
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

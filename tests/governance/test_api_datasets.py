@@ -8,7 +8,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from governance.models import AuditEvent, Dataset
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

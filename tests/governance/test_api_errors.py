@@ -9,7 +9,9 @@ from rest_framework import exceptions
 
 from governance.api.errors import exception_handler
 from governance.errors import FrozenVersionError, NotFound
-from tests.governance.api_support import V1, api, error  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from governance.models import AuditEvent, Program
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
 from tests.governance.conftest import demo_spec
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

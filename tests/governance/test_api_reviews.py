@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from governance.models import AuditEvent, ChangeRequestStatus, Review, VersionStatus
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

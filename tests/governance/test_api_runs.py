@@ -7,7 +7,9 @@ import pytest
 from governance.models import AuditEvent, RunStatus
 from optimizer.lm import Usage
 from optimizer.search import TrialRecord
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

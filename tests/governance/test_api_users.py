@@ -6,7 +6,9 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from governance.models import AuditEvent
-from tests.governance.api_support import V1, api, error  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

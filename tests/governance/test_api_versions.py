@@ -7,8 +7,10 @@ import pytest
 from governance.models import AuditEvent, Export, VersionStatus
 from governance.signing import public_key
 from optimizer.bundle import verify_bundle
-from tests.governance.api_support import V1, api, error, results, signing  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
 from tests.governance.conftest import payload_with
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,9 @@ from celery.exceptions import Retry
 from governance import webhooks
 from governance.models import AuditEvent, WebhookDelivery, WebhookSubscription
 from governance.webhook_tasks import deliver_webhook
-from tests.governance.api_support import V1, api, error, results  # noqa: F401  (fixtures)
+from tests.governance.api_support import V1, error, results
+
+pytest_plugins = ["tests.governance.api_fixtures"]
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +30,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append({"headers": dict(self.headers), "body": body})
                 self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)

@@ -14,7 +14,11 @@ from optimizer.bundle import verify_bundle
 from optimizer.client import PromptClient, PromptClientError
 from optimizer.lm import LM
 from tests.governance.export_helpers import (  # noqa: F401  (fast_password_hashing is an autouse fixture)
-    approved, fast_password_hashing, make_team, release, signing_key_settings,
+    approved,
+    fast_password_hashing,
+    make_team,
+    release,
+    signing_key_settings,
 )
 
 pytestmark = pytest.mark.django_db
@@ -73,7 +77,7 @@ def _public_key() -> str:
 
 
 def test_fetch_verify_revalidate_and_fall_back_to_disk(server, deployed, tmp_path, caplog):
-    team, version, token = deployed
+    _team, version, token = deployed
     clock = Clock()
     client = PromptClient(server.url, token, "triage", "production", trusted_public_key=_public_key(), ttl=60,
                           cache_dir=tmp_path / "cache", clock=clock)
@@ -119,7 +123,7 @@ def test_new_release_is_picked_up_after_the_ttl(server, deployed, tmp_path):
 
 
 def test_tampered_or_untrusted_bundles_are_never_used(server, deployed, tmp_path, caplog):
-    team, version, token = deployed
+    _team, _version, token = deployed
     good = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path)
     good.bundle()
     # Tamper with the cached file: the server is down, and the altered file must not be used.
@@ -129,16 +133,15 @@ def test_tampered_or_untrusted_bundles_are_never_used(server, deployed, tmp_path
     server.stop()
     offline = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path,
                            timeout=2)
-    with caplog.at_level(logging.ERROR, logger="optimizer.client"):
-        with pytest.raises(PromptClientError):
-            offline.bundle()
+    with caplog.at_level(logging.ERROR, logger="optimizer.client"), pytest.raises(PromptClientError):
+        offline.bundle()
     assert any("ignoring the cached bundle" in r.getMessage() for r in caplog.records)
 
 
 def test_bundle_signed_by_another_key_is_rejected(server, deployed, tmp_path):
     from optimizer.bundle import generate_private_key, public_key_b64
 
-    team, version, token = deployed
+    _team, _version, token = deployed
     stranger = public_key_b64(generate_private_key())
     client = PromptClient(server.url, token, "triage", trusted_public_key=stranger, cache_dir=tmp_path)
     with pytest.raises(PromptClientError, match="failed verification.*untrusted key"):
@@ -147,7 +150,7 @@ def test_bundle_signed_by_another_key_is_rejected(server, deployed, tmp_path):
 
 
 def test_credentials_problems_are_raised_not_hidden(server, deployed, tmp_path):
-    team, version, token = deployed
+    team, _version, _token = deployed
     with pytest.raises(PromptClientError, match="HTTP 403"):
         PromptClient(server.url, "not-a-token", "triage", cache_dir=tmp_path).bundle()
     outsider = Token.objects.create(user=team.outsider).key
@@ -156,7 +159,7 @@ def test_credentials_problems_are_raised_not_hidden(server, deployed, tmp_path):
 
 
 def test_runtime_runs_the_fetched_prompt(server, deployed, tmp_path, fake_server, fake_lm_config):
-    team, version, token = deployed
+    _team, _version, token = deployed
     fake_server.responder = lambda prompt, request: "billing"
     client = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path)
     runtime = client.runtime(lm=LM(fake_lm_config()))
