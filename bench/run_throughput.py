@@ -2,18 +2,20 @@
 
     . .venv/bin/activate && export LITELLM_LOCAL_MODEL_COST_MAP=True
     python bench/run_throughput.py --model fake              # loopback fake LM, 50 ms per call
-    python bench/run_throughput.py --model local --trials 8  # Gemma 3 270M in each worker (llama.cpp, 1 thread)
+    python bench/run_throughput.py --model local --trials 8 --sizes 42 20 20  # Gemma 3 270M in each worker
 
 What it does:
 
 1. Creates a throw-away PostgreSQL database (dropped at the end), migrates it and sets up, through the actions,
    users, the demo support-ticket program and its train/val/test datasets.
 2. Starts two `celery -A governance worker --pool=solo` processes on a queue of its own (Redis broker), and
-   warms them up (each imports litellm and, for the local model, loads llama.cpp once).
-3. For 1 and then 2 workers: starts a run with a fresh seed and a cold response cache (so every trial makes
-   real model calls), spreads it over the second worker when measuring 2 (`runner.spread_run`), waits for it
-   to finish, and reads the Trial rows. Trials per minute = (trials - 1) / (last trial time - first trial
-   time) * 60: the search phase only, without the candidate phase before it and the final evaluation after.
+   warms them up with a short spread run (each imports litellm and, for the local model, loads llama.cpp).
+3. For 1 and then 2 workers (`--rounds` times, alternating): starts a run with its own seed and a cold
+   response cache (fake model: a new fake server, whose URL is part of every cache key; local model: the
+   run's own seed draws other demo sets and another example order, so few prompts repeat), spreads it over the second worker when measuring 2 (`runner.spread_run`),
+   waits for it to finish, and reads the Trial rows. Trials per minute = (trials - 1) / (last trial time -
+   first trial time) * 60: the search phase only, without the candidate phase before it and the final
+   evaluation after.
 4. Prints a table and writes bench/results/run_throughput_<model>.json. Nothing but 127.0.0.1 is contacted.
 
 Wall-clock figures depend on machine load: the script records the load average before and after each
@@ -48,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.05, help="fake LM seconds per call")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="PostgreSQL server URL")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--sizes", type=int, nargs=3, default=[245, 70, 105], metavar=("TRAIN", "VAL", "TEST"),
+                        help="rows of the demo train/val/test files to use (the local model wants small ones)")
     return parser.parse_args()
 
 
@@ -68,19 +73,17 @@ def drop_database(server: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def setup_program(model: str, api_base: str | None) -> Any:
+def setup_program(lm_config: dict[str, Any], sizes: list[int]) -> Any:
     from governance.actions import create_program, create_user_with_roles, import_dataset, setup_role_groups
     from tests.optimizer.simulated import DEMO_DIR, load_rows
 
     setup_role_groups()
     author = create_user_with_roles(actor=None, username="bench-author", password="bench-pass-123",
                                     roles=["author"])
-    lm_config = {"model": "text-completion-openai/fake", "api_base": api_base} if model == "fake" else \
-        {"model": "local/gemma-3-270m", "max_tokens": 8}
     program = create_program(actor=author, slug="support", name="Support triage", metric="choice",
                              spec=json.loads((DEMO_DIR / "program.json").read_text()), lm_config=lm_config)
-    for split in ("train", "val", "test"):
-        import_dataset(program, actor=author, split=split, name=split, rows=load_rows(split))
+    for split, size in zip(("train", "val", "test"), sizes):
+        import_dataset(program, actor=author, split=split, name=split, rows=load_rows(split)[:size])
     return program, author
 
 
@@ -141,6 +144,7 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
+    from governance.actions import update_program
     from governance.celery import app
     from tests.optimizer.fake_lm import FakeLMServer
     from tests.optimizer.simulated import SimulatedClassifier
@@ -153,38 +157,40 @@ def main() -> None:
             time.sleep(args.latency)  # a remote API's latency; the fake itself answers in microseconds
             return super().__call__(prompt, request)
 
-    server = FakeLMServer(Slow()).start() if args.model == "fake" else None
-    program, author = setup_program(args.model, server.url if server else None)
-    pool = None
+    servers: list[Any] = []
+
+    def fresh_endpoint(index: int) -> dict[str, Any]:
+        """An LM configuration no answer is cached for."""
+        if args.model == "local":
+            return {"model": "local/gemma-3-270m"}  # cold enough: each run's seed draws other demos and order
+        servers.append(FakeLMServer(Slow()).start())
+        return {"model": "text-completion-openai/fake", "api_base": servers[-1].url}
+
+    program, author = setup_program(fresh_endpoint(0), args.sizes)
+    pool = Workers(max(args.workers), dict(os.environ, GOVERNANCE_LM_CACHE_PATH=str(workdir / "cache.sqlite3")),
+                   queue, workdir)
     results = []
     try:
-        pool = Workers(max(args.workers), dict(os.environ, GOVERNANCE_LM_CACHE_PATH=str(workdir / "warm.sqlite3")),
-                       queue, workdir)
         print(f"warming up {max(args.workers)} workers ...", flush=True)
-        run_once(program, author, workers=max(args.workers), trials=max(args.workers) + 1, seed=1000)
-        pool.stop()
-        for index, count in enumerate(args.workers):
-            # Fresh workers on a fresh cold cache: every measured trial makes real model calls.
-            env = dict(os.environ, GOVERNANCE_LM_CACHE_PATH=str(workdir / f"cold{index}.sqlite3"))
-            pool = Workers(max(args.workers), env, queue, workdir)
-            time.sleep(5)
+        run_once(program, author, workers=max(args.workers), trials=max(args.workers) + 2, seed=1000)
+        plan = [count for _ in range(args.rounds) for count in args.workers]
+        for index, count in enumerate(plan, start=1):
+            update_program(program, actor=author, lm_config=fresh_endpoint(index), reason="benchmark: cold cache")
             load = os.getloadavg()[0]
-            result = run_once(program, author, workers=count, trials=args.trials, seed=index + 1)
+            result = run_once(program, author, workers=count, trials=args.trials, seed=index)
             result.update(load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2))
             results.append(result)
             print(json.dumps(result), flush=True)
-            pool.stop()
-            pool = None
     finally:
-        if pool is not None:
-            pool.stop()
-        if server is not None:
+        pool.stop()
+        for server in servers:
             server.stop()
         from django.db import connections
 
         connections.close_all()
         drop_database(args.pg, database)
     report = {"model": args.model, "latency_seconds": args.latency if args.model == "fake" else None,
+              "sizes": dict(zip(("train", "val", "test"), args.sizes)),
               "trials_per_run": args.trials, "cpus": os.cpu_count(), "machine": platform.platform(),
               "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)

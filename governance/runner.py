@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from django.conf import settings
 from django.db import connection, connections, transaction
@@ -33,8 +33,19 @@ from governance.actions.datasets import examples_for
 from governance.actions.reviews import production_version
 from governance.errors import GovernanceError
 from governance.models import ChangeRequest, Dataset, OptimizationRun, Program, RunStatus, Schedule
-from optimizer import (LM, MIPRO, Budget, BudgetExceeded, LMConfig, LMError, LMUnreachableError,
-                       MIPROConfig, StopRequested, TrialRecord, Usage)
+from optimizer import (
+    LM,
+    MIPRO,
+    Budget,
+    BudgetExceeded,
+    LMConfig,
+    LMError,
+    LMUnreachableError,
+    MIPROConfig,
+    StopRequested,
+    TrialRecord,
+    Usage,
+)
 from optimizer.data import Example, examples_from_records, split_train_val
 from optimizer.evaluation import EvaluationResult, evaluate
 from optimizer.metrics import Metric, resolve_metric
@@ -128,7 +139,7 @@ class LocalExecutor:
 def _in_own_connection(job: Callable[[], Any]) -> Any:
     try:
         return job()
-    except Exception:  # noqa: BLE001 - a pool thread has nobody to raise to; the run row records the error
+    except Exception:  # a pool thread has nobody to raise to; the run row holds the error already
         logger.exception("local run job failed")
         raise
     finally:
@@ -295,7 +306,7 @@ class GuardedLM:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lm, name)
 
-    def __enter__(self) -> GuardedLM:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -392,7 +403,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -406,7 +417,7 @@ class Heartbeat:
                 if not run_actions.heartbeat(self.run_id, worker=self.worker):
                     self.lost = True
                     return
-        except Exception:  # noqa: BLE001 - a missed beat is survivable; the staleness window allows several
+        except Exception:  # a missed beat is survivable: the staleness window spans several
             logger.exception("heartbeat of run %s failed", self.run_id)
         finally:
             connection.close()
@@ -430,9 +441,9 @@ def execute_run(run_id: int, *, worker_name: str, on_trial: TrialObserver | None
     try:
         with Heartbeat(run.pk, worker_name, heartbeat_seconds()):
             return _execute(run, worker_name, on_trial)
-    except Exception as exc:  # noqa: BLE001 - every failure ends the run as failed with its reason
+    except Exception as exc:  # every failure ends the run as failed, with its reason
         logger.exception("run %s failed", run.pk)
-        _fail(run, exc)
+        _fail(run, worker_name, exc)
         return RunStatus.FAILED
 
 
@@ -462,12 +473,13 @@ def _execute(run: OptimizationRun, worker: str, on_trial: TrialObserver | None) 
 def _propose(run: OptimizationRun, inputs: RunInputs, result: Any, worker: str, reporter: TrialReporter) -> str:
     """Evaluate candidate and production (outside the search budget: see docs/operations.md), then write."""
     run_actions.record_progress(run.pk, progress={"phase": "evaluation"})
+    search_usage = reporter.take_usage()
     with guarded_lm(inputs.lm_config) as eval_lm:
         for _ in range(3):
             production = production_version(run.program)
             proposal = build_proposal(run, inputs, result, production, eval_lm)
             try:
-                usage = _sum(reporter.take_usage(), eval_lm.usage())
+                usage = _sum(search_usage, eval_lm.usage())  # a rolled-back attempt recorded nothing
                 run_actions.complete_run(run, worker=worker, proposal=proposal, usage=usage)
             except run_actions.ProductionMoved:
                 continue
@@ -480,11 +492,11 @@ def _sum(a: Usage, b: Usage) -> Usage:
     return Usage(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(Usage)})
 
 
-def _fail(run: OptimizationRun, exc: BaseException) -> None:
+def _fail(run: OptimizationRun, worker: str, exc: BaseException) -> None:
     error = f"{type(exc).__name__}: {exc}"
     try:
-        run_actions.finish_run(run, RunStatus.FAILED, stop_reason="error", error=error)
-    except GovernanceError as again:  # finished meanwhile (cancelled, or failed by recovery): that stands
+        run_actions.finish_run(run, RunStatus.FAILED, stop_reason="error", error=error, worker=worker)
+    except GovernanceError as again:  # finished or handed on meanwhile: the current state stands
         logger.warning("run %s: could not record the failure (%s): %s", run.pk, again, error)
 
 
@@ -569,7 +581,7 @@ def join_run(run_id: int, *, worker_name: str, wait_seconds: float = 600) -> int
         mipro = _RunMIPRO(inputs.metric, lm, inputs.mipro, callback=reporter, reseed=True)
         try:
             mipro.compile(inputs.program, inputs.trainset, inputs.valset)
-        except Exception:  # noqa: BLE001 - a helper's failure must not fail the run; the owner decides
+        except Exception:  # a helper's failure must not fail the run: the owner decides its outcome
             logger.exception("helper %s on run %s stopped", worker_name, run_id)
         finally:
             mipro.close()
@@ -587,8 +599,10 @@ def _await_study(run_id: int, wait_seconds: float) -> OptimizationRun | None:
         if run.status not in (RunStatus.QUEUED, RunStatus.RUNNING) or run.cancel_requested:
             return None
         if run.status == RunStatus.RUNNING:
+            url = optuna_storage_url()
+            ensure_optuna_storage(url)  # creating optuna's tables must go through the lock, here too
             try:
-                storage = optuna.storages.RDBStorage(optuna_storage_url())
+                storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
                 try:
                     attrs = optuna.load_study(study_name=run.study_name, storage=storage).user_attrs
                 finally:
@@ -658,5 +672,16 @@ def change_request_of(run: OptimizationRun) -> ChangeRequest | None:
     return ChangeRequest.objects.filter(version__run=run).select_related("version").first()
 
 
-__all__ = ["dispatch_run", "spread_run", "execute_run", "join_run", "recover_stale_runs", "reoptimize_due_programs",
-           "optuna_storage_url", "local_executor", "change_request_of", "lm_config_from", "payload_lm"]
+__all__ = [
+    "change_request_of",
+    "dispatch_run",
+    "execute_run",
+    "join_run",
+    "lm_config_from",
+    "local_executor",
+    "optuna_storage_url",
+    "payload_lm",
+    "recover_stale_runs",
+    "reoptimize_due_programs",
+    "spread_run",
+]

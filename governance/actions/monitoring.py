@@ -18,7 +18,7 @@ from governance.actions._common import PRODUCTION_LABEL, create, send_on_commit
 from governance.actions.datasets import examples_for
 from governance.actions.reviews import production_version
 from governance.audit import record_event
-from governance.models import DriftAlert, Dataset, Program, PromptVersion, Split
+from governance.models import Dataset, DriftAlert, Program, PromptVersion, Split
 from governance.permissions import require_member
 from governance.signals import drift_alert_raised
 

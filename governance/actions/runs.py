@@ -26,8 +26,18 @@ from governance.actions.versions import create_version
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput
 from governance.models import (
-    FINISHED_RUN_STATUSES, Candidate, CandidateKind, ChangeRequest, OptimizationRun, Program, Role, RunStatus,
-    Split, Trial, TrialKind, VersionOrigin,
+    FINISHED_RUN_STATUSES,
+    Candidate,
+    CandidateKind,
+    ChangeRequest,
+    OptimizationRun,
+    Program,
+    Role,
+    RunStatus,
+    Split,
+    Trial,
+    TrialKind,
+    VersionOrigin,
 )
 from governance.permissions import require_role
 from optimizer.lm import Usage
@@ -308,10 +318,16 @@ def recover_run(run_id: int, *, stale_after: float, max_attempts: int) -> str | 
 
 @transaction.atomic
 def finish_run(run: OptimizationRun, status: str, *, stop_reason: str = "", error: str = "",
-               usage: Usage | None = None) -> OptimizationRun:
-    """running/queued -> succeeded | failed | cancelled (system actor), with the worker's last spending."""
+               usage: Usage | None = None, worker: str | None = None) -> OptimizationRun:
+    """running/queued -> succeeded | failed | cancelled (system actor), with the worker's last spending.
+
+    Given `worker`, only while that worker still executes the run: an executor that was judged lost and
+    handed on must not end the run its successor is executing.
+    """
     run = lock(run)
     expect_status(run.status, ACTIVE_RUN_STATUSES, subject=f"run {run.pk}", doing=f"become {status}")
+    if worker is not None and run.worker != worker:
+        raise IllegalTransition(f"run {run.pk} is executed by {run.worker or 'nobody'} now, not by {worker}")
     return _finish(run, status, actor=None, stop_reason=stop_reason, error=error, usage=usage)
 
 

@@ -18,18 +18,33 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from governance import runner
 from governance.actions import (
-    approve_change_request, cancel_run, create_program, create_version, import_dataset, initial_payload,
-    open_change_request, run_drift_check, start_run, update_program,
+    approve_change_request,
+    cancel_run,
+    create_program,
+    create_version,
+    import_dataset,
+    initial_payload,
+    open_change_request,
+    run_drift_check,
+    start_run,
+    update_program,
 )
 from governance.actions.releases import release_version
 from governance.actions.reviews import allowed_review_actions
-from governance.actions.runs import claim_run
+from governance.actions.runs import claim_run, finish_run
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import (
-    AuditEvent, Candidate, ChangeRequest, DriftAlert, OptimizationRun, PromptVersion, RunStatus, VersionOrigin,
+    AuditEvent,
+    Candidate,
+    ChangeRequest,
+    DriftAlert,
+    OptimizationRun,
+    PromptVersion,
+    RunStatus,
+    VersionOrigin,
 )
-from governance import runner
 from tests.governance.conftest import AuditLog, password
 from tests.optimizer.fake_lm import FakeLMServer
 from tests.optimizer.simulated import DEMO_DIR, SimulatedClassifier, load_rows
@@ -288,6 +303,8 @@ def test_a_run_whose_worker_stopped_beating_is_requeued_then_failed(db, program,
         assert runner.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "queued"}
     assert dispatched == [run.pk]
     assert claim_run(run.pk, worker="w2", stale_after=60).run.attempts == 2
+    with pytest.raises(IllegalTransition, match=f"^run {run.pk} is executed by w2 now, not by w1$"):
+        finish_run(run, RunStatus.FAILED, error="the lost executor's late failure", worker="w1")
     OptimizationRun.objects.filter(pk=run.pk).update(heartbeat_at=run.created_at.replace(year=2020))
     assert runner.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "failed"}
     run.refresh_from_db()
