@@ -314,6 +314,14 @@ def _run(request: HttpRequest, pk: int) -> OptimizationRun:
     return run
 
 
+PHASES = {  # the runner's progress phases, as the run page says them
+    "queued": "waiting for a worker",
+    "candidates": "bootstrapping demo sets and proposing instructions (before the first trial)",
+    "search": "searching: each trial scores one configuration",
+    "evaluation": "scoring the best configuration and production on val and test",
+}
+
+
 def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_count: int = 0) -> dict[str, Any]:
     progress = run.progress or {}
     done, planned = progress.get("trials_done") or 0, progress.get("trials_planned") or 0
@@ -327,6 +335,7 @@ def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_c
         percent = min(100, round(100 * done / planned)) if planned else 0
     return {
         "run": run, "progress": progress, "trials_done": done, "trials_planned": planned, "percent": percent,
+        "phase": PHASES.get(progress.get("phase") or "", progress.get("phase") or ""),
         "trials": trials, "latest_trials": trials[::-1][:8], "finished": finished, "result_versions": versions,
         "candidate_count": candidate_count,
         "can_cancel": not finished and not run.cancel_requested and (

@@ -222,6 +222,7 @@ def test_progress_partial_polls_while_running_and_reloads_the_page_when_done(cli
     login(client, author, pw)
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert 'hx-trigger="every 2s"' in page and "0 of 4 trials" in page and 'id="cancel-run"' in page
+    assert "Now:</strong> waiting for a worker" in page
     partial = client.get(f"/runs/{run.pk}/progress/?candidates=0", HTTP_HX_REQUEST="true")
     assert partial.status_code == 200 and "HX-Refresh" not in partial
     assert b"<html" not in partial.content and b'hx-trigger="every 2s"' in partial.content
