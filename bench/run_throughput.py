@@ -175,7 +175,9 @@ def main() -> None:
         run_once(program, author, workers=max(args.workers), trials=max(args.workers) + 2, seed=1000)
         plan = [count for _ in range(args.rounds) for count in args.workers]
         for index, count in enumerate(plan, start=1):
-            update_program(program, actor=author, lm_config=fresh_endpoint(index), reason="benchmark: cold cache")
+            endpoint = fresh_endpoint(index)
+            if endpoint != program.lm_config:
+                program = update_program(program, actor=author, lm_config=endpoint, reason="benchmark: cold cache")
             load = os.getloadavg()[0]
             result = run_once(program, author, workers=count, trials=args.trials, seed=index)
             result.update(load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2))
