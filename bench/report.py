@@ -67,7 +67,7 @@ def write_plots(results: list[dict[str, Any]], plots_dir: Path, docs_dir: Path) 
                         label=f"{NAMES[optimizer]}" if i == 0 else None)
                 ax.plot([xs[-1]], [100 * ys[-1]], marker="o", color=COLORS[optimizer], markersize=4)
         ax.set_xlabel("LM calls reaching the server")
-        ax.set_ylabel("best validation score (%)")
+        ax.set_ylabel("best validation score (%), own val set")
         ax.set_title(f"{dataset}, {preset} (one line per seed)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
@@ -148,8 +148,8 @@ def _setup_lines(results: list[dict[str, Any]]) -> list[str]:
         "request was in flight at the proxy (the same measure for both optimizers; our `usage.seconds_in_lm` is "
         "summed over threads and not comparable). `idle between calls` is the part of it between the first and "
         "the last call (start-up, e.g. building the study, and wrap-up excluded). litellm and optuna are imported "
-        "before the clock starts for both optimizers (except in our first bitext light seed-0 run, where the "
-        "imports fell inside the clock). LM-call counts, tokens and accuracy do not depend on machine "
+        "before the clock starts for both optimizers, except in the first two runs (bitext light seed 0, both "
+        "optimizers), where the imports fell inside the clock. LM-call counts, tokens and accuracy do not depend on machine "
         "load; wall times and the overhead share do: the 2-core machine was shared with other engineers' test "
         f"runs (1-minute load average between {min(loads):.1f} and {max(loads):.1f} at run starts and ends). "
         "For the same reason the server runs llama.cpp with 1 thread: its 2 threads spin-wait on each other, and "
