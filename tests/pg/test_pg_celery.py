@@ -61,10 +61,11 @@ class SlowClassifier(SimulatedClassifier):
 class Worker:
     """One `celery -A governance worker` process (solo pool: one task at a time, like one core's worth)."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, broker: str = REDIS_URL) -> None:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, broker: str = REDIS_URL,
+                 queue: str = QUEUE) -> None:
         self.name = name
         self.log = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        command = [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=solo", "-Q", QUEUE,
+        command = [sys.executable, "-m", "celery", "-A", "governance", "worker", "--pool=solo", "-Q", queue,
                    "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, cwd=ROOT, env={**env, "CELERY_BROKER_URL": broker},
@@ -250,10 +251,24 @@ def test_trials_of_one_run_spread_over_two_workers(team, lm_server, redis_worker
     assert len({w.split(":")[1] for w in workers}) == 2, "owner and helper ran on different workers"
 
 
-def test_a_killed_worker_is_replaced_and_the_run_resumes_its_study(team, lm_server, worker_dir):
+@pytest.fixture
+def own_queue() -> Iterator[str]:
+    """A queue only this test's workers consume (the module's shared workers keep listening on QUEUE)."""
+    from governance.celery import app
+
+    queue = f"{QUEUE}-{uuid.uuid4().hex[:6]}"
+    app.conf.task_default_queue = queue
+    yield queue
+    app.conf.task_default_queue = QUEUE
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).delete(queue)
+
+
+def test_a_killed_worker_is_replaced_and_the_run_resumes_its_study(team, lm_server, worker_dir, own_queue):
     lm_server.responder.delay = 0.15
     env = worker_env(worker_dir, cache="kill")  # a cold cache: every trial costs real (slow) calls
-    first = Worker("doomed", env, worker_dir).wait_ready()
+    first = Worker("doomed", env, worker_dir, queue=own_queue).wait_ready()
     program = make_program(team, lm_server)
     run = start_run(program, actor=team["author"], seed=4, num_trials=8)
     try:
@@ -261,10 +276,11 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_its_study(team, lm_serv
         first.kill()
         run.refresh_from_db()
         assert run.status == RunStatus.RUNNING, f"the kill landed too late: {run.status}"
+        assert ":doomed@" in run.worker, run.worker
         before = set(run.trials.values_list("number", flat=True))
         assert not PromptVersion.objects.filter(run=run).exists(), "nothing half-written"
 
-        second = Worker("replacement", env, worker_dir).wait_ready()
+        second = Worker("replacement", env, worker_dir, queue=own_queue).wait_ready()
         try:
             time.sleep(STALE_SECONDS + 1)  # the dead worker's heartbeat goes stale
             assert runner.recover_stale_runs(stale_after=STALE_SECONDS) == {run.pk: "queued"}
@@ -284,7 +300,7 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_its_study(team, lm_serv
 def test_a_run_completes_through_rabbitmq(team, lm_server, worker_dir, settings):
     from celery import Celery
 
-    worker = Worker("rabbit", worker_env(worker_dir), worker_dir, broker=AMQP_URL).wait_ready()
+    worker = Worker("rabbit", worker_env(worker_dir), worker_dir, broker=AMQP_URL).wait_ready()  # QUEUE on RabbitMQ
     try:
         program = make_program(team, lm_server)
         run = start_run(program, actor=team["author"], num_trials=4, enqueue=False)
