@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -205,27 +206,13 @@ def _dispose(storage: Any) -> None:
         engine.dispose()
 
 
-class _RunMIPRO(MIPRO):
-    """MIPRO that keeps its study, to give a joining or resuming worker its own sampler RNG (the same seed in
-    two processes would sample the same configurations) and to close the study's pool when done."""
-
-    def __init__(self, *args: Any, reseed: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reseed = reseed
-        self.study: Any = None
-
-    def _open_study(self, *args: Any, **kwargs: Any) -> Any:
-        # The library's (private) study factory; arguments passed through untouched so that its signature can
-        # evolve. A public hook (a sampler seed in MIPROConfig) would let this class go.
-        study = super()._open_study(*args, **kwargs)
-        if self.reseed:
-            study.sampler.reseed_rng()
-        self.study = study
-        return study
-
-    def close(self) -> None:
-        if self.study is not None:
-            _dispose(getattr(self.study, "_storage", None))
+def _mipro(inputs: RunInputs, lm: LM, reporter: TrialReporter, *, joining: bool) -> MIPRO:
+    """The run's optimizer. A joining or resuming worker gets its own sampler seed: with the run's seed it would
+    sample the same configurations as the worker before it."""
+    config = inputs.mipro
+    if joining:
+        config = replace(config, sampler_seed=secrets.randbelow(2**31))
+    return MIPRO(inputs.metric, lm, config, callback=reporter)
 
 
 # --- the run's inputs ---------------------------------------------------------------------------------------
@@ -453,11 +440,8 @@ def _execute(run: OptimizationRun, worker: str, on_trial: TrialObserver | None) 
     run_actions.record_progress(run.pk, progress={"phase": "candidates"}, heartbeat=True)
     with guarded_lm(inputs.lm_config, inputs.budget) as lm:
         reporter = TrialReporter(run, lm, worker=worker, owner=True, observer=on_trial)
-        mipro = _RunMIPRO(inputs.metric, lm, inputs.mipro, callback=reporter, reseed=run.attempts > 1)
-        try:
-            result = mipro.compile(inputs.program, inputs.trainset, inputs.valset)
-        finally:
-            mipro.close()
+        mipro = _mipro(inputs, lm, reporter, joining=run.attempts > 1)
+        result = mipro.compile(inputs.program, inputs.trainset, inputs.valset)
         run.refresh_from_db()
         if run.status != RunStatus.RUNNING or run.worker != worker:
             # Recovery judged this executor lost and handed the run on; the new executor writes the outcome.
@@ -578,13 +562,11 @@ def join_run(run_id: int, *, worker_name: str, wait_seconds: float = 600) -> int
 
     with guarded_lm(inputs.lm_config, _remaining(inputs.budget, run)) as lm:
         reporter = TrialReporter(run, lm, worker=worker_name, owner=False, observer=count)
-        mipro = _RunMIPRO(inputs.metric, lm, inputs.mipro, callback=reporter, reseed=True)
         try:
-            mipro.compile(inputs.program, inputs.trainset, inputs.valset)
+            _mipro(inputs, lm, reporter, joining=True).compile(inputs.program, inputs.trainset, inputs.valset)
         except Exception:  # a helper's failure must not fail the run: the owner decides its outcome
             logger.exception("helper %s on run %s stopped", worker_name, run_id)
         finally:
-            mipro.close()
             run_actions.record_progress(run_id, progress={}, usage=reporter.take_usage())
     return trials
 

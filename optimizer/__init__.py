@@ -5,8 +5,17 @@ dependencies (litellm, optuna, llama-cpp) load lazily, on first use.
 """
 
 from optimizer.data import Example, examples_from_records, load_examples
-from optimizer.errors import (BudgetExceeded, BundleError, DataError, LMError, LMUnreachableError, MetricError,
-                              OptimizerError, SpecError, StopRequested)
+from optimizer.errors import (
+    BudgetExceeded,
+    BundleError,
+    DataError,
+    LMError,
+    LMUnreachableError,
+    MetricError,
+    OptimizerError,
+    SpecError,
+    StopRequested,
+)
 from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate
 from optimizer.execution import Prediction, run_program
 from optimizer.lm import LM, Budget, LMConfig, Usage
@@ -16,13 +25,42 @@ from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
 from optimizer.signatures import Field, Signature
 
 __all__ = [
-    "Example", "examples_from_records", "load_examples",
-    "BudgetExceeded", "BundleError", "DataError", "LMError", "LMUnreachableError", "MetricError",
-    "OptimizerError", "SpecError", "StopRequested",
-    "EvaluationResult", "ExampleResult", "evaluate", "Prediction", "run_program",
-    "LM", "Budget", "LMConfig", "Usage",
-    "choice_match", "exact_match", "resolve_metric", "token_f1",
-    "ChainOfThought", "Predict", "Predictor", "Program", "canonical_json", "content_hash",
-    "MIPRO", "PRESETS", "MIPROConfig", "RunResult", "TrialRecord",
-    "Field", "Signature",
+    "LM",
+    "MIPRO",
+    "PRESETS",
+    "Budget",
+    "BudgetExceeded",
+    "BundleError",
+    "ChainOfThought",
+    "DataError",
+    "EvaluationResult",
+    "Example",
+    "ExampleResult",
+    "Field",
+    "LMConfig",
+    "LMError",
+    "LMUnreachableError",
+    "MIPROConfig",
+    "MetricError",
+    "OptimizerError",
+    "Predict",
+    "Prediction",
+    "Predictor",
+    "Program",
+    "RunResult",
+    "Signature",
+    "SpecError",
+    "StopRequested",
+    "TrialRecord",
+    "Usage",
+    "canonical_json",
+    "choice_match",
+    "content_hash",
+    "evaluate",
+    "exact_match",
+    "examples_from_records",
+    "load_examples",
+    "resolve_metric",
+    "run_program",
+    "token_f1",
 ]

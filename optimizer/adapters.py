@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from optimizer.errors import OptimizerError
 from optimizer.program import Demo, Predictor

@@ -13,8 +13,9 @@ import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import usable_demo
 from optimizer.data import Example

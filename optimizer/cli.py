@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Self
 
 from optimizer.errors import OptimizerError, SpecError
 
@@ -201,7 +202,7 @@ class ProgressBar:
         self.enabled = enabled
         self.bar: Any = None
 
-    def __enter__(self) -> ProgressBar:
+    def __enter__(self) -> Self:
         if self.enabled:
             from tqdm import tqdm
 

@@ -6,9 +6,10 @@ import csv
 import io
 import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from optimizer.errors import DataError
 from optimizer.program import Program

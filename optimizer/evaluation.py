@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import Adapter
 from optimizer.data import Example
@@ -65,10 +66,16 @@ def evaluate(program: Program, examples: Sequence[Example], metric: Metric, lm: 
 
     def one(item: tuple[int, Example]) -> ExampleResult:
         index, example = item
-        prediction = run_program(program, example.inputs, lm, adapter)
-        score, error = score_prediction(metric, example, prediction)
-        return ExampleResult(index, example, prediction, score, error)
+        return evaluate_example(program, example, metric, lm, adapter, index=index)
 
     results = lm.map(one, list(enumerate(examples)))
     mean = sum(r.score for r in results) / len(results) if results else 0.0
     return EvaluationResult(mean, tuple(results))
+
+
+def evaluate_example(program: Program, example: Example, metric: Metric, lm: LM, adapter: Adapter | None = None,
+                     *, index: int = 0) -> ExampleResult:
+    """Run and score one example (the unit the search streams through its own window of calls)."""
+    prediction = run_program(program, example.inputs, lm, adapter)
+    score, error = score_prediction(metric, example, prediction)
+    return ExampleResult(index, example, prediction, score, error)

@@ -6,7 +6,8 @@ import importlib
 import re
 import string
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from optimizer.adapters import normalize_choice
 from optimizer.data import Example

@@ -79,12 +79,12 @@ class Predictor:
                    signature=Signature.from_dict(data["signature"]), demos=tuple(data.get("demos", ())))
 
 
-def Predict(name: str, signature: Signature | str, instructions: str = "") -> Predictor:  # noqa: N802
+def Predict(name: str, signature: Signature | str, instructions: str = "") -> Predictor:
     """DSPy-style constructor: ``Predict("classify", "ticket -> category")``."""
     return Predictor(name=name, signature=_as_signature(signature, instructions), kind="predict")
 
 
-def ChainOfThought(name: str, signature: Signature | str, instructions: str = "") -> Predictor:  # noqa: N802
+def ChainOfThought(name: str, signature: Signature | str, instructions: str = "") -> Predictor:
     """A predictor that writes a `reasoning` output before its own outputs."""
     return Predictor(name=name, signature=_as_signature(signature, instructions), kind="chain_of_thought")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import format_value
 from optimizer.data import Example
@@ -104,8 +105,8 @@ def _first_sentence(text: str) -> str:
 def proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: ProposalContext, tip: str) -> str:
     sig = predictor.rendered_signature
     parts = [f"Task data: {context.dataset_summary}", f"Program: {context.program_summary}",
-             f"This step reads {', '.join(f.prefix for f in sig.inputs)} and writes "
-             f"{', '.join(f.prefix for f in sig.outputs)}.", "", "Examples:"]
+             (f"This step reads {', '.join(f.prefix for f in sig.inputs)} and writes "
+             f"{', '.join(f.prefix for f in sig.outputs)}."), "", "Examples:"]
     parts += [_render_demo(predictor, d) + "\n" for d in list(demos)[:3]]
     if context.scored:
         parts.append("Instructions tried so far, with their accuracy:")
@@ -127,10 +128,16 @@ def _render_demo(predictor: Predictor, demo: Demo) -> str:
     return "\n".join(f"{f.prefix} {format_value(demo[f.name])}" for f in fields if f.name in demo)
 
 
+_TRAILING_SCORE = re.compile(r"[\"'`]?\s*\(\s*\d{1,3}(\.\d+)?\s*%\s*\)\s*$")
+
+
 def clean_instruction(answer: str) -> str:
     """The first non-empty line, unquoted; empty when the answer is unusable as an instruction."""
     for line in answer.strip().splitlines():
         line = re.sub(r"^(instruction|new instruction)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
+        # The prompt lists earlier instructions as `- "text" (40%)`; a small model copies the score too, and an
+        # approver must never read a score inside an instruction.
+        line = _TRAILING_SCORE.sub("", line)
         line = line.strip("\"'` ")
         if len(line) >= 20 and len(line.split()) >= 4:
             return line[:600]

@@ -7,8 +7,9 @@ production service executes exactly the content reviewers approved.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from optimizer.errors import SpecError
 from optimizer.execution import Prediction, run_program

@@ -20,17 +20,24 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from optimizer.bootstrap import BootstrapSettings, DemoSet, build_demo_sets
 from optimizer.data import Example, split_train_val
 from optimizer.errors import BudgetExceeded, OptimizerError, StopRequested
-from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate
+from optimizer.evaluation import ExampleResult, evaluate, evaluate_example
 from optimizer.metrics import Metric
 from optimizer.program import Program, content_hash
-from optimizer.proposal import (InstructionCandidate, ProposalContext, describe_program, propose_instruction,
-                                summarize_dataset)
+from optimizer.proposal import (
+    InstructionCandidate,
+    ProposalContext,
+    describe_program,
+    propose_instruction,
+    summarize_dataset,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -46,12 +53,13 @@ class Preset:
     val_size: int
     num_trials: int
     rungs: tuple[int, ...]
+    patience: int
 
 
 PRESETS: dict[str, Preset] = {
-    "light": Preset(num_candidates=6, val_size=60, num_trials=14, rungs=(10, 30)),
-    "medium": Preset(num_candidates=12, val_size=300, num_trials=28, rungs=(20, 60, 150)),
-    "heavy": Preset(num_candidates=18, val_size=1000, num_trials=45, rungs=(25, 100, 300)),
+    "light": Preset(num_candidates=6, val_size=60, num_trials=14, rungs=(10, 30), patience=5),
+    "medium": Preset(num_candidates=12, val_size=300, num_trials=28, rungs=(20, 60, 150), patience=8),
+    "heavy": Preset(num_candidates=18, val_size=1000, num_trials=45, rungs=(25, 100, 300), patience=12),
 }
 
 
@@ -73,7 +81,10 @@ class MIPROConfig:
         labeled_only: No bootstrapping: demo sets from labeled examples only.
         storage: optuna storage URL (e.g. sqlite:///study.db, postgresql://...); None keeps the study in memory.
         study_name: Name of the study inside the storage (resume by reusing it).
-        chunk_size: Examples evaluated between two pruning checks.
+        sampler_seed: Seed of TPE's own RNG; None uses `seed`. A process joining or resuming a shared study
+            passes its own, or it would sample the same configurations as the process before it.
+        patience: Stop once this many trials in a row, after the prior configurations, found no better
+            full-validation score; 0 never stops early. None takes the preset's (light 5).
     """
 
     preset: str = "light"
@@ -90,7 +101,8 @@ class MIPROConfig:
     labeled_only: bool = False
     storage: str | None = None
     study_name: str | None = None
-    chunk_size: int = 5
+    sampler_seed: int | None = None
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -99,12 +111,15 @@ class MIPROConfig:
             raise ValueError("demo caps must be >= 0")
         if self.num_trials is not None and self.num_trials < 1:
             raise ValueError(f"`num_trials >= 1` must hold, but got {self.num_trials}")
+        if self.patience is not None and self.patience < 0:
+            raise ValueError(f"`patience >= 0` must hold, but got {self.patience}")
 
     @property
     def resolved(self) -> Preset:
         p = PRESETS[self.preset]
         return Preset(self.num_candidates_or(p.num_candidates), self.val_size or p.val_size,
-                      self.num_trials or p.num_trials, self.rungs or p.rungs)
+                      self.num_trials or p.num_trials, self.rungs or p.rungs,
+                      p.patience if self.patience is None else self.patience)
 
     def num_candidates_or(self, default: int) -> int:
         return self.num_demo_sets or default
@@ -269,16 +284,39 @@ class Racer:
         return RaceOutcome(_mean(scores), len(scores), len(scores) >= n_val)
 
     def _extend(self, program: Program, scores: list[float], rung: int) -> bool:
-        """Evaluate up to `rung` examples in chunks; False when the rung's bar became unreachable."""
+        """Evaluate examples up to `rung`; False when the rung's bar became unreachable.
+
+        Keeps `max_concurrency` calls in flight and checks the bar after every answer, instead of evaluating
+        in chunks: a chunk barrier leaves the LM server idle while the slowest call of the chunk finishes."""
         bar = self.bars.get(rung)
-        chunk = max(self.state.config.chunk_size, self.state.lm.config.max_concurrency)
-        while len(scores) < rung:
-            if bar is not None and (sum(scores) + rung - len(scores)) / rung < bar:
-                return False
-            batch = self.state.valset[len(scores):min(rung, len(scores) + chunk)]
-            result = evaluate(program, batch, self.state.metric, self.state.lm)
-            scores.extend(r.score for r in result.results)
-        return bar is None or _mean(scores[:rung]) >= bar
+        start = len(scores)
+        answered: dict[int, float] = {}
+
+        def reachable() -> bool:
+            optimistic = sum(scores) + sum(answered.values()) + (rung - start - len(answered))
+            return bar is None or optimistic / rung >= bar
+
+        window = max(1, self.state.lm.config.max_concurrency)
+        with ThreadPoolExecutor(max_workers=window, thread_name_prefix="race") as pool:
+            in_flight: dict[Future[ExampleResult], int] = {}
+            next_index = start
+            while True:
+                while next_index < rung and len(in_flight) < window and reachable():
+                    example = self.state.valset[next_index]
+                    in_flight[pool.submit(evaluate_example, program, example, self.state.metric,
+                                          self.state.lm)] = next_index
+                    next_index += 1
+                if not in_flight:
+                    break
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    answered[in_flight.pop(future)] = future.result().score
+        # Only the contiguous prefix is kept: rungs are prefixes of the shuffled validation set.
+        for index in range(start, rung):
+            if index not in answered:
+                break
+            scores.append(answered[index])
+        return len(scores) >= rung and (bar is None or _mean(scores[:rung]) >= bar)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -295,8 +333,16 @@ def promotion_bars(study: optuna.Study, rungs: tuple[int, ...], n_val: int) -> d
     for rung in rungs:
         if rung in best:
             # On the full set only a strict improvement matters: a tie never replaces the earlier winner.
-            bars[rung] = best[rung] + 1e-9 if rung >= n_val else best[rung] - 0.5 / math.sqrt(rung)
+            bars[rung] = best[rung] + 1e-9 if rung >= n_val else best[rung] - _standard_error(best[rung], rung)
     return bars
+
+
+def _standard_error(accuracy: float, examples: int) -> float:
+    """One binomial standard error of an accuracy measured on `examples` rows. The accuracy is clipped to
+    [0.1, 0.9] so that a perfect or empty early rung still leaves a margin. Near-ties on an easy task (sst2:
+    everything scores 75-88%) get a tighter margin than the 0.5/sqrt(n) worst case, and prune."""
+    p = min(max(accuracy, 0.1), 0.9)
+    return math.sqrt(p * (1 - p) / examples)
 
 
 @dataclass(frozen=True)
@@ -393,7 +439,14 @@ class MIPRO:
         started = time.monotonic()
         usage_before = self.lm.usage()
         trainset, valset = self._split(list(trainset), list(valset) if valset else None)
-        study = self._open_study()
+        study = self._open_study(self._default_study_name(program, trainset, valset))
+        try:
+            return self._search(study, program, trainset, valset, started, usage_before)
+        finally:
+            _close_storage(study)
+
+    def _search(self, study: optuna.Study, program: Program, trainset: list[Example], valset: list[Example],
+                started: float, usage_before: Usage) -> RunResult:
         stop_reason = "completed"
         state = None
         try:
@@ -425,20 +478,29 @@ class MIPRO:
         rungs = sorted({min(r, n_val) for r in self.config.resolved.rungs} | {n_val})
         return tuple(rungs)
 
-    def _open_study(self) -> optuna.Study:
+    def _default_study_name(self, program: Program, trainset: list[Example], valset: list[Example]) -> str:
+        """Same program, data and settings -> same name, so a rerun against a storage resumes, not restarts."""
+        # The sampler seed is left out: processes sharing one study differ only there.
+        settings = {k: v for k, v in self.config.to_dict().items() if k != "sampler_seed"}
+        fingerprint = content_hash({"program": program.to_dict(), "config": settings,
+                                    "train": [e.as_record() for e in trainset],
+                                    "val": [e.as_record() for e in valset]})
+        return self.config.study_name or f"mipro-{self.config.preset}-seed{self.config.seed}-{fingerprint[:12]}"
+
+    def _open_study(self, name: str) -> optuna.Study:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         n_trials = self.config.resolved.num_trials
         with warnings.catch_warnings():  # multivariate TPE is flagged experimental; it is what MIPRO uses
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=self.config.seed, multivariate=True,
+            seed = self.config.seed if self.config.sampler_seed is None else self.config.sampler_seed
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                                  n_startup_trials=max(3, n_trials // 3))
         storage: Any = None
         if self.config.storage:
             storage = optuna.storages.RDBStorage(self.config.storage, heartbeat_interval=5, grace_period=20,
                                                  engine_kwargs=_engine_kwargs(self.config.storage))
-        name = self.config.study_name or f"mipro-{self.config.preset}-seed{self.config.seed}-{int(time.time())}"
         return optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
                                    load_if_exists=True)
 
@@ -484,9 +546,12 @@ class MIPRO:
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if done >= target:
             return f"completed {done} trials"
+        patience = PatienceCallback(self.config.resolved.patience, first_counted=len(prior_configurations(state)))
+        if patience.exhausted(study):
+            return patience.reason
         study.optimize(Objective(state, study, self.callback), n_trials=target - done,
-                       callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE,))])
-        return f"completed {target} trials"
+                       callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE,)), patience])
+        return patience.reason if patience.exhausted(study) else f"completed {target} trials"
 
     def _result(self, study: optuna.Study, state: SearchState, stop_reason: str, started: float,
                 usage_before: Usage) -> RunResult:
@@ -495,6 +560,48 @@ class MIPRO:
                          trials=tuple(state.records), candidates=state.candidates, stop_reason=stop_reason,
                          usage=self.lm.usage() - usage_before, seconds=time.monotonic() - started,
                          study_name=study.study_name, config=self.config, valset_size=len(state.valset))
+
+
+class PatienceCallback:
+    """Stops the study once `patience` trials in a row found no better full-validation score.
+
+    Counted from the study's trials (not this process's), so a resumed run or a second worker agrees on when
+    to stop; the prior configurations are never counted: they are fixed, not sampled."""
+
+    def __init__(self, patience: int, first_counted: int) -> None:
+        self.patience = patience
+        self.first_counted = first_counted
+        self.reason = ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.exhausted(study):
+            study.stop()
+
+    def exhausted(self, study: optuna.Study) -> bool:
+        if self.patience <= 0:
+            return False
+        from optuna.trial import TrialState
+
+        best, since = None, 0
+        for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+            score = trial.user_attrs.get("full_score")
+            if score is not None and (best is None or score > best):
+                best, since = score, 0
+            elif trial.number >= self.first_counted:
+                since += 1
+        if since < self.patience:
+            return False
+        self.reason = f"stopped early: no better validation score in the last {since} trials"
+        return True
+
+
+def _close_storage(study: optuna.Study) -> None:
+    """Dispose a database storage's connection pool now, not whenever the garbage collector gets to it."""
+    storage = getattr(study, "_storage", None)
+    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a caching layer
+    engine = getattr(backend, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -586,6 +693,3 @@ def _failure_line(result: ExampleResult) -> str:
     return f"- {inputs} -> expected {expected}, got {got}"
 
 
-def evaluate_program(program: Program, examples: Sequence[Example], metric: Metric, lm: LM) -> EvaluationResult:
-    """Public alias used by the CLI and governance: score a (compiled) program on examples."""
-    return evaluate(program, examples, metric, lm)

@@ -6,7 +6,7 @@ A signature is plain data so that it round-trips through JSON unchanged (the gov
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from optimizer.errors import SpecError

@@ -89,3 +89,37 @@ def test_bootstrapped_demos_come_from_passing_traces(program, data, simulated, f
     assert boot and sum(1 for d in boot[0].demos if d.get("augmented")) == 4
     labels = {row["ticket"]: row["category"] for row in load_rows("train")}
     assert all(labels[d["ticket"]] == d["category"] for d in boot[0].demos)
+
+
+def test_a_converged_search_stops_after_patience_trials(program, data, simulated, fake_lm_config):
+    patient, records = compile_once(program, data, LM(fake_lm_config()), num_trials=20, patience=3)
+    assert patient.stop_reason == "stopped early: no better validation score in the last 3 trials"
+    assert len(records) < 20 and patient.best_score == 1.0
+    exhaustive, records = compile_once(program, data, LM(fake_lm_config()), num_trials=20, patience=0)
+    assert exhaustive.stop_reason == "completed 20 trials" and len(records) == 20
+    assert exhaustive.program.to_json() == patient.program.to_json(), "stopping early kept the same winner"
+
+
+def test_a_hopeless_configuration_costs_a_few_calls_not_a_rung(program, data, simulated, fake_lm_config):
+    """The racer checks the bar after every answer with at most max_concurrency calls in flight."""
+    from optimizer.search import Racer, SearchState, demo_counts_for
+
+    result, _ = compile_once(program, data, LM(fake_lm_config()))
+    lm = LM(fake_lm_config(max_concurrency=4, cache_path=None))
+    state = SearchState(program, list(data[1]), result.candidates, choice_match, lm, MIPROConfig(),
+                        rungs=(10, 30, len(data[1])), counts=demo_counts_for(MIPROConfig(), program))
+    zero_shot = {"classify.instruction": 0, "classify.demos": 0, "classify.demo_count": 0}
+    outcome = Racer(state, bars={10: 0.9}).run(zero_shot, lambda score, step: None)
+    assert not outcome.is_full and outcome.score == 0.0
+    # Two wrong answers put 0.9 out of reach; at most three more calls were already in flight.
+    assert 2 <= lm.usage().calls <= 5 and outcome.examples <= 5
+
+
+def test_a_score_copied_from_the_proposal_prompt_is_dropped():
+    from optimizer.proposal import clean_instruction
+
+    assert clean_instruction('Classify the text into one category: a, b, c." (40%)') == \
+        "Classify the text into one category: a, b, c."
+    assert clean_instruction("Step 1: classify the ticket (20.5 %)") == "Step 1: classify the ticket"
+    assert clean_instruction("Answer with the team name (see the list above)") == \
+        "Answer with the team name (see the list above)"
