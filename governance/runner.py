@@ -72,6 +72,10 @@ def stale_seconds() -> float:
     return _setting("GOVERNANCE_RUN_STALE_SECONDS", 120)
 
 
+def redispatch_seconds() -> float:
+    return _setting("GOVERNANCE_RUN_REDISPATCH_SECONDS", 900)
+
+
 def max_attempts() -> int:
     return int(_setting("GOVERNANCE_RUN_MAX_ATTEMPTS", 3))
 
@@ -600,16 +604,23 @@ def _await_study(run_id: int, wait_seconds: float) -> OptimizationRun | None:
 # --- scheduled jobs -----------------------------------------------------------------------------------------
 
 
-def recover_stale_runs(*, stale_after: float | None = None, attempts: int | None = None) -> dict[int, str]:
-    """Requeue (or, out of attempts, fail) every running run whose executor stopped sending heartbeats."""
+def recover_stale_runs(*, stale_after: float | None = None, attempts: int | None = None,
+                       queued_after: float | None = None) -> dict[int, str]:
+    """Requeue (or, out of attempts, fail) every running run whose executor stopped sending heartbeats, and
+    send again the task of every run queued for longer than `queued_after` seconds (its message may be lost)."""
     stale_after = stale_seconds() if stale_after is None else stale_after
     attempts = max_attempts() if attempts is None else attempts
+    queued_after = redispatch_seconds() if queued_after is None else queued_after
     outcomes = {}
     for run_id in OptimizationRun.objects.filter(status=RunStatus.RUNNING).values_list("pk", flat=True):
         outcome = run_actions.recover_run(run_id, stale_after=stale_after, max_attempts=attempts)
         if outcome is not None:
             outcomes[run_id] = outcome
             logger.warning("run %s: executor lost, %s", run_id, outcome)
+    for run_id in OptimizationRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True):
+        if run_actions.redispatch_run(run_id, queued_after=queued_after):
+            outcomes[run_id] = "redispatched"
+            logger.warning("run %s: queued too long, task sent again", run_id)
     return outcomes
 
 

@@ -172,6 +172,8 @@ GOVERNANCE_OPTUNA_STORAGE = os.environ.get("GOVERNANCE_OPTUNA_STORAGE", "")  # d
 GOVERNANCE_LOCAL_RUN_WORKERS = int(os.environ.get("GOVERNANCE_LOCAL_RUN_WORKERS", "2"))  # no-broker thread pool
 GOVERNANCE_RUN_HEARTBEAT_SECONDS = float(os.environ.get("GOVERNANCE_RUN_HEARTBEAT_SECONDS", "10"))
 GOVERNANCE_RUN_STALE_SECONDS = float(os.environ.get("GOVERNANCE_RUN_STALE_SECONDS", "120"))
+# A run queued this long with no executor has its task sent again (a lost broker message).
+GOVERNANCE_RUN_REDISPATCH_SECONDS = float(os.environ.get("GOVERNANCE_RUN_REDISPATCH_SECONDS", "900"))
 GOVERNANCE_RUN_MAX_ATTEMPTS = int(os.environ.get("GOVERNANCE_RUN_MAX_ATTEMPTS", "3"))
 CELERY_BEAT_SCHEDULE = {
     "reoptimize-due-programs": {"task": "governance.tasks.reoptimize_due_programs",

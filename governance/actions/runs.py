@@ -306,14 +306,38 @@ def recover_run(run_id: int, *, stale_after: float, max_attempts: int) -> str | 
         return RunStatus.FAILED
     before = run_state(run)
     run.status, run.worker = RunStatus.QUEUED, ""
+    run.heartbeat_at = timezone.now()  # for a queued run: when its task was last sent (see redispatch_run)
     run.progress = {**run.progress, "phase": "requeued"}
-    save(run, actor=None, fields=["status", "worker", "progress"])
+    save(run, actor=None, fields=["status", "worker", "heartbeat_at", "progress"])
     record_event("run.requeued", actor=None, obj=run, program=run.program, before=before, after=run_state(run),
                  reason=f"{lost}; attempt {run.attempts + 1} of {max_attempts} will resume the study")
     from governance.runner import dispatch_run  # the runner imports this module
 
     transaction.on_commit(lambda: dispatch_run(run_id))
     return RunStatus.QUEUED
+
+
+@transaction.atomic
+def redispatch_run(run_id: int, *, queued_after: float) -> bool:
+    """Send again the task of a run queued for longer than `queued_after` seconds: its message may be lost (a
+    broker restarted without persistence, a local pool gone with its process). A duplicate delivery is
+    harmless, since claim_run lets exactly one executor take the run. False when the run needs nothing."""
+    run = OptimizationRun.objects.select_for_update().filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.QUEUED:
+        return False
+    waiting_since = run.heartbeat_at or run.created_at
+    waited = (timezone.now() - waiting_since).total_seconds()
+    if waited <= queued_after:
+        return False
+    before = run_state(run)
+    run.heartbeat_at = timezone.now()  # the next re-send waits another full interval
+    save(run, actor=None, fields=["heartbeat_at"])
+    record_event("run.redispatched", actor=None, obj=run, program=run.program, before=before,
+                 after=run_state(run), reason=f"queued for {waited:.0f} s with no executor; task sent again")
+    from governance.runner import dispatch_run  # the runner imports this module
+
+    transaction.on_commit(lambda: dispatch_run(run_id))
+    return True
 
 
 @transaction.atomic

@@ -405,3 +405,22 @@ def test_runs_use_an_optuna_study_outside_the_app_database_on_sqlite(db, setting
     settings.GOVERNANCE_OPTUNA_STORAGE = ""
     assert connection.vendor == "sqlite"
     assert runner.optuna_storage_url() == f"sqlite:///{Path(settings.VAR_DIR) / 'optuna.sqlite3'}"
+
+
+def test_a_run_queued_too_long_has_its_task_sent_again_once_per_interval(db, program, users, monkeypatch,
+                                                                          django_capture_on_commit_callbacks):
+    dispatched: list[int] = []
+    monkeypatch.setattr(runner, "dispatch_run", dispatched.append)
+    run = start(program, users["author"], enqueue=False)  # its message never reaches a worker
+    assert runner.recover_stale_runs(queued_after=600) == {}, "a freshly queued run is left alone"
+
+    audit = AuditLog()
+    OptimizationRun.objects.filter(pk=run.pk).update(created_at=run.created_at.replace(year=2020))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runner.recover_stale_runs(queued_after=600) == {run.pk: "redispatched"}
+        assert runner.recover_stale_runs(queued_after=600) == {}, "the next re-send waits a full interval"
+    assert dispatched == [run.pk]
+    assert audit.actions() == ["run.redispatched"]
+    assert claim_run(run.pk, worker="w1", stale_after=60).run is not None
+    assert claim_run(run.pk, worker="w2", stale_after=60).skipped.startswith(f"run {run.pk} is running on w1"), \
+        "the duplicate delivery is skipped"
