@@ -55,6 +55,8 @@ def _optimize_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="light", choices=["light", "medium", "heavy"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=None, help="override the preset's number of trials")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="stop after this many trials without a better score (0: never; default: the preset's)")
     parser.add_argument("--zero-shot", action="store_true", help="optimize instructions only")
     parser.add_argument("--labeled-only", action="store_true", help="no bootstrapped demos")
     parser.add_argument("--max-calls", type=int, default=None)
@@ -129,8 +131,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     metric = resolve_metric(args.metric)
     trainset = load_examples(args.train, program, limit=args.limit, sample_seed=args.sample_seed)
     valset = load_examples(args.val, program) if args.val else None
-    config = MIPROConfig(preset=args.preset, seed=args.seed, num_trials=args.trials, zero_shot=args.zero_shot,
-                         labeled_only=args.labeled_only, storage=args.storage, study_name=args.study)
+    config = MIPROConfig(preset=args.preset, seed=args.seed, num_trials=args.trials, patience=args.patience,
+                         zero_shot=args.zero_shot, labeled_only=args.labeled_only, storage=args.storage,
+                         study_name=args.study)
     lm = make_lm(args, Budget(args.max_calls, args.max_total_tokens, args.max_usd))
     proposal_lm = make_lm(args, model=args.proposal_model) if args.proposal_model else None
     check_reachable(lm)
