@@ -123,3 +123,15 @@ def test_a_score_copied_from_the_proposal_prompt_is_dropped():
     assert clean_instruction("Step 1: classify the ticket (20.5 %)") == "Step 1: classify the ticket"
     assert clean_instruction("Answer with the team name (see the list above)") == \
         "Answer with the team name (see the list above)"
+
+
+@pytest.mark.parametrize(("total", "done", "expected"), [
+    (25, 30, False),  # needs 29 of the last 30 at a running rate of 83%: improbable
+    (27, 30, True),   # needs 27 of 30 at 90%: likely enough to keep going
+    (53, 59, True),   # already at the bar
+    (20, 30, False),
+])
+def test_the_final_rung_keeps_only_configurations_likely_to_beat_the_best(total, done, expected):
+    from optimizer.search import can_still_beat
+
+    assert can_still_beat(total, done, size=60, bar=53 / 60 + 1e-9) is expected
