@@ -109,6 +109,8 @@ def run_worker(args: argparse.Namespace, proxy_url: str, optimizer: str, dataset
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "worker", "--optimizer", optimizer, "--dataset", dataset,
            "--preset", preset, "--seed", str(seed), "--proxy", proxy_url, "--out", str(out)]
+    if args.ours_config:
+        cmd += ["--ours-config", args.ours_config]
     print(f"run {out.stem} ...", flush=True)
     started = time.time()
     with open(log_path, "w") as log:
@@ -184,7 +186,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         if record.best_score is not None:
             curve.append([lm.usage().calls, record.best_score])
 
-    config = MIPROConfig(preset=args.preset, seed=args.seed)
+    config = MIPROConfig(preset=args.preset, seed=args.seed, **json.loads(args.ours_config or "{}"))
     preimport()
     mark, started = proxy_mark(args.proxy), time.time()
     result = MIPRO(metric, lm, config, callback=on_trial).compile(program, train)
@@ -206,6 +208,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
                              "seconds_in_lm_summed_over_threads": round(usage.seconds_in_lm, 2),
                              "failed_calls": usage.failed_calls},
             "trials": len(result.trials), "stop_reason": result.stop_reason, "best_params": result.best_params,
+            "config_overrides": json.loads(args.ours_config or "{}"),
             "preset_used": {"num_candidates": preset.num_candidates, "val_size": preset.val_size,
                             "num_trials": preset.num_trials, "rungs": list(preset.rungs)},
             "chosen": chosen, "curve": curve}
@@ -302,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, required=True)
     w.add_argument("--proxy", required=True)
     w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--ours-config", default="")
     parser.add_argument("--datasets", nargs="+", default=["bitext_customer_support", "trec", "sst2"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--presets", nargs="+", default=["light"])
@@ -317,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--plots-dir", type=Path, default=ROOT / "docs" / "bench")
+    parser.add_argument("--ours-config", default="",
+                        help='ablations: JSON of MIPROConfig fields for our optimizer, e.g. \'{"patience": 0}\' '
+                             "(use with --results-dir, --docs and --plots-dir outside the repo)")
     return parser
 
 
