@@ -47,7 +47,7 @@ from governance.models import (
 )
 from tests.governance.conftest import AuditLog, password
 from tests.optimizer.fake_lm import FakeLMServer
-from tests.optimizer.simulated import DEMO_DIR, SimulatedClassifier, load_rows
+from tests.optimizer.simulated import DEMO_DIR, NearTies, SimulatedClassifier, load_rows
 
 FAKE_MODEL = "text-completion-openai/fake"
 SIZES = {"train": 70, "val": 20, "test": 20}  # small slices: a cold run costs about 110 model calls
@@ -236,8 +236,10 @@ def test_a_run_needs_train_data_and_holds_val_out_of_train_when_there_is_none(db
     assert len(inputs.valset) == 21 and len(inputs.trainset) == 49 and inputs.testset == []
 
 
-def test_budget_cap_ends_the_search_with_its_stop_reason_and_still_proposes(db, program, users, settings, tmp_path):
+def test_budget_cap_ends_the_search_with_its_stop_reason_and_still_proposes(db, program, users, settings, tmp_path,
+                                                                             lm_server, monkeypatch):
     settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path / "cold_cache.sqlite3")  # every call is a real one
+    monkeypatch.setattr(lm_server, "responder", NearTies(min_demos=14))  # no perfect score: trials keep spending
     run = start(program, users["author"], enqueue=False, num_trials=8, max_calls=60)
     assert runner.execute_run(run.pk, worker_name="w") == RunStatus.SUCCEEDED
     run.refresh_from_db()

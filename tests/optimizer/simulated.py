@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,15 @@ class SimulatedClassifier:
         if demos >= self.min_demos or MAGIC in prompt.split("\n", 1)[0]:
             return f" {truth}\n"
         return " billing\n" if truth != "billing" else " refund\n"
+
+
+class NearTies(SimulatedClassifier):
+    """With enough demos every configuration gets the same 80% right (a fixed fifth of the tickets is always
+    wrong): sampled configurations tie, race through the whole validation set and never improve the best."""
+
+    def __call__(self, prompt: str, request: dict[str, Any]) -> str:
+        answer = super().__call__(prompt, request)
+        ticket = prompt.rsplit("Ticket: ", 1)[-1]
+        if "\nCategory:" in ticket and zlib.crc32(ticket.encode()) % 5 == 0:
+            return " billing\n" if answer.strip() != "billing" else " refund\n"
+        return answer
