@@ -261,7 +261,8 @@ def load_inputs(run: OptimizationRun) -> RunInputs:
         trainset, valset = split_train_val(trainset, val_fraction=0.3, max_val=PRESETS[config["preset"]].val_size,
                                            seed=config["seed"])
     mipro = MIPROConfig(preset=config["preset"], seed=config["seed"], num_trials=config["num_trials"],
-                        storage=optuna_storage_url(), study_name=run.study_name)
+                        patience=getattr(settings, "GOVERNANCE_RUN_PATIENCE", None), storage=optuna_storage_url(),
+                        study_name=run.study_name)
     return RunInputs(program, trainset, valset, _examples(ids.get("test"), program),
                      resolve_metric(config.get("metric") or run.program.metric), lm_config_from(config["task_lm"]),
                      Budget(**config["budget"]), mipro)

@@ -175,6 +175,8 @@ GOVERNANCE_RUN_STALE_SECONDS = float(os.environ.get("GOVERNANCE_RUN_STALE_SECOND
 # A run queued this long with no executor has its task sent again (a lost broker message).
 GOVERNANCE_RUN_REDISPATCH_SECONDS = float(os.environ.get("GOVERNANCE_RUN_REDISPATCH_SECONDS", "900"))
 GOVERNANCE_RUN_MAX_ATTEMPTS = int(os.environ.get("GOVERNANCE_RUN_MAX_ATTEMPTS", "3"))
+# Early stop of a run's search after this many costly trials without improvement; empty: the preset's; 0: never.
+GOVERNANCE_RUN_PATIENCE = int(os.environ["GOVERNANCE_RUN_PATIENCE"]) if os.environ.get("GOVERNANCE_RUN_PATIENCE") else None
 CELERY_BEAT_SCHEDULE = {
     "reoptimize-due-programs": {"task": "governance.tasks.reoptimize_due_programs",
                                 "schedule": crontab(hour=2, minute=0)},

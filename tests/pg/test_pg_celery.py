@@ -28,7 +28,7 @@ from governance.actions import create_program, import_dataset, start_run
 from governance.models import AuditEvent, ChangeRequest, OptimizationRun, PromptVersion, RunStatus, Trial
 from tests.governance.conftest import USERS
 from tests.optimizer.fake_lm import FakeLMServer
-from tests.optimizer.simulated import DEMO_DIR, SimulatedClassifier, load_rows
+from tests.optimizer.simulated import DEMO_DIR, NearTies, load_rows
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -48,8 +48,10 @@ def _listening(port: int) -> bool:
         return False
 
 
-class SlowClassifier(SimulatedClassifier):
-    """The simulated model, slowed down so that a test can act while a run is in the middle of its search."""
+class SlowClassifier(NearTies):
+    """The simulated model, slowed down so that a test can act while a run is in the middle of its search. Its
+    configurations tie below 100%, so every trial keeps calling the model (a perfect score would end the
+    spending at once) and, with the patience off, a run does all its trials."""
 
     delay = 0.0
 
@@ -145,7 +147,7 @@ def worker_env(directory: Path, cache: str = "shared") -> dict[str, str]:
             "GOVERNANCE_LM_CACHE_PATH": str(directory / f"lm_cache_{cache}.sqlite3"), "GOVERNANCE_LM_API_KEY": "x",
             "GOVERNANCE_RUN_HEARTBEAT_SECONDS": "1", "GOVERNANCE_RUN_STALE_SECONDS": str(STALE_SECONDS),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DJANGO_SETTINGS_MODULE": "governance.settings",
-            "DB_CONN_MAX_AGE": "0", "LOG_LEVEL": "INFO"}
+            "DB_CONN_MAX_AGE": "0", "LOG_LEVEL": "INFO", "GOVERNANCE_RUN_PATIENCE": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +223,7 @@ def test_a_run_completes_through_redis_and_a_worker(team, lm_server, redis_worke
     wait_for(lambda: finished(run), 180, "the run to finish", redis_workers)
     cr = assert_proposed_once(run)
     assert run.worker.split(":")[1] in {"w1@" + socket.gethostname(), "w2@" + socket.gethostname()}
-    assert cr.opened_by == team["author"] and cr.evaluation["candidate"]["test"] == 1.0 and cr.recommended
+    assert cr.opened_by == team["author"] and cr.evaluation["candidate"]["test"] >= 0.8 and cr.recommended
     actions = list(AuditEvent.objects.filter(object_type="OptimizationRun").values_list("action", flat=True))
     assert actions == ["run.started", "run.executing", "run.succeeded"]
 
