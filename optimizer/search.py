@@ -291,20 +291,11 @@ class Racer:
 
         Keeps `max_concurrency` calls in flight and checks the bar after every answer, instead of evaluating
         in chunks: a chunk barrier leaves the LM server idle while the slowest call of the chunk finishes."""
-        bar = self.bars.get(rung)
         start = len(scores)
         answered: dict[int, float] = {}
 
-        is_final = rung >= len(self.state.valset)
-
         def reachable() -> bool:
-            if bar is None:
-                return True
-            done = len(scores) + len(answered)
-            total = sum(scores) + sum(answered.values())
-            if is_final and done >= self.state.rungs[0]:
-                return can_still_beat(total, done, rung, bar)
-            return (total + rung - done) / rung >= bar
+            return self._reachable(sum(scores) + sum(answered.values()), len(scores) + len(answered), rung)
 
         window = max(1, self.state.lm.config.max_concurrency)
         with ThreadPoolExecutor(max_workers=window, thread_name_prefix="race") as pool:
@@ -321,12 +312,23 @@ class Racer:
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in finished:
                     answered[in_flight.pop(future)] = future.result().score
-        # Only the contiguous prefix is kept: rungs are prefixes of the shuffled validation set.
-        for index in range(start, rung):
-            if index not in answered:
-                break
+        # Keep the answers in example order up to the first prefix that put the bar out of reach: which answers
+        # arrived first depends on thread timing, and the kept scores must not (same seed, same search).
+        for index in range(start, next_index):
             scores.append(answered[index])
+            if not self._reachable(sum(scores), len(scores), rung):
+                return False
+        bar = self.bars.get(rung)
         return len(scores) >= rung and (bar is None or _mean(scores[:rung]) >= bar)
+
+    def _reachable(self, total: float, done: int, rung: int) -> bool:
+        """Whether the rung's bar can still be reached after scoring `total` on the first `done` examples."""
+        bar = self.bars.get(rung)
+        if bar is None:
+            return True
+        if rung >= len(self.state.valset) and done >= self.state.rungs[0]:
+            return can_still_beat(total, done, rung, bar)
+        return (total + rung - done) / rung >= bar
 
 
 def can_still_beat(total: float, done: int, size: int, bar: float, z: float = 1.0) -> bool:

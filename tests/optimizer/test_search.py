@@ -1,4 +1,7 @@
 import json
+import random
+import time
+import zlib
 
 import pytest
 
@@ -62,6 +65,33 @@ def test_same_seed_and_cache_give_the_same_program(program, data, simulated, fak
     assert second.usage.calls == 0, "the second run is answered from the cache"
     fresh, _ = compile_once(program, data, LM(fake_lm_config(cache_path=str(tmp_path / "other.sqlite"))))
     assert fresh.program.to_json() == first.program.to_json()
+
+
+class Jittery(SimulatedClassifier):
+    """Gets a different 70% of the tickets right for each number of demos (so configurations race close to
+    each other's bars), and answers after a random pause, so concurrent calls finish in a different order on
+    every run."""
+
+    def __call__(self, prompt, request):
+        time.sleep(random.random() * 0.01)
+        answer = super().__call__(prompt, request)
+        if "\nCategory:" not in prompt or "Ticket: " not in prompt:
+            return answer
+        truth = self.labels.get(prompt.rsplit("Ticket: ", 1)[1].rsplit("\nCategory:", 1)[0].strip(), "feedback")
+        right = zlib.crc32(f"{prompt.count('Category: ')}|{prompt[-200:]}".encode()) % 10 < 7
+        return f" {truth}\n" if right else (" billing\n" if truth != "billing" else " refund\n")
+
+
+def test_the_search_does_not_depend_on_which_answer_arrives_first(program, data, simulated, fake_lm_config,
+                                                                   tmp_path):
+    simulated.responder = Jittery()
+    runs = [compile_once(program, data, LM(fake_lm_config(cache_path=str(tmp_path / f"cold{i}.sqlite"))))
+            for i in range(2)]
+    (first, first_trials), (second, second_trials) = runs
+    assert [(t.params, t.examples, t.score) for t in first_trials] == \
+        [(t.params, t.examples, t.score) for t in second_trials]
+    assert any(t.state == "pruned" and 0 < t.examples for t in first_trials), "some trial was cut mid-rung"
+    assert second.program.to_json() == first.program.to_json()
 
 
 def test_zero_shot_and_labeled_only_modes_work(program, data, simulated, fake_lm_config):
