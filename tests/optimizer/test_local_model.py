@@ -45,6 +45,18 @@ def test_missing_extra_raises_unreachable_with_install_hint(monkeypatch, tmp_pat
     assert lm.usage().failed_calls == 1
 
 
+def test_models_load_without_extra_buffer_types_and_the_default_comes_back() -> None:
+    # AMX CPUs segfault on the first decode with repacked weights (see local_model.plain_cpu_buffers).
+    bindings = pytest.importorskip("llama_cpp.llama_cpp")
+    default_params = bindings.llama_model_default_params
+    assert default_params().use_extra_bufts is True
+
+    with local_model.plain_cpu_buffers():
+        assert bindings.llama_model_default_params().use_extra_bufts is False
+
+    assert bindings.llama_model_default_params is default_params
+
+
 @pytest.mark.local_model
 def test_real_completion_returns_text_and_tokens_then_hits_the_cache(local_lm: LM) -> None:
     started = time.monotonic()
