@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .simulated import DEMO_DIR, SimulatedClassifier
+from .simulated import DEMO_DIR, NearTies, SimulatedClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,7 +109,9 @@ def _complete_trials(storage: str, study: str) -> int:
 def test_killed_run_resumes_from_storage_with_the_same_number_of_trials(fake_server, tmp_path):
     import optuna
 
-    classifier = SimulatedClassifier()
+    # Near-ties: every trial keeps calling the model (a perfect score would make later trials free and the run
+    # could finish between two polls); patience 0 so the run always does its 8 trials.
+    classifier = NearTies()
 
     def slow(prompt, request):
         time.sleep(0.01)
@@ -118,7 +120,8 @@ def test_killed_run_resumes_from_storage_with_the_same_number_of_trials(fake_ser
     fake_server.responder = slow
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["optimize", "--program", str(DEMO_DIR / "program.json"), "--train", str(DEMO_DIR / "train.jsonl"),
-            "--val", str(DEMO_DIR / "val.jsonl"), "--trials", "8", "--storage", storage, "--study", "resumable",
+            "--val", str(DEMO_DIR / "val.jsonl"), "--trials", "8", "--patience", "0",
+            "--storage", storage, "--study", "resumable",
             "--out", str(tmp_path / "compiled.json"), "--quiet",
             *fake_model_args(fake_server, tmp_path / "c.sqlite")]
     env = {**os.environ, "OPENAI_API_KEY": "test-key", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
