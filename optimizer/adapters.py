@@ -128,9 +128,24 @@ def parse_fields(signature: Signature, answer: str) -> dict[str, Any]:
             raise ParseError(f"answer has no {spec.prefix!r} line (field {spec.name!r})")
         start = positions[spec.name] + len(spec.prefix)
         later = [positions[f.name] for f in outputs[i + 1:] if f.name in positions]
-        end = min(later) if later else len(text)
-        values[spec.name] = parse_value(spec, text[start:end])
+        if later:
+            values[spec.name] = parse_value(spec, text[start:min(later)])
+        else:
+            values[spec.name] = parse_value(spec, _last_value(signature, text[start:]))
     return values
+
+
+def _last_value(signature: Signature, text: str) -> str:
+    """The last output's value. Base models often restate its prefix first ("\nAnswer: x") and then invent
+    further answers or examples ("x\nAnswer: y", "x\nQuestion: ..."): skip the restated prefix, stop at the
+    next line that repeats it or starts an input."""
+    prefix = signature.outputs[-1].prefix
+    text = text.lstrip()
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix):]
+    prefixes = [prefix, *(f.prefix for f in signature.inputs)]
+    match = re.search(r"\n\s*(?:" + "|".join(map(re.escape, prefixes)) + ")", text, flags=re.IGNORECASE)
+    return text[:match.start()] if match else text
 
 
 def _prefix_positions(outputs: Sequence[Field], text: str) -> dict[str, int]:
@@ -165,6 +180,8 @@ class Adapter(ABC):
         # A blank line or the next example's first input ends the answer; base models otherwise ramble on.
         if _single_line_answer(signature):
             return ("\n",)
+        # Not the output's own prefix: base models often open with "\nAnswer: x", which that stop would cut to
+        # nothing; the parser ends the value at a repeated prefix instead.
         return ("\n\n", f"\n{signature.inputs[0].prefix}")
 
     @staticmethod

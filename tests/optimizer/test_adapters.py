@@ -33,6 +33,19 @@ def test_chain_of_thought_parses_reasoning_then_answer_and_typed_fields():
         CompletionAdapter().parse(cot, " I am not sure")  # truncated answer
 
 
+def test_a_free_text_answer_ends_where_the_model_starts_another_answer_or_example():
+    qa = Predict("qa", "question -> answer", instructions="Answer briefly.")
+    request = CompletionAdapter().format(qa, {"question": "Capital of France?"})
+    assert request.stop == ("\n\n", "\nQuestion:")
+    assert CompletionAdapter().parse(qa, " Paris\nAnswer: Lyon\nAnswer: Nice") == {"answer": "Paris"}
+    assert CompletionAdapter().parse(qa, "\nAnswer: Paris\nAnswer: Lyon") == {"answer": "Paris"}
+    assert CompletionAdapter().parse(qa, " Paris is the capital\nof France\nQuestion: next?") == {
+        "answer": "Paris is the capital\nof France"}
+    cot = ChainOfThought("solve", "question -> answer: int")
+    assert CompletionAdapter().format(cot, {"question": "2+2?"}).stop == ("\n\n", "\nQuestion:")
+    assert CompletionAdapter().parse(cot, " 2 plus 2.\nAnswer: 4\nAnswer: 5") == {"reasoning": "2 plus 2.", "answer": 4}
+
+
 def test_list_and_bool_fields():
     predictor = Predict("p", "text -> items: list[str], ok: bool")
     assert CompletionAdapter().parse(predictor, ' ["a", "b"]\nOk: yes') == {"items": ["a", "b"], "ok": True}
