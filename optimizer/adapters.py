@@ -128,22 +128,22 @@ def parse_fields(signature: Signature, answer: str) -> dict[str, Any]:
             raise ParseError(f"answer has no {spec.prefix!r} line (field {spec.name!r})")
         start = positions[spec.name] + len(spec.prefix)
         later = [positions[f.name] for f in outputs[i + 1:] if f.name in positions]
-        if later:
-            values[spec.name] = parse_value(spec, text[start:min(later)])
-        else:
-            values[spec.name] = parse_value(spec, _last_value(signature, text[start:]))
+        value = _without_restated_prefix(spec, text[start:min(later)] if later else text[start:])
+        values[spec.name] = parse_value(spec, value if later else _cut_invented_sequel(signature, value))
     return values
 
 
-def _last_value(signature: Signature, text: str) -> str:
-    """The last output's value. Base models often restate its prefix first ("\nAnswer: x") and then invent
-    further answers or examples ("x\nAnswer: y", "x\nQuestion: ..."): skip the restated prefix, stop at the
-    next line that repeats it or starts an input."""
-    prefix = signature.outputs[-1].prefix
+def _without_restated_prefix(spec: Field, text: str) -> str:
+    """Models often restate a field's prefix before its value ("Category: billing" from a chat model, "\nAnswer:
+    x" from a base model); the value is what follows it."""
     text = text.lstrip()
-    if text.lower().startswith(prefix.lower()):
-        text = text[len(prefix):]
-    prefixes = [prefix, *(f.prefix for f in signature.inputs)]
+    return text[len(spec.prefix):] if text.lower().startswith(spec.prefix.lower()) else text
+
+
+def _cut_invented_sequel(signature: Signature, text: str) -> str:
+    """The last output's value ends at a line that repeats its prefix or starts an input: base models go on to
+    invent further answers or examples ("x\nAnswer: y", "x\nQuestion: ...")."""
+    prefixes = [signature.outputs[-1].prefix, *(f.prefix for f in signature.inputs)]
     match = re.search(r"\n\s*(?:" + "|".join(map(re.escape, prefixes)) + ")", text, flags=re.IGNORECASE)
     return text[:match.start()] if match else text
 
@@ -237,14 +237,6 @@ class ChatAdapter(Adapter):
             lines.append(f"{f.prefix} <{f.description or f.name}>{hint}")
         return "\n".join(lines)
 
-    def parse(self, predictor: Predictor, answer: str) -> dict[str, Any]:
-        signature = predictor.rendered_signature
-        first = signature.outputs[0].prefix
-        stripped = answer.lstrip()
-        # Chat models repeat the first prefix themselves; the shared parser expects it removed.
-        if stripped.lower().startswith(first.lower()):
-            stripped = stripped[len(first):]
-        return parse_fields(signature, stripped)
 
 
 def adapter_for(is_chat: bool) -> Adapter:
