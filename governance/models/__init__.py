@@ -7,6 +7,8 @@ from governance.models.choices import (
     CandidateKind,
     ChangeRequestStatus,
     Decision,
+    EvaluationStatus,
+    LIVE_EVALUATION_STATUSES,
     ImpactClass,
     ReleaseAction,
     Role,
@@ -20,6 +22,7 @@ from governance.models.choices import (
     VersionStatus,
     WebhookEvent,
 )
+from governance.models.evaluations import Evaluation, EvaluationResult
 from governance.models.exports import DriftAlert, Export, WebhookDelivery, WebhookSubscription
 from governance.models.programs import Dataset, Example, Program, ReviewPolicy
 from governance.models.releases import Release, ReleaseLabel
@@ -29,7 +32,8 @@ from governance.models.versions import PromptVersion, payload_hash
 
 __all__ = [
     "GENESIS_HASH", "AuditEvent", "FINISHED_RUN_STATUSES", "FROZEN_STATUSES", "CandidateKind",
-    "ChangeRequestStatus", "Decision", "ImpactClass", "ReleaseAction", "Role", "RunStatus", "Schedule",
+    "ChangeRequestStatus", "Decision", "EvaluationStatus", "LIVE_EVALUATION_STATUSES", "Evaluation",
+    "EvaluationResult", "ImpactClass", "ReleaseAction", "Role", "RunStatus", "Schedule",
     "SignatureMeaning", "Split", "TrialKind", "TrialState", "VersionOrigin", "VersionStatus", "WebhookEvent",
     "DriftAlert", "Export", "WebhookDelivery", "WebhookSubscription", "Dataset", "Example", "Program",
     "ReviewPolicy", "Release", "ReleaseLabel", "ChangeRequest", "Review", "Candidate", "OptimizationRun", "Trial",

@@ -111,3 +111,15 @@ class WebhookEvent(models.TextChoices):
     RELEASED = "release.created", "Version released"
     ROLLED_BACK = "release.rolled_back", "Release rolled back"
     DRIFT_ALERT = "drift.alert", "Drift alert"
+
+
+class EvaluationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# An evaluation in one of these states is reused for its key; a failed or cancelled one is not.
+LIVE_EVALUATION_STATUSES = (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING, EvaluationStatus.SUCCEEDED)

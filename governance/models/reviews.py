@@ -22,10 +22,21 @@ class ChangeRequest(models.Model):
     ticket_ref = models.CharField(max_length=100, blank=True, help_text="Change ticket in the team's tracker.")
     impact = models.CharField(max_length=8, choices=ImpactClass.choices, default=ImpactClass.MEDIUM)
     status = models.CharField(max_length=20, choices=ChangeRequestStatus.choices, default=ChangeRequestStatus.OPEN)
-    recommended = models.BooleanField(default=True, help_text="False when the candidate does not beat production.")
+    recommended = models.BooleanField(default=False, help_text="True only when the system's paired comparison shows the "
+                                                             "candidate beats production by more than chance.")
     evaluation = models.JSONField(default=dict, blank=True,
                                   help_text="scores of both versions per split, deltas, failing examples")
     opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    eval_dataset = models.ForeignKey("governance.Dataset", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+", help_text="The test dataset both versions are evaluated on.")
+    candidate_evaluation = models.ForeignKey("governance.Evaluation", null=True, blank=True,
+                                             on_delete=models.PROTECT, related_name="+")
+    baseline_evaluation = models.ForeignKey("governance.Evaluation", null=True, blank=True,
+                                            on_delete=models.PROTECT, related_name="+",
+                                            help_text="What production serves (or the program spec), same rows.")
+    comparison = models.JSONField(default=dict, blank=True,
+                                  help_text="Paired comparison of the two evaluations (set by the system).")
+    checks = models.JSONField(default=list, blank=True, help_text="Automatic candidate checks (findings).")
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
