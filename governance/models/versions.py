@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,11 @@ from optimizer.program import content_hash
 
 # Fields whose value is the signed content: frozen once approved.
 CONTENT_FIELDS = ("payload", "content_hash")
+# Every field of an approved/retired version except `status` (approved -> retired) and `note` (an annotation
+# outside the signed content and the manifest) is frozen: they reach signed manifests and the approval record.
+# Migration 0003's trigger freezes the same columns (tests/governance/test_integrity_triggers.py holds them equal).
+FROZEN_FIELDS = ("program", "number", "parent", "payload", "content_hash", "origin", "run", "scores", "created_by",
+                 "created_at", "approved_at")
 
 
 def payload_hash(payload: dict[str, Any]) -> str:
@@ -60,15 +66,25 @@ class PromptVersion(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.content_hash = payload_hash(self.payload)
         if self.pk:
-            self._refuse_frozen_content_change()
+            self._refuse_frozen_content_change(kwargs.get("update_fields"))
         super().save(*args, **kwargs)
 
-    def _refuse_frozen_content_change(self) -> None:
-        stored = PromptVersion.objects.filter(pk=self.pk).values("status", "content_hash").first()
-        if stored and stored["status"] in FROZEN_STATUSES and stored["content_hash"] != self.content_hash:
+    def _refuse_frozen_content_change(self, update_fields: Iterable[str] | None = None) -> None:
+        """Refuse a save that would change any frozen field of an approved or retired version."""
+        fields = [self._meta.get_field(name) for name in FROZEN_FIELDS]
+        if update_fields is not None:  # only these columns are written
+            written = {self._meta.get_field(name).attname for name in update_fields}
+            fields = [field for field in fields if field.attname in written]
+        stored = PromptVersion.objects.filter(pk=self.pk).values("status", *(f.attname for f in fields)).first()
+        if not stored or stored["status"] not in FROZEN_STATUSES:
+            return
+        changed = [field.name for field in fields if stored[field.attname] != getattr(self, field.attname)]
+        if "payload" in changed and "content_hash" in changed:
+            changed.remove("content_hash")  # derived from the payload; naming both says nothing more
+        if changed:
             raise FrozenVersionError(
                 f"version {self.number} of {self.program.slug} is {stored['status']} and frozen; "
-                "its payload cannot change (create a new version instead)")
+                f"its {', '.join(changed)} cannot change (create a new version instead)")
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_frozen:
