@@ -88,23 +88,33 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def flush_past_integrity_triggers() -> None:
+    """Empty the SQLite test database, whose integrity triggers refuse the flush's deletes.
+
+    Every trigger in the schema (0002's, 0003's and any later migration's: the database's own list) is dropped,
+    the tables are flushed, and each trigger is re-created from the SQL SQLite stored for it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+        triggers = cursor.fetchall()
+        for name, _ in triggers:
+            cursor.execute(f'DROP TRIGGER "{name}"')
+    call_command("flush", interactive=False, verbosity=0)
+    with connection.cursor() as cursor:
+        for _, sql in triggers:
+            cursor.execute(sql)
+
+
 @pytest.fixture
 def committed_db(transactional_db):
     """A database where actions really commit; the integrity triggers are lifted only to empty it afterwards.
 
-    The teardown flush deletes every row, which SQLite's append-only and frozen-version triggers refuse
-    (PostgreSQL flushes with TRUNCATE, which row triggers do not see). So: drop them, flush, re-create.
+    The teardown flush deletes every row, which SQLite's integrity triggers refuse. PostgreSQL flushes with
+    TRUNCATE, which its TRUNCATE triggers refuse too; tests/pg/conftest.py lets pytest-django's flush past them.
     """
     yield
-    if connection.vendor != "sqlite":
-        return
-    with connection.cursor() as cursor:
-        for statement in TRIGGERS.SQLITE_DROP:
-            cursor.execute(statement)
-    call_command("flush", interactive=False, verbosity=0)
-    with connection.cursor() as cursor:
-        for statement in TRIGGERS.SQLITE_CREATE:
-            cursor.execute(statement)
+    if connection.vendor == "sqlite":
+        flush_past_integrity_triggers()
 
 
 @pytest.fixture
