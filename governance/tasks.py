@@ -69,3 +69,26 @@ def drift_check(program_id: int | None = None) -> Any:
         return {"enqueued": ids}
     result = run_drift_check(Program.objects.get(pk=program_id))
     return result.summary() if result is not None else None
+
+
+@app.task(name="governance.tasks.audit_checkpoint")
+def audit_checkpoint() -> dict[str, Any] | None:
+    """Scheduled: sign a checkpoint of the audit chain's head (nothing when no event came since the last)."""
+    from governance.audit import write_checkpoint
+
+    checkpoint = write_checkpoint(origin="schedule")
+    if checkpoint is None:
+        return None
+    return {"checkpoint": checkpoint.pk, "event_count": checkpoint.event_count,
+            "last_event_id": checkpoint.last_event_id}
+
+
+@app.task(name="governance.tasks.verify_audit_trail")
+def verify_audit_trail() -> list[str]:
+    """Nightly: walk the whole audit chain (`verify_audit --full`); problems are logged as errors."""
+    from governance.audit import verify_trail
+
+    problems = [problem.message for problem in verify_trail(full=True).problems]
+    for message in problems:
+        logger.error("audit trail verification: %s", message)
+    return problems

@@ -78,6 +78,7 @@ class Command(BaseCommand):
                             help=f"Fewer trials ({FAST_TRIALS}) for a quick check (default when DEMO_FAST=1).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        call_command("generate_audit_key", if_missing=True, stdout=self.stdout)  # every audit event is sealed
         setup_role_groups()
         self._signing_key()
         users = self._users()
@@ -89,6 +90,7 @@ class Command(BaseCommand):
             self.stdout.write(f"demo program {SLUG!r} already exists; kept as it is")
         if not options["no_run"]:
             self._optimize(program, fast=options["fast"])
+        call_command("audit_checkpoint", stdout=self.stdout)  # the portal's audit page shows its status
         self._print_users()
 
     # --- steps ----------------------------------------------------------------------------------------------
