@@ -11,12 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse
+from rest_framework.authtoken.admin import TokenAdmin as KeyHidingTokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import (
+    AccountState,
     AuditEvent,
     Candidate,
     ChangeRequest,
@@ -231,3 +236,44 @@ class DriftAlertAdmin(ReadOnlyHistoryAdmin):
     list_filter = ("program",)
     search_fields = ("program__slug",)
     date_hierarchy = "created_at"
+
+
+# --- principals: users, role groups and API tokens change only through governance.actions.accounts ----------
+# (the portal's Accounts pages and /api/v1/users/), which audit every change; Django's own admins for them are
+# replaced by read-only ones, so there is no password form, no group editing and no token creation here.
+
+for _model in (get_user_model(), Group, TokenProxy):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(get_user_model())
+class UserAdmin(ReadOnlyAdmin):
+    list_display = ("username", "first_name", "last_name", "email", "is_active", "is_superuser", "last_login")
+    list_filter = ("is_active", "is_superuser", "groups")
+    search_fields = ("username", "first_name", "last_name", "email")
+    exclude = ("password",)  # a hash, but still nothing to show
+
+
+@admin.register(Group)
+class GroupAdmin(ReadOnlyAdmin):
+    list_display = ("name",)
+    search_fields = ("name",)
+
+
+@admin.register(TokenProxy)
+class TokenAdmin(ReadOnlyAdmin, KeyHidingTokenAdmin):
+    """DRF's token admin addresses rows by user id (its URLs never carry the key); the key is never shown."""
+
+    list_display = ("user", "created")
+    list_filter = ("created",)
+    fields = ("user", "created")
+
+
+@admin.register(AccountState)
+class AccountStateAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("user", "active", "roles", "must_change_password", "password_set_by", "password_set_at",
+                    "updated_at")
+    list_filter = ("active", "must_change_password")
+    search_fields = ("user__username",)
+    list_select_related = ("user", "password_set_by")

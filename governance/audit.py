@@ -468,14 +468,28 @@ def checkpoint_if_due(event_id: int) -> AuditCheckpoint | None:
     """After commit: checkpoint once GOVERNANCE_AUDIT_CHECKPOINT_EVERY events have accumulated since the last
     one. Best effort: a failure is logged and the next committed event tries again."""
     every = settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY
+    if every <= 0:
+        return None
     last = AuditCheckpoint.objects.order_by("-last_event_id").values_list("last_event_id", flat=True).first()
-    if every <= 0 or event_id - (last or 0) < every:
+    if event_id - (last or 0) < every:
         return None
     try:
         return write_checkpoint(origin="auto")
     except (ImproperlyConfigured, GovernanceError, DatabaseError, OSError) as exc:
-        logger.warning("automatic audit checkpoint not written: %s", exc)
+        _warn_once(f"automatic audit checkpoint not written: {exc}")
         return None
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning per distinct reason and process: a missing signing key would otherwise warn on every commit."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+    else:
+        logger.debug(message)
 
 
 # --- the anchor outside the database -------------------------------------------------------------------------

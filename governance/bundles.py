@@ -12,7 +12,16 @@ from typing import Any
 from django.utils import timezone
 
 from governance.audit import printed_name
-from governance.models import Decision, PromptVersion, ReleaseLabel, Review
+from governance.models import (
+    ChangeRequest,
+    ChangeRequestStatus,
+    Decision,
+    Evaluation,
+    EvaluationStatus,
+    PromptVersion,
+    ReleaseLabel,
+    Review,
+)
 from governance.signing import signing_key
 from optimizer.bundle import sign_bundle
 from optimizer.dspy_compat import to_dspy_state
@@ -50,6 +59,7 @@ def build_manifest(version: PromptVersion, *, label: ReleaseLabel | None, export
         "approvals": approvals(version),
         "release": _release(label),
         "provenance": provenance(version),
+        "evaluation": evidence(version),
         "exported_at": utc_iso(timezone.now()),
         "exported_by": printed_name(exported_by),
     }
@@ -79,10 +89,46 @@ def provenance(version: PromptVersion) -> dict[str, Any]:
         "dataset_hashes": run.dataset_hashes if run is not None else {},
         "study_name": run.study_name if run is not None else "",
         "metric": program.metric,
-        "scores": version.scores,
+        "scores": system_scores(version),
         "model": _model(config, _TASK_LM_KEYS) or version.payload.get("lm", {}).get("model"),
         "proposal_model": _model(config, _PROPOSAL_LM_KEYS),
     }
+
+
+def _approving_change_request(version: PromptVersion) -> ChangeRequest | None:
+    return (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
+            .select_related("candidate_evaluation", "baseline_evaluation").order_by("-closed_at", "-id").first())
+
+
+def system_scores(version: PromptVersion) -> dict[str, float]:
+    """The version's scores as the system measured them for its approval (test split); never author-typed."""
+    cr = _approving_change_request(version) or version.change_requests.order_by("-id").first()
+    evaluation = cr.candidate_evaluation if cr is not None else None
+    if evaluation is None or evaluation.status != EvaluationStatus.SUCCEEDED:
+        return {}
+    return {"test": evaluation.score}
+
+
+def evidence(version: PromptVersion) -> dict[str, Any] | None:
+    """The system evaluations the approval rested on: both versions on the same rows, and their comparison."""
+    cr = _approving_change_request(version)
+    if cr is None or cr.candidate_evaluation is None:
+        return None
+    return {"change_request": cr.pk, "candidate": _evaluation(cr.candidate_evaluation),
+            "baseline": _evaluation(cr.baseline_evaluation),
+            "comparison": {k: cr.comparison.get(k) for k in ("examples", "delta", "wins", "losses", "p_value",
+                                                             "method", "ci_low", "ci_high", "significant_gain")}
+            if cr.comparison else None,
+            "checks": cr.checks}
+
+
+def _evaluation(evaluation: Evaluation | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    return {"id": evaluation.pk, "content_hash": evaluation.content_hash, "dataset_hash": evaluation.dataset_hash,
+            "model": evaluation.lm_config.get("model"), "metric": evaluation.metric, "status": evaluation.status,
+            "score": evaluation.score, "examples": evaluation.examples, "errors": evaluation.errors,
+            "finished_at": utc_iso(evaluation.finished_at)}
 
 
 def _release(label: ReleaseLabel | None) -> dict[str, Any] | None:

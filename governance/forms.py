@@ -35,7 +35,13 @@ class StartRunForm(forms.Form):
                                    help_text="Hard budget; the search stops cleanly with the best so far.")
 
 
-class ApproveForm(forms.Form):
+class SignatureForm(forms.Form):
+    """A decision on a change request: bound to the content hash of the version the page showed."""
+
+    content_hash = forms.RegexField(r"^[0-9a-f]{64}$", widget=forms.HiddenInput)
+
+
+class ApproveForm(SignatureForm):
     prefix = "approve"
 
     password = forms.CharField(widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
@@ -47,7 +53,7 @@ class ApproveForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, label="Comment")
 
 
-class RejectForm(forms.Form):
+class RejectForm(SignatureForm):
     prefix = "reject"
 
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="Reason for rejecting",
@@ -56,7 +62,7 @@ class RejectForm(forms.Form):
         label=f"Meaning of my signature: \u201c{SignatureMeaning.REJECTION.label}\u201d")
 
 
-class RequestChangesForm(forms.Form):
+class RequestChangesForm(SignatureForm):
     prefix = "changes"
 
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label="What needs to change",

@@ -28,6 +28,7 @@ urlpatterns = [
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("change-requests/<int:pk>/", views.change_request_detail, name="change_request_detail"),
+    path("change-requests/<int:pk>/evaluate/", views.change_request_reevaluate, name="change_request_reevaluate"),
     path("change-requests/<int:pk>/<str:action>/", views.change_request_action, name="change_request_action"),
     path("audit/", views.audit_global, name="audit"),
     path("audit.csv", views.audit_global_csv, name="audit_csv"),

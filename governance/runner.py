@@ -1,10 +1,6 @@
-"""Executes optimization runs: in a Celery worker, in the web process's local pool, or in the foreground (CLI).
-
-Why a local thread pool rather than Celery's eager mode when no broker is configured: an eager task runs
-inside `.delay()`, i.e. in the web request that started the run, which would hold the request (and a
-gunicorn worker) for the whole search, minutes to hours. The pool returns at once; the run's row, progress and
-audit events are the same either way. What the pool cannot do is survive the process: a run whose process
-died is picked up by `recover_stale_runs` (celery beat runs it every minute; embedded installs can call it).
+"""Executes optimization runs: in a Celery worker, in the web process's local pool (governance.jobs), or in the
+foreground (CLI). A run whose process died is picked up by `recover_stale_runs` (celery beat runs it every
+minute; embedded installs can call it).
 
 Resume and scale-out rest on the optuna study, stored in the app's database (PostgreSQL) or, on SQLite, in a
 file next to it (a separate file so the study's writes never lock the app database): a re-executed run
@@ -14,48 +10,51 @@ continues its study where it stopped, and `spread_run` lets more workers run tri
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 
+from governance import evaluator
+from governance.actions import evaluations as evaluation_actions
+from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
 from governance.actions.datasets import examples_for
 from governance.actions.reviews import production_version
 from governance.errors import GovernanceError
-from governance.models import ChangeRequest, Dataset, OptimizationRun, Program, RunStatus, Schedule
-from optimizer import (
-    LM,
-    MIPRO,
-    Budget,
-    BudgetExceeded,
-    LMConfig,
-    LMError,
-    LMUnreachableError,
-    MIPROConfig,
-    StopRequested,
-    TrialRecord,
-    Usage,
+from governance.jobs import (
+    CancelWatch,
+    GuardedLM,
+    ModelFailing,
+    guarded_lm,
+    lm_config_from,
+    local_executor,
+    worker_name,
 )
+from governance.models import (
+    ChangeRequest,
+    Dataset,
+    Evaluation,
+    EvaluationStatus,
+    OptimizationRun,
+    Program,
+    RunStatus,
+    Schedule,
+)
+from optimizer import MIPRO, Budget, LMConfig, MIPROConfig, StopRequested, TrialRecord, Usage
 from optimizer.data import Example, examples_from_records, split_train_val
-from optimizer.evaluation import EvaluationResult, evaluate
 from optimizer.metrics import Metric, resolve_metric
 from optimizer.program import Program as OptProgram
 from optimizer.search import PRESETS
 
 logger = logging.getLogger(__name__)
 
-MAX_FAILURES = 50          # per version, in a change request's evaluation
 _STORAGE_LOCK_ID = 4242_0002  # advisory lock naming "create the optuna tables" (see governance.audit for 0001)
 TrialObserver = Callable[[TrialRecord, "run_actions.TrialOutcome"], None]
 
@@ -78,11 +77,6 @@ def redispatch_seconds() -> float:
 
 def max_attempts() -> int:
     return int(_setting("GOVERNANCE_RUN_MAX_ATTEMPTS", 3))
-
-
-def worker_name(kind: str) -> str:
-    """Unique per executing thread: the run row records which executor owns it."""
-    return f"{kind}@{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
@@ -114,53 +108,6 @@ def spread_run(run_id: int, workers: int = 2) -> int:
         else:
             local_executor().submit(run_id, lambda: join_run(run_id, worker_name=worker_name("local-helper")))
     return workers - 1
-
-
-class LocalExecutor:
-    """The embedded default's job runner: a small thread pool in this process (see the module docstring)."""
-
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="governance-run")
-        self._futures: dict[int, list[Future[Any]]] = {}
-        self._lock = threading.Lock()
-
-    def submit(self, run_id: int, job: Callable[[], Any]) -> Future[Any]:
-        future = self._pool.submit(_in_own_connection, job)
-        with self._lock:
-            self._futures.setdefault(run_id, []).append(future)
-        return future
-
-    def wait(self, run_id: int, timeout: float | None = None) -> None:
-        """Block until every job of `run_id` submitted so far has ended (tests, the CLI, shutdown)."""
-        with self._lock:
-            futures = list(self._futures.get(run_id, []))
-        done, pending = wait_futures(futures, timeout=timeout)
-        if pending:
-            raise TimeoutError(f"run {run_id} still executing after {timeout}s")
-        for future in done:
-            future.result()
-
-
-def _in_own_connection(job: Callable[[], Any]) -> Any:
-    try:
-        return job()
-    except Exception:  # a pool thread has nobody to raise to; the run row holds the error already
-        logger.exception("local run job failed")
-        raise
-    finally:
-        connections.close_all()  # this thread's connections; Django would otherwise leak one per job
-
-
-_executor: LocalExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def local_executor() -> LocalExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = LocalExecutor(int(_setting("GOVERNANCE_LOCAL_RUN_WORKERS", 2)))
-        return _executor
 
 
 # --- optuna storage -----------------------------------------------------------------------------------------
@@ -236,14 +183,6 @@ class RunInputs:
     mipro: MIPROConfig
 
 
-def lm_config_from(values: dict[str, Any]) -> LMConfig:
-    """An LMConfig from stored settings: the deployment's cache file, the key from the environment."""
-    known = {f.name for f in fields(LMConfig)} - {"api_key", "cache_path"}
-    return LMConfig(**{k: v for k, v in values.items() if k in known},
-                    cache_path=settings.GOVERNANCE_LM_CACHE_PATH,
-                    api_key=os.environ.get("GOVERNANCE_LM_API_KEY") or None)
-
-
 def _examples(dataset_id: int | None, program: OptProgram) -> list[Example]:
     if dataset_id is None:
         return []
@@ -275,69 +214,6 @@ def _remaining(budget: Budget, run: OptimizationRun) -> Budget:
     return Budget(max_calls=left(budget.max_calls, run.calls),
                   max_tokens=left(budget.max_tokens, run.prompt_tokens + run.completion_tokens),
                   max_usd=left(budget.max_usd, run.cost_usd))
-
-
-class ModelFailing(LMUnreachableError):
-    """The model rejected or failed every one of many calls in a row: the run cannot produce anything useful."""
-
-
-class GuardedLM:
-    """An LM that trips after `limit` consecutive failed calls and then refuses every call.
-
-    The optimizer scores a failed call as a wrong answer, which is right for one bad example but would turn a
-    broken endpoint (revoked key, wrong model name, HTTP 400 on everything) into a run that "succeeds" with
-    zeros and proposes garbage. LMUnreachableError is the error the optimizer lets end a run, so that is what a
-    tripped guard raises. Everything else is delegated to the wrapped LM.
-    """
-
-    def __init__(self, lm: LM, limit: int = 10) -> None:
-        self._lm, self._limit = lm, limit
-        self._failures, self._tripped = 0, None
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._lm, name)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lm.close()
-
-    def complete(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(self._lm.complete, *args, **kwargs)
-
-    def chat(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(self._lm.chat, *args, **kwargs)
-
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._tripped is not None:
-            raise self._tripped
-        try:
-            response = method(*args, **kwargs)
-        except LMError as exc:
-            if isinstance(exc, BudgetExceeded):
-                raise
-            self._count_failure(exc)
-            raise
-        with self._lock:
-            self._failures = 0
-        return response
-
-    def _count_failure(self, exc: LMError) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._failures >= self._limit and self._tripped is None:
-                self._tripped = ModelFailing(f"model {self._lm.config.model} failed {self._failures} calls in a "
-                                             f"row; last error: {exc}")
-            tripped = self._tripped
-        if tripped is not None:
-            raise tripped from exc
-
-
-def guarded_lm(config: LMConfig, budget: Budget | None = None) -> Any:
-    """The LM runs and checks use; typed Any because it stands in for optimizer.LM by duck typing."""
-    return GuardedLM(LM(config, budget))
 
 
 # --- per-trial reporting ------------------------------------------------------------------------------------
@@ -443,42 +319,23 @@ def _execute(run: OptimizationRun, worker: str, on_trial: TrialObserver | None) 
     inputs = load_inputs(run)
     ensure_optuna_storage(inputs.mipro.storage or "")
     run_actions.record_progress(run.pk, progress={"phase": "candidates"}, heartbeat=True)
-    with guarded_lm(inputs.lm_config, inputs.budget) as lm:
+    with CancelWatch(run.pk) as watch, guarded_lm(inputs.lm_config, _search_budget(inputs, run), watch) as lm:
         reporter = TrialReporter(run, lm, worker=worker, owner=True, observer=on_trial)
         mipro = _mipro(inputs, lm, reporter, joining=run.attempts > 1)
-        result = mipro.compile(inputs.program, inputs.trainset, inputs.valset)
+        try:
+            result = mipro.compile(inputs.program, inputs.trainset, inputs.valset)
+        except StopRequested as exc:  # a cancel before the first trial (bootstrapping, proposals)
+            return _end_cancelled(run, worker, None, reporter.take_usage(), f"cancelled before the search: {exc}")
         run.refresh_from_db()
         if run.status != RunStatus.RUNNING or run.worker != worker:
             # Recovery judged this executor lost and handed the run on; the new executor writes the outcome.
             logger.warning("run %s: no longer executed by %s (%s, %s)", run.pk, worker, run.status, run.worker)
             return f"abandoned: run {run.pk} is {run.status} on {run.worker or 'no worker'}"
         if run.cancel_requested:
-            run_actions.end_cancelled(run, candidates=result.candidates.to_dict(), usage=reporter.take_usage(),
-                                      stop_reason=f"cancelled at a trial boundary after {len(result.trials)} trials")
-            return RunStatus.CANCELLED
-        return _propose(run, inputs, result, worker, reporter)
-
-
-def _propose(run: OptimizationRun, inputs: RunInputs, result: Any, worker: str, reporter: TrialReporter) -> str:
-    """Evaluate candidate and production (outside the search budget: see docs/operations.md), then write."""
-    run_actions.record_progress(run.pk, progress={"phase": "evaluation"})
-    search_usage = reporter.take_usage()
-    with guarded_lm(inputs.lm_config) as eval_lm:
-        for _ in range(3):
-            production = production_version(run.program)
-            proposal = build_proposal(run, inputs, result, production, eval_lm)
-            try:
-                usage = _sum(search_usage, eval_lm.usage())  # a rolled-back attempt recorded nothing
-                run_actions.complete_run(run, worker=worker, proposal=proposal, usage=usage)
-            except run_actions.ProductionMoved:
-                continue
-            run.refresh_from_db()
-            return run.status
-    raise RuntimeError("production kept moving during the final evaluation; giving up")
-
-
-def _sum(a: Usage, b: Usage) -> Usage:
-    return Usage(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(Usage)})
+            return _end_cancelled(run, worker, result.candidates.to_dict(), reporter.take_usage(),
+                                  f"cancelled at a trial boundary after {len(result.trials)} trials")
+        run_actions.record_progress(run.pk, progress={"phase": "final evaluation"}, usage=reporter.take_usage())
+        return _propose(run, inputs, result, worker, watch)
 
 
 def _fail(run: OptimizationRun, worker: str, exc: BaseException) -> None:
@@ -489,47 +346,109 @@ def _fail(run: OptimizationRun, worker: str, exc: BaseException) -> None:
         logger.warning("run %s: could not record the failure (%s): %s", run.pk, again, error)
 
 
-# --- the proposal -------------------------------------------------------------------------------------------
+def _end_cancelled(run: OptimizationRun, worker: str, candidates: dict[str, Any] | None, usage: Usage,
+                   stop_reason: str) -> str:
+    run_actions.end_cancelled(run, candidates=candidates, usage=usage, stop_reason=stop_reason)
+    return RunStatus.CANCELLED
 
 
-def _scores(program: OptProgram, inputs: RunInputs, lm: Any) -> dict[str, EvaluationResult]:
-    splits = {"val": inputs.valset, "test": inputs.testset}
-    return {split: evaluate(program, examples, inputs.metric, lm) for split, examples in splits.items() if examples}
+def _search_budget(inputs: RunInputs, run: OptimizationRun) -> Budget:
+    """What the search may spend: the run's budget less what it spent before (a resumed run) and less the
+    final evaluation's share, planned up front so the whole run stays within its caps."""
+    reserve = run_actions.final_evaluation_reserve(inputs.budget, calls=run_actions.final_evaluation_calls(
+        len(inputs.testset), len(inputs.program.predictors)))
+    return _remaining(reserve, run)
 
 
-def _failures(results: dict[str, EvaluationResult]) -> list[dict[str, Any]]:
-    """Per-example failures, test first (the gate's split), capped for the review page."""
-    rows = [{"split": split, **r.to_dict()} for split in ("test", "val") if split in results
-            for r in results[split].failures]
-    return rows[:MAX_FAILURES]
+def _propose(run: OptimizationRun, inputs: RunInputs, result: Any, worker: str, watch: CancelWatch) -> str:
+    """Evaluate candidate and production on the test rows inside what is left of the run's budget, then open
+    the change request (all in one transaction). A cancel during the evaluation ends the run cancelled."""
+    final = FinalEvaluation(run, watch)
+    try:
+        for _ in range(3):
+            production = production_version(run.program)
+            proposal = build_proposal(run, inputs, result, production, final)
+            try:
+                run_actions.complete_run(run, worker=worker, proposal=proposal, usage=final.usage)
+            except run_actions.ProductionMoved:
+                continue
+            run.refresh_from_db()
+            return run.status
+    except StopRequested as exc:
+        return _end_cancelled(run, worker, result.candidates.to_dict(), final.usage,
+                              f"cancelled during the final evaluation: {exc}")
+    raise RuntimeError("production kept moving during the final evaluation; giving up")
+
+
+class FinalEvaluation:
+    """The run's final evaluations: each version on the test dataset with its own LM, within what is left of
+    the run's budget, stoppable by a cancel, with progress (phase, examples, calls, ETA) on the run."""
+
+    def __init__(self, run: OptimizationRun, watch: CancelWatch) -> None:
+        self.run, self.watch = run, watch
+        self.usage = Usage()
+        self.started = time.monotonic()
+        self.pending = 0  # examples still to evaluate in later evaluations of this phase
+
+    def evaluate(self, payload: dict[str, Any], dataset: Dataset, which: str) -> Evaluation:
+        evaluation = evaluation_actions.request_evaluation(self.run.program, payload, dataset, actor=None,
+                                                           run=self.run, announce=False)
+        if evaluation.status == EvaluationStatus.SUCCEEDED:
+            return evaluation  # reused: the same content, data and model were evaluated before
+        claimed = evaluation_actions.claim_evaluation(evaluation.pk, worker=f"run-{self.run.pk}")
+        if claimed is None:
+            return self._await(evaluation)
+        self.run.refresh_from_db()
+        with guarded_lm(lm_config_from(claimed.lm_config), _remaining(Budget(**self.run.config["budget"]), self.run),
+                        self.watch) as lm:
+            try:
+                return evaluator.run_claimed(claimed, lm, on_progress=self._progress(which, claimed.examples))
+            finally:
+                self.usage = self.usage + lm.usage()
+                run_actions.record_progress(self.run.pk, progress={}, usage=lm.usage())
+
+    def _progress(self, which: str, total: int) -> Callable[[int, int, Usage], None]:
+        def report(done: int, _: int, spent: Usage) -> None:
+            elapsed = time.monotonic() - self.started
+            left = total - done + self.pending
+            run_actions.record_progress(self.run.pk, progress={
+                "phase": "final evaluation", "evaluation": {"which": which, "done": done, "total": total},
+                "calls": self.run.calls + spent.calls, "eta_seconds": round(elapsed / max(done, 1) * left, 1)})
+        return report
+
+    def _await(self, evaluation: Evaluation) -> Evaluation:
+        """Another executor runs this evaluation (a change request's job): wait for it, stoppable by a cancel."""
+        while True:
+            evaluation.refresh_from_db()
+            if evaluation.is_finished:
+                return evaluation
+            if self.watch():
+                raise StopRequested(self.watch() or "cancel requested")
+            time.sleep(0.5)
 
 
 def build_proposal(run: OptimizationRun, inputs: RunInputs, result: Any, production: Any,
-                   lm: Any) -> run_actions.Proposal:
-    """Score the compiled program and production (or the program's spec when nothing is released yet) on the
-    same model, val and test, and describe the comparison for reviewers."""
-    baseline = OptProgram.from_dict(production.payload["program"] if production else run.program.spec)
-    candidate, current = _scores(result.program, inputs, lm), _scores(baseline, inputs, lm)
-    cand = {split: r.score for split, r in candidate.items()}
-    prod = {split: r.score for split, r in current.items()}
-    gate = "test" if "test" in cand else "val"
-    evaluation = {
-        "candidate": cand, "production": {**prod, "version": production.number if production else None,
-                                          "source": f"version {production.number}" if production else "program spec"},
-        "deltas": {split: round(cand[split] - prod[split], 6) for split in cand},
-        "failing_examples": _failures(candidate), "production_failing_examples": _failures(current),
-        "examples": {split: len(r.results) for split, r in candidate.items()},
-        "lm": {"model": inputs.lm_config.model}, "val_held_out": bool(run.config.get("val_held_out")),
-        "run": {"id": run.pk, "best_val_score": result.best_score, "best_params": result.best_params,
-                "stop_reason": result.stop_reason, "study_name": run.study_name},
-    }
-    recommended = cand[gate] > prod[gate]
+                   final: FinalEvaluation) -> run_actions.Proposal:
+    """The system's evaluations of the compiled program and of production (or the program's spec when nothing is
+    released yet) on the same test rows; the change request's gate and recommendation come from them."""
+    payload = {"program": result.program.to_dict(), "lm": payload_lm(inputs.lm_config)}
+    dataset = review_actions.evaluation_dataset(run.program)
+    final.pending = dataset.row_count
+    candidate = final.evaluate(payload, dataset, "candidate")
+    final.pending = 0
+    baseline = final.evaluate(review_actions.baseline_payload(run.program, production), dataset, "production")
+    for evaluation in (candidate, baseline):
+        if evaluation.status != EvaluationStatus.SUCCEEDED:
+            raise RuntimeError(f"final evaluation {evaluation.pk} {evaluation.status}: {evaluation.error}")
+    provenance = {"run": {"id": run.pk, "best_val_score": result.best_score, "best_params": result.best_params,
+                          "stop_reason": result.stop_reason, "study_name": run.study_name,
+                          "val_held_out": bool(run.config.get("val_held_out")), "trials": len(result.trials)}}
     return run_actions.Proposal(
-        payload={"program": result.program.to_dict(), "lm": payload_lm(inputs.lm_config)}, scores=cand,
-        evaluation=evaluation, recommended=recommended, candidates=result.candidates.to_dict(),
-        stop_reason=result.stop_reason, production_id=production.pk if production else None,
+        payload=payload, scores={"test": candidate.score}, evaluation=provenance,
+        candidates=result.candidates.to_dict(), stop_reason=result.stop_reason,
+        production_id=production.pk if production else None,
         title=f"Optimized {run.program.slug}: run {run.pk} ({run.config['preset']}, seed {run.config['seed']})",
-        description=_describe(run, cand, prod, gate, recommended, result))
+        description=_describe(run, candidate, baseline, result))
 
 
 def payload_lm(config: LMConfig) -> dict[str, Any]:
@@ -540,13 +459,12 @@ def payload_lm(config: LMConfig) -> dict[str, Any]:
     return lm
 
 
-def _describe(run: OptimizationRun, cand: dict[str, float], prod: dict[str, float], gate: str, recommended: bool,
-              result: Any) -> str:
-    scores = "; ".join(f"{split} {cand[split]:.3f} vs production {prod[split]:.3f} "
-                       f"({cand[split] - prod[split]:+.3f})" for split in cand)
-    verdict = "Recommended" if recommended else f"Not recommended: it does not beat production on {gate}"
+def _describe(run: OptimizationRun, candidate: Evaluation, baseline: Evaluation, result: Any) -> str:
     return (f"Proposed by optimization run {run.pk} ({len(result.trials)} trials in its last attempt; "
-            f"{result.stop_reason}). {scores}. {verdict}.")
+            f"{result.stop_reason}). Test: {candidate.score:.3f} vs production {baseline.score:.3f} "
+            f"({candidate.score - baseline.score:+.3f}) on {candidate.examples} examples, evaluated by the system "
+            f"(evaluations {candidate.pk} and {baseline.pk}); the change request shows whether the gain is "
+            "beyond chance.")
 
 
 # --- joining a run (scale-out) ------------------------------------------------------------------------------
@@ -667,12 +585,17 @@ def change_request_of(run: OptimizationRun) -> ChangeRequest | None:
 
 
 __all__ = [
+    "CancelWatch",
+    "GuardedLM",
+    "ModelFailing",
+    "guarded_lm",
     "change_request_of",
     "dispatch_run",
     "execute_run",
     "join_run",
     "lm_config_from",
     "local_executor",
+    "worker_name",
     "optuna_storage_url",
     "payload_lm",
     "recover_stale_runs",

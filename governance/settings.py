@@ -50,6 +50,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "governance.middleware.HostileInputMiddleware",  # first: request id, body size and NUL checks
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -88,6 +89,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # SQLite serializes writers; a busy timeout lets concurrent workers wait instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # BEGIN IMMEDIATE: a transaction takes the write lock when it starts, so a concurrent writer waits (busy
+    # timeout) instead of failing "database is locked" when a read lock cannot be upgraded.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+    # WAL: readers go on while one writer writes; busy_timeout also covers connections opened by raw sqlite3.
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=30000;"
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -128,7 +134,24 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "governance.api.schema.GovernanceAutoSchema",
     "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [  # JSON bounded in depth and Unicode-safe (governance/api/parsers.py)
+        "governance.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "governance.api.filtersets.BoundedLimitOffsetPagination"
+
+# Hostile input and proxies (governance/middleware.py, docs/operations.md "Production-safe settings").
+# Bodies above this many bytes get 413 before anything reads them.
+GOVERNANCE_MAX_BODY_BYTES = int(os.environ.get("GOVERNANCE_MAX_BODY_BYTES", str(8 * 1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = GOVERNANCE_MAX_BODY_BYTES
+# CIDRs of the reverse proxies whose X-Forwarded-For is believed; empty: the header is ignored.
+GOVERNANCE_TRUSTED_PROXIES = env_list("GOVERNANCE_TRUSTED_PROXIES", "")
+# Webhook destinations: loopback, private, link-local and metadata addresses are refused (subscription and
+# delivery) unless allowed here; plain http only with DEBUG or when allowed.
+GOVERNANCE_WEBHOOK_ALLOW_PRIVATE = env_bool("GOVERNANCE_WEBHOOK_ALLOW_PRIVATE", False)
+GOVERNANCE_WEBHOOK_ALLOW_HTTP = env_bool("GOVERNANCE_WEBHOOK_ALLOW_HTTP", DEBUG)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Prompt governance API",
@@ -145,6 +168,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "governance.models.choices.RunStatus",
         "ChangeRequestStatusEnum": "governance.models.choices.ChangeRequestStatus",
         "WebhookEventEnum": "governance.models.choices.WebhookEvent",
+        "RoleEnum": "governance.models.choices.Role",
     },
 }
 
@@ -182,6 +206,7 @@ CELERY_BEAT_SCHEDULE = {
                                 "schedule": crontab(hour=2, minute=0)},
     "drift-check": {"task": "governance.tasks.drift_check", "schedule": crontab(hour=3, minute=30)},
     "recover-stale-runs": {"task": "governance.tasks.recover_stale_runs", "schedule": 60.0},
+    "deliver-due-webhooks": {"task": "governance.deliver_due_webhooks", "schedule": 30.0},
     "audit-checkpoint": {"task": "governance.tasks.audit_checkpoint",
                          "schedule": float(os.environ.get("GOVERNANCE_AUDIT_CHECKPOINT_SECONDS", "600"))},
     "verify-audit-trail": {"task": "governance.tasks.verify_audit_trail", "schedule": crontab(hour=4, minute=0)},
@@ -213,9 +238,12 @@ GOVERNANCE_DEFAULT_REQUIRED_APPROVALS = int(os.environ.get("GOVERNANCE_DEFAULT_R
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "governance.middleware.RequestIdLogFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "loggers": {
+        # Django's record of every unhandled exception on portal pages, traceback included.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "governance": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
         "optimizer": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     },

@@ -8,3 +8,5 @@ change_request_rejected = Signal()
 version_released = Signal()
 release_rolled_back = Signal()
 drift_alert_raised = Signal()
+evaluation_requested = Signal()  # evaluation_id: the job backend picks it up
+evaluation_finished = Signal()   # evaluation_id

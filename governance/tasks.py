@@ -39,6 +39,14 @@ def run_trials(self: Any, run_id: int) -> int:
     return join_run(run_id, worker_name=_worker(self, "helper"))
 
 
+@app.task(bind=True, name="governance.tasks.run_evaluation", acks_late=True, reject_on_worker_lost=True)
+def run_evaluation(self: Any, evaluation_id: int) -> str:
+    """Execute system evaluation `evaluation_id` (skipped when another executor claimed it)."""
+    from governance.evaluator import execute_evaluation
+
+    return execute_evaluation(evaluation_id, worker=_worker(self, "evaluation"))
+
+
 @app.task(name="governance.tasks.recover_stale_runs")
 def recover_stale_runs() -> dict[int, str]:
     """Requeue or fail runs whose worker stopped sending heartbeats (killed, out of memory, machine lost)."""

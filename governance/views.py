@@ -38,7 +38,14 @@ from governance.actions import (
 )
 from governance.actions.exports import export_version
 from governance.actions.releases import check_releaser
-from governance.actions.reviews import check_decidable, check_proposer, check_reviewer, required_approvals
+from governance.actions.reviews import (
+    check_decidable,
+    check_proposer,
+    check_reviewer,
+    recommendation_text,
+    reevaluate_change_request,
+    required_approvals,
+)
 from governance.actions.versions import ACTIVE_CR_STATUSES
 from governance.audit import checkpoint_status
 from governance.bundles import provenance
@@ -51,6 +58,7 @@ from governance.models import (
     ChangeRequestStatus,
     Decision,
     DriftAlert,
+    EvaluationStatus,
     OptimizationRun,
     Program,
     PromptVersion,
@@ -113,7 +121,9 @@ def _require_visible(request: HttpRequest, program: Program) -> None:
 
 
 def _field_of(exc: GovernanceError, form: Any, default: str | None = None) -> str | None:
-    return exc.field if exc.field in getattr(form, "fields", {}) else default
+    """The visible form field an error belongs to (errors of hidden fields show above the form)."""
+    field = getattr(form, "fields", {}).get(exc.field)
+    return exc.field if field is not None and not field.widget.is_hidden else default
 
 
 # --- login, dashboard, programs ------------------------------------------------------------------------------
@@ -429,7 +439,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
     run = _run(request, pk)
     cancel_run(run, actor=request.user)
-    messages.success(request, f"Cancellation of run {run.pk} requested; it stops after the current trial.")
+    messages.success(request, f"Cancellation of run {run.pk} requested; it stops within seconds.")
     return redirect("run_detail", pk=run.pk)
 
 
@@ -440,51 +450,53 @@ def _change_request(request: HttpRequest, pk: int) -> ChangeRequest:
     cr = get_object_or_404(ChangeRequest.objects.select_related(
         "program", "program__owner", "program__review_policy", "program__review_policy__reviewer_group",
         "version", "version__created_by", "version__run", "version__run__started_by", "base_version",
-        "opened_by"), pk=pk)
+        "opened_by", "candidate_evaluation__dataset", "baseline_evaluation"), pk=pk)
     _require_visible(request, cr.program)
     return cr
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+MAX_ALIGNED_ROWS = 200
 
 
-def _score_rows(cr: ChangeRequest) -> list[dict[str, Any]]:
-    """Per split: production score, candidate score, delta (from the evaluation, else the versions' scores)."""
-    evaluation = cr.evaluation or {}
-    candidate = evaluation.get("candidate") or cr.version.scores or {}
-    production = evaluation.get("production") or (cr.base_version.scores if cr.base_version_id else {}) or {}
-    deltas = evaluation.get("deltas") or {}
-    order = {"train": 0, "val": 1, "test": 2}
-    splits = sorted((k for k in candidate if _number(candidate[k])), key=lambda k: (order.get(k, 9), k))
+def _evidence(cr: ChangeRequest) -> dict[str, Any]:
+    """The system's evaluations of both versions, their paired comparison and the candidate checks."""
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    return {"candidate": candidate, "baseline": baseline, "comparison": cr.comparison,
+            "recommendation": recommendation_text(cr.comparison), "checks": cr.checks,
+            "delta": (candidate.score - baseline.score) if candidate and baseline and candidate.score is not None
+            and baseline.score is not None else None,
+            "can_reevaluate": cr.status in (ChangeRequestStatus.OPEN, ChangeRequestStatus.CHANGES_REQUESTED) and any(
+                e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)
+                for e in (candidate, baseline)),
+            "rows": _aligned_rows(cr)}
+
+
+def _aligned_rows(cr: ChangeRequest) -> list[dict[str, Any]]:
+    """Examples either version gets wrong, side by side: newly wrong first, then both wrong, then newly right."""
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    if not (candidate and baseline and candidate.status == baseline.status == EvaluationStatus.SUCCEEDED):
+        return []
+    base = {r.index: r for r in baseline.results.all()}
+    examples = list(candidate.dataset.examples.order_by("index"))  # results are indexed by position in this order
+    order = {"newly wrong": 0, "both wrong": 1, "newly right": 2}
     rows = []
-    for split in splits:
-        new, old = candidate.get(split), production.get(split)
-        change = deltas.get(split)
-        if not _number(change):
-            change = new - old if _number(old) else None
-        rows.append({"split": split, "production": old if _number(old) else None, "candidate": new, "delta": change})
-    return rows
+    for result in candidate.results.all():
+        old = base.get(result.index)
+        if old is None or result.index >= len(examples) or (result.score >= 1 and old.score >= 1):
+            continue
+        example = examples[result.index]
+        change = ("both wrong" if result.score < 1 and old.score < 1
+                  else "newly wrong" if result.score < old.score else "newly right")
+        rows.append({"index": result.index, "change": change, "inputs": example.inputs, "expected": example.outputs,
+                     "candidate": result, "production": old})
+    rows.sort(key=lambda row: (order[row["change"]], row["index"]))
+    return rows[:MAX_ALIGNED_ROWS]
 
 
-def _as_failures(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, list):
-        return [item if isinstance(item, dict) else {"example": item} for item in value]
-    return []
-
-
-def _failing_examples(evaluation: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """{"candidate": [...], "production": [...]}: the examples each version gets wrong (as the runner lists
-    them: split, inputs, expected, predicted, error), also from a {"candidate": .., "production": ..} dict."""
-    raw = evaluation.get("failing_examples")
-    if isinstance(raw, dict):
-        return {"candidate": _as_failures(raw.get("candidate")), "production": _as_failures(raw.get("production"))}
-    return {"candidate": _as_failures(raw), "production": _as_failures(evaluation.get("production_failing_examples"))}
-
-
-def _review_forms(posted: dict[str, Any] | None = None) -> dict[str, Any]:
-    forms = {"approve": portal_forms.ApproveForm(), "reject": portal_forms.RejectForm(),
-             "request_changes": portal_forms.RequestChangesForm(),
+def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None) -> dict[str, Any]:
+    seen = {"content_hash": cr.version.content_hash}  # what this page shows is what a decision signs
+    forms = {"approve": portal_forms.ApproveForm(initial=seen), "reject": portal_forms.RejectForm(initial=seen),
+             "request_changes": portal_forms.RequestChangesForm(initial=seen),
              "resubmit": portal_forms.ProposerForm(prefix="resubmit"),
              "withdraw": portal_forms.ProposerForm(prefix="withdraw")}
     forms.update(posted or {})
@@ -497,10 +509,9 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
     live = [r for r in reviews if r.decision == Decision.APPROVE and not r.voided
             and r.content_hash == version.content_hash]
     allowed = allowed_review_actions(cr, request.user)
-    scores = _score_rows(cr)
-    test = next((row for row in scores if row["split"] == "test"), None)
-    gate_blocks = bool(test and isinstance(test["delta"], (int, float)) and test["delta"] < 0
-                       and (cr.program.review_policy is None or cr.program.review_policy.require_test_not_below_production))
+    evidence = _evidence(cr)
+    gate_blocks = bool(evidence["delta"] is not None and evidence["delta"] < 0 and (
+        cr.program.review_policy is None or cr.program.review_policy.require_test_not_below_production))
     why_not = why_not_approve = ""
     if cr.status == ChangeRequestStatus.OPEN and "approve" not in allowed:
         reason = _refusal(cr, request.user, "approve").message
@@ -512,10 +523,9 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
         "cr": cr, "program": cr.program, "version": version, "base": base, "why_not": why_not,
         "why_not_approve": why_not_approve,
         "diff": version_diff(base.payload if base else None, version.payload),
-        "scores": scores, "gate_blocks": gate_blocks,
-        "failures": _failing_examples(cr.evaluation or {}), "provenance": provenance(version),
+        "evidence": evidence, "gate_blocks": gate_blocks, "provenance": provenance(version),
         "reviews": reviews, "live_approvals": live, "required": required_approvals(cr.program),
-        "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(),
+        "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr),
         "run": version.run, **extra,
     }
 
@@ -548,6 +558,15 @@ FORMS_BY_ACTION = {"approve": portal_forms.ApproveForm, "reject": portal_forms.R
 
 @portal_view
 @require_POST
+def change_request_reevaluate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the system again for a failed or cancelled evaluation (any member; the action refuses otherwise)."""
+    cr = reevaluate_change_request(_change_request(request, pk), actor=request.user)
+    messages.success(request, "The system is evaluating both versions again; approval waits for the results.")
+    return redirect("change_request_detail", pk=cr.pk)
+
+
+@portal_view
+@require_POST
 def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """One review decision. The button must be among allowed_review_actions; a forced POST gets 403/409."""
     cr = _change_request(request, pk)
@@ -560,8 +579,9 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
     if form.is_valid():
         try:
             _decide(cr, request.user, action, form.cleaned_data)
-        except (InvalidInput, AuthenticationFailed) as exc:
-            # A wrong password is refused (403, recorded by the action); the form shows why, next to the field.
+        except (InvalidInput, AuthenticationFailed, IllegalTransition) as exc:
+            # A wrong password is refused (403, recorded by the action), content that changed since the page was
+            # read (409, nothing signed): the form shows why, next to the field or above the form.
             status = exc.http_status
             form.add_error(_field_of(exc, form, "password" if isinstance(exc, AuthenticationFailed) else None),
                            exc.message)
@@ -569,17 +589,18 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
             cr.refresh_from_db()
             messages.success(request, _decided_message(cr, action))
             return redirect("change_request_detail", pk=cr.pk)
-    context = _change_request_context(request, cr, forms=_review_forms({action: form}), open_form=action)
+    context = _change_request_context(request, cr, forms=_review_forms(cr, {action: form}), open_form=action)
     return render(request, "governance/change_request.html", context, status=status)
 
 
 def _decide(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> None:
     if action == "approve":
-        approve_change_request(cr, actor=user, password=data["password"], reason=data.get("reason", ""))
+        approve_change_request(cr, actor=user, password=data["password"], reason=data.get("reason", ""),
+                               content_hash=data["content_hash"])
     elif action == "reject":
-        reject_change_request(cr, actor=user, reason=data["reason"])
+        reject_change_request(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
     elif action == "request_changes":
-        request_changes(cr, actor=user, reason=data["reason"])
+        request_changes(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
     elif action == "resubmit":
         resubmit_change_request(cr, actor=user, reason=data.get("reason", ""))
     else:

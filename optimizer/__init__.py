@@ -4,6 +4,7 @@ The public API is re-exported here; submodules are implementation detail unless 
 dependencies (litellm, optuna, llama-cpp) load lazily, on first use.
 """
 
+from optimizer.checks import Finding, check_candidate
 from optimizer.data import Example, examples_from_records, load_examples
 from optimizer.errors import (
     BudgetExceeded,
@@ -23,6 +24,7 @@ from optimizer.metrics import choice_match, exact_match, resolve_metric, token_f
 from optimizer.program import ChainOfThought, Predict, Predictor, Program, canonical_json, content_hash
 from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
 from optimizer.signatures import Field, Signature
+from optimizer.stats import PairedComparison, compare_paired
 
 __all__ = [
     "LM",
@@ -37,6 +39,7 @@ __all__ = [
     "Example",
     "ExampleResult",
     "Field",
+    "Finding",
     "LMConfig",
     "LMError",
     "LMUnreachableError",
@@ -44,6 +47,7 @@ __all__ = [
     "MetricError",
     "OptimizerError",
     "Predict",
+    "PairedComparison",
     "Prediction",
     "Predictor",
     "Program",
@@ -54,7 +58,9 @@ __all__ = [
     "TrialRecord",
     "Usage",
     "canonical_json",
+    "check_candidate",
     "choice_match",
+    "compare_paired",
     "content_hash",
     "evaluate",
     "exact_match",

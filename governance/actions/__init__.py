@@ -17,7 +17,11 @@ from governance.actions.reviews import (
     request_changes, required_approvals, resubmit_change_request, withdraw_change_request,
 )
 from governance.actions.monitoring import run_drift_check
-from governance.actions.roles import create_user_with_roles, setup_role_groups
+from governance.actions.accounts import (
+    change_own_password, check_can_sign, create_user, deactivate_user, grant_role, reactivate_user, reset_password,
+    revoke_role, revoke_tokens, rotate_token, setup_role_groups,
+)
+from governance.actions.accounts import create_user as create_user_with_roles
 from governance.actions.runs import cancel_run, start_run
 from governance.actions.versions import (
     active_change_request, can_edit, create_version, edit_version, initial_payload, retire_version,
@@ -38,8 +42,10 @@ __all__ = [
     "live_approvals",
     # releases
     "release_version", "rollback", "pin_fallback", "set_kill_switch", "label_history", "check_releaser",
-    # roles
-    "create_user_with_roles", "setup_role_groups",
+    # accounts (users, roles, passwords, API tokens)
+    "create_user_with_roles", "setup_role_groups", "create_user", "deactivate_user", "reactivate_user",
+    "change_own_password", "reset_password", "grant_role", "revoke_role", "rotate_token", "revoke_tokens",
+    "check_can_sign",
     # optimization runs and monitoring
     "start_run", "cancel_run", "run_drift_check",
 ]

@@ -94,7 +94,7 @@ def score_version(version: PromptVersion, dataset: Dataset) -> float:
     The endpoint settings (api_base, timeouts) come from the program's LM configuration; the model, its
     temperature and max tokens from the version's payload, since those are what the approval covers.
     """
-    from governance.runner import guarded_lm, lm_config_from  # the optimizer's LM: keep it out of web start-up
+    from governance.jobs import guarded_lm, lm_config_from  # the optimizer's LM: keep it out of web start-up
     from optimizer.data import examples_from_records
     from optimizer.evaluation import evaluate
     from optimizer.metrics import resolve_metric

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance.actions._common import (
@@ -29,7 +29,9 @@ from governance.actions._common import (
     send_on_commit,
     user_ref,
 )
-from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, version_state
+from governance.actions.datasets import active_datasets, examples_for
+from governance.actions.evaluations import aligned_scores, request_evaluation
+from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, initial_payload, version_state
 from governance.audit import printed_name, record_event
 from governance.errors import (
     AuthenticationFailed,
@@ -44,6 +46,8 @@ from governance.models import (
     ChangeRequest,
     ChangeRequestStatus,
     Decision,
+    Evaluation,
+    EvaluationStatus,
     ImpactClass,
     Program,
     PromptVersion,
@@ -51,10 +55,13 @@ from governance.models import (
     Review,
     Role,
     SignatureMeaning,
+    Split,
     VersionStatus,
 )
 from governance.permissions import require_member, require_role
 from governance.signals import change_request_approved, change_request_opened, change_request_rejected
+from optimizer import Program as ProgramSpec
+from optimizer import check_candidate, compare_paired
 
 # The signature meaning each decision carries; a signature's meaning must match what it does.
 MEANINGS = {Decision.APPROVE: SignatureMeaning.APPROVAL, Decision.REJECT: SignatureMeaning.REJECTION,
@@ -84,7 +91,8 @@ def production_version(program: Program) -> PromptVersion | None:
 def cr_state(cr: ChangeRequest) -> dict[str, Any]:
     return {"status": cr.status, "version": cr.version.number, "content_hash": cr.version.content_hash,
             "base_version": cr.base_version.number if cr.base_version_id else None, "title": cr.title,
-            "ticket_ref": cr.ticket_ref, "impact": cr.impact, "recommended": cr.recommended}
+            "ticket_ref": cr.ticket_ref, "impact": cr.impact, "recommended": cr.recommended,
+            "candidate_evaluation": cr.candidate_evaluation_id, "baseline_evaluation": cr.baseline_evaluation_id}
 
 
 def review_state(review: Review) -> dict[str, Any]:
@@ -135,9 +143,12 @@ def check_decidable(cr: ChangeRequest, version: PromptVersion, actor: Any, decis
     expect_status(cr.status, [ChangeRequestStatus.OPEN], subject=f"change request {cr.pk}", doing=doing)
     expect_status(version.status, [VersionStatus.IN_REVIEW], subject=f"version {version.number}", doing=doing)
     check_segregation(cr, version, actor)
-    if decision == Decision.APPROVE and live_approvals(cr, version.content_hash).filter(reviewer=actor).exists():
+    if decision != Decision.APPROVE:
+        return
+    if live_approvals(cr, version.content_hash).filter(reviewer=actor).exists():
         raise IllegalTransition(f"user {_username(actor)} has already approved this content of version "
                                 f"{version.number} (hash {version.content_hash[:12]})")
+    check_evidence(cr)
 
 
 def check_proposer(cr: ChangeRequest, actor: Any, *, doing: str) -> None:
@@ -149,12 +160,26 @@ def check_proposer(cr: ChangeRequest, actor: Any, *, doing: str) -> None:
 
 
 def gate_scores(cr: ChangeRequest) -> tuple[float | None, float | None]:
-    """(candidate, production) test scores: from the evaluation, else from the versions' recorded scores."""
-    evaluation = cr.evaluation or {}
-    candidate = (evaluation.get("candidate") or {}).get("test", cr.version.scores.get("test"))
-    base_scores = cr.base_version.scores if cr.base_version_id else {}
-    production = (evaluation.get("production") or {}).get("test", base_scores.get("test"))
-    return candidate, production
+    """(candidate, production) test scores, from the system's evaluations only (None while not succeeded)."""
+    def score(evaluation: Evaluation | None) -> float | None:
+        return evaluation.score if evaluation is not None and evaluation.status == EvaluationStatus.SUCCEEDED else None
+    return score(cr.candidate_evaluation), score(cr.baseline_evaluation)
+
+
+def check_evidence(cr: ChangeRequest) -> None:
+    """Nobody signs an approval before the system has evaluated both versions on the same rows."""
+    for role, evaluation in (("the candidate", cr.candidate_evaluation), ("production", cr.baseline_evaluation)):
+        if evaluation is None:
+            raise IllegalTransition(f"change request {cr.pk} has no evaluation of {role}; ask for one "
+                                    "(evaluate) before approving")
+        if evaluation.status in (EvaluationStatus.QUEUED, EvaluationStatus.RUNNING):
+            raise IllegalTransition(f"the evaluation of {role} (evaluation {evaluation.pk}) is {evaluation.status} "
+                                    f"({evaluation.examples_done} of {evaluation.examples} examples); approve once "
+                                    "it has finished")
+        if evaluation.status != EvaluationStatus.SUCCEEDED:
+            raise IllegalTransition(f"the evaluation of {role} (evaluation {evaluation.pk}) {evaluation.status}"
+                                    f"{': ' + evaluation.error[:200] if evaluation.error else ''}; evaluate again "
+                                    "before approving")
 
 
 def check_score_gate(cr: ChangeRequest) -> None:
@@ -163,11 +188,26 @@ def check_score_gate(cr: ChangeRequest) -> None:
     if policy is not None and not policy.require_test_not_below_production:
         return
     candidate, production = gate_scores(cr)
-    if candidate is not None and production is not None and candidate < production:
+    if candidate is None or production is None:
+        raise IllegalTransition(f"change request {cr.pk} has no test scores from the system yet; the review "
+                                "policy's score gate needs both")
+    if candidate < production:
         raise IllegalTransition(
             f"version {cr.version.number} scores {candidate:.4f} on test, below the production score "
             f"{production:.4f}; the review policy requires test not below production, so the final approval "
             "is refused (reject the change or request changes)")
+
+
+def check_seen(version: PromptVersion, content_hash: str | None, *, doing: str) -> None:
+    """A signature binds to what the signer saw: refuse when the content changed since (or nothing was named)."""
+    seen = (content_hash or "").strip().lower()
+    if not seen:
+        raise InvalidInput(f"content_hash is required to {doing}: the hash of the version content you reviewed",
+                           field="content_hash")
+    if seen != version.content_hash:
+        raise IllegalTransition(f"version {version.number} changed since you reviewed it: you saw content "
+                                f"{seen[:12]}, it is now {version.content_hash[:12]}; reload the change request "
+                                "and review the current content")
 
 
 def reauthenticate(cr: ChangeRequest, actor: Any, password: str | None, *, doing: str) -> None:
@@ -248,24 +288,122 @@ def _locked(cr: ChangeRequest) -> tuple[ChangeRequest, PromptVersion]:
     return cr, lock(cr.version)
 
 
+# --- evidence: system evaluations, the paired comparison and candidate checks -------------------------------
+
+
+def evaluation_dataset(program: Program) -> Any:
+    """The test dataset a change is judged on (the program's latest), or 409 when there is none."""
+    dataset = active_datasets(program).get(Split.TEST)
+    if dataset is None:
+        raise IllegalTransition(f"program {program.slug} has no test dataset; import one so the system can evaluate "
+                                "the change against production before anyone reviews it")
+    return dataset
+
+
+def baseline_payload(program: Program, base: PromptVersion | None) -> dict[str, Any]:
+    """What a change is compared with: production's content, or the program's spec when nothing is released."""
+    return base.payload if base is not None else initial_payload(program)
+
+
+def _attach_evidence(cr: ChangeRequest, version: PromptVersion, *, actor: Any) -> None:
+    """Ask the system to evaluate the candidate and the baseline on the same test rows, run the candidate
+    checks, and record the comparison at once when both evaluations already exist (reused by key)."""
+    dataset = evaluation_dataset(cr.program)
+    cr.eval_dataset = dataset
+    cr.candidate_evaluation = request_evaluation(cr.program, version.payload, dataset, actor=actor)
+    cr.baseline_evaluation = request_evaluation(cr.program, baseline_payload(cr.program, cr.base_version), dataset,
+                                                actor=actor)
+    cr.checks = candidate_checks(cr.program, version, cr.base_version)
+    cr.comparison, cr.recommended = {}, False
+    save(cr, actor=actor, fields=["eval_dataset", "candidate_evaluation", "baseline_evaluation", "checks",
+                                  "comparison", "recommended"])
+    _compare_if_ready(cr)
+
+
+def candidate_checks(program: Program, version: PromptVersion, base: PromptVersion | None) -> list[dict[str, str]]:
+    """Findings on the candidate's content, judged against the baseline and the program's labeled data."""
+    records = [row for dataset in active_datasets(program).values() for row in examples_for(dataset)]
+    baseline = ProgramSpec.from_dict(baseline_payload(program, base)["program"])
+    candidate = ProgramSpec.from_dict(version.payload["program"])
+    return [finding.to_dict() for finding in check_candidate(candidate, baseline, records)]
+
+
+def record_comparisons(evaluation: Evaluation) -> int:
+    """After an evaluation finished: record the comparison of every active change request waiting on it."""
+    waiting = ChangeRequest.objects.filter(status__in=ACTIVE_CR_STATUSES, comparison={}) \
+        .filter(Q(candidate_evaluation=evaluation) | Q(baseline_evaluation=evaluation)).values_list("pk", flat=True)
+    return sum(1 for pk in waiting if _record_comparison(pk))
+
+
+@transaction.atomic
+def _record_comparison(cr_pk: int) -> bool:
+    cr = ChangeRequest.objects.select_for_update().get(pk=cr_pk)
+    return _compare_if_ready(cr)
+
+
+def _compare_if_ready(cr: ChangeRequest) -> bool:
+    """Both evaluations succeeded and no comparison yet: compute it, set `recommended`, audit it."""
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    ready = all(e is not None and e.status == EvaluationStatus.SUCCEEDED for e in (candidate, baseline))
+    if not ready or cr.comparison:
+        return False
+    before = cr_state(cr)
+    paired = compare_paired(*aligned_scores(candidate, baseline))
+    cr.comparison = {**paired.to_dict(), "candidate_evaluation": candidate.pk, "baseline_evaluation": baseline.pk,
+                     "dataset_hash": candidate.dataset_hash}
+    cr.recommended = paired.significant_gain
+    save(cr, actor=None, fields=["comparison", "recommended"])
+    record_event("change_request.evaluated", actor=None, obj=cr, program=cr.program, before=before,
+                 after={**cr_state(cr), "comparison": cr.comparison},
+                 reason=recommendation_text(cr.comparison))
+    return True
+
+
+def recommendation_text(comparison: dict[str, Any]) -> str:
+    """One sentence a reviewer reads: the gain, its chance level, and whether that makes a recommendation."""
+    if not comparison:
+        return "not compared yet: the system's evaluations are not finished"
+    gain = f"{comparison['delta'] * 100:+.1f} points on {comparison['examples']} test examples"
+    odds = f"p = {comparison['p_value']:.3g}, {comparison['method']}"
+    if comparison["significant_gain"]:
+        return f"Recommended: {gain} ({odds})"
+    return f"Not recommended: {gain} is not a gain beyond chance ({odds}, needs p < {comparison['alpha']})"
+
+
+@transaction.atomic
+def reevaluate_change_request(cr: ChangeRequest, *, actor: Any) -> ChangeRequest:
+    """Ask again for the evaluations of an active change request whose evaluation failed or was cancelled."""
+    cr, version = _locked(cr)
+    require_member(actor, cr.program)
+    expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be evaluated again")
+    failed = [e for e in (cr.candidate_evaluation, cr.baseline_evaluation)
+              if e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)]
+    if not failed:
+        raise IllegalTransition(f"change request {cr.pk} has no failed or missing evaluation to run again")
+    before = cr_state(cr)
+    _attach_evidence(cr, version, actor=actor)
+    record_event("change_request.reevaluated", actor=actor, obj=cr, program=cr.program, before=before,
+                 after=cr_state(cr))
+    return cr
+
+
 # --- actions ------------------------------------------------------------------------------------------------
 
 
 @transaction.atomic
 def open_change_request(version: PromptVersion, *, actor: Any, title: str, description: str = "",
                         ticket_ref: str = "", impact: str = ImpactClass.MEDIUM,
-                        evaluation: dict[str, Any] | None = None, recommended: bool = True) -> ChangeRequest:
+                        provenance: dict[str, Any] | None = None) -> ChangeRequest:
     """Propose a draft version for review against the current production version (draft -> in_review).
 
-    `evaluation` (optional): {"candidate": {"val": .., "test": ..}, "production": {...}, "deltas": {...},
-    "failing_examples": [...]}; its test scores feed the policy's score gate.
+    The system evaluates the candidate and production on the program's test dataset (the gate's only scores)
+    and runs the candidate checks. `provenance` is the optimization run's account of itself (system-written,
+    shown as context; never a score that gates anything).
     """
     require_role(actor, Role.AUTHOR, version.program, doing="open change requests")
     title = require_text(title, field="title", max_length=200)
     if impact not in ImpactClass.values:
         raise InvalidInput(f"impact must be one of {', '.join(ImpactClass.values)}", field="impact")
-    if evaluation is not None and not isinstance(evaluation, dict):
-        raise InvalidInput("evaluation must be an object", field="evaluation")
     version = lock(version)
     existing = active_change_request(version)
     if existing is not None:
@@ -273,34 +411,38 @@ def open_change_request(version: PromptVersion, *, actor: Any, title: str, descr
                                 f"({existing.status})")
     expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}",
                   doing="be submitted for review")
+    evaluation_dataset(version.program)  # refuse before writing anything
     cr = create(ChangeRequest, by=actor, program=version.program, version=version,
                 base_version=production_version(version.program), title=title, description=description or "",
-                ticket_ref=ticket_ref or "", impact=impact, evaluation=evaluation or {},
-                recommended=bool(recommended), opened_by=actor)
+                ticket_ref=ticket_ref or "", impact=impact, evaluation=provenance or {}, opened_by=actor)
     record_event("change_request.opened", actor=actor, obj=cr, program=cr.program, after=cr_state(cr))
     _set_version_status(version, VersionStatus.IN_REVIEW, actor=actor, action="version.submitted")
+    _attach_evidence(cr, version, actor=actor)
     send_on_commit(change_request_opened, ChangeRequest, instance=cr, actor=actor)
     return cr
 
 
-def approve_change_request(cr: ChangeRequest, *, actor: Any, password: str, reason: str = "",
+def approve_change_request(cr: ChangeRequest, *, actor: Any, password: str, content_hash: str, reason: str = "",
                            meaning: str = SignatureMeaning.APPROVAL) -> Review:
-    """Sign an approval of the version's current content (reviewer role, member, not author/run starter/opener).
+    """Sign an approval of the content the reviewer saw (`content_hash`, which must still be current).
 
-    Re-authenticates first, outside the approval's transaction, so a wrong password leaves a durable
-    "signature.failed" event. When the distinct live approvals reach the policy's count, the version becomes
-    approved (frozen) and the change request approved, in the same transaction as the last signature.
+    Reviewer role, member, not author/run starter/opener, and the system's evaluations finished. Re-authenticates
+    first, outside the approval's transaction, so a wrong password leaves a durable "signature.failed" event.
+    When the distinct live approvals reach the policy's count, the version becomes approved (frozen) and the
+    change request approved, in the same transaction as the last signature.
     """
     check_meaning(Decision.APPROVE, meaning)
     check_reviewer(cr.program, actor)
     reauthenticate(cr, actor, password, doing="approve")
-    return _approve(cr, actor=actor, reason=reason, meaning=meaning)
+    return _approve(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash)
 
 
 @transaction.atomic
-def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str) -> Review:
+def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.APPROVE)
+    check_seen(version, content_hash, doing="approve")
+    _compare_if_ready(cr)  # normally recorded when the last evaluation finished; a crash in between is healed here
     approvers = set(live_approvals(cr, version.content_hash).values_list("reviewer_id", flat=True)) | {actor.pk}
     final = len(approvers) >= required_approvals(cr.program)
     if final:
@@ -316,9 +458,9 @@ def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str) -> Rev
     return review
 
 
-def reject_change_request(cr: ChangeRequest, *, actor: Any, reason: str, password: str | None = None,
-                          meaning: str = SignatureMeaning.REJECTION) -> Review:
-    """Reject the change (reason required): the change request and the version end rejected.
+def reject_change_request(cr: ChangeRequest, *, actor: Any, reason: str, content_hash: str,
+                          password: str | None = None, meaning: str = SignatureMeaning.REJECTION) -> Review:
+    """Reject the change the reviewer saw (reason required): the change request and the version end rejected.
 
     With `password`, the signature is re-authenticated like an approval (auth_method "password");
     without, it rests on the logged-in session (auth_method "session").
@@ -328,14 +470,16 @@ def reject_change_request(cr: ChangeRequest, *, actor: Any, reason: str, passwor
     check_reviewer(cr.program, actor)
     if password is not None:
         reauthenticate(cr, actor, password, doing="reject")
-    return _reject(cr, actor=actor, reason=reason, meaning=meaning,
+    return _reject(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash,
                    auth_method="password" if password is not None else "session")
 
 
 @transaction.atomic
-def _reject(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, auth_method: str) -> Review:
+def _reject(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str,
+            auth_method: str) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.REJECT)
+    check_seen(version, content_hash, doing="reject")
     review = _sign(cr, version, actor, decision=Decision.REJECT, reason=reason, meaning=meaning,
                    auth_method=auth_method)
     close_change_request(cr, actor=actor, status=ChangeRequestStatus.REJECTED, reason=reason)
@@ -344,22 +488,24 @@ def _reject(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, auth_me
     return review
 
 
-def request_changes(cr: ChangeRequest, *, actor: Any, reason: str, password: str | None = None,
+def request_changes(cr: ChangeRequest, *, actor: Any, reason: str, content_hash: str, password: str | None = None,
                     meaning: str = SignatureMeaning.REVIEW) -> Review:
-    """Send the version back to its author (reason required): version in_review -> draft."""
+    """Send the version the reviewer saw back to its author (reason required): version in_review -> draft."""
     check_meaning(Decision.REQUEST_CHANGES, meaning)
     reason = require_reason(reason, doing="request changes")
     check_reviewer(cr.program, actor)
     if password is not None:
         reauthenticate(cr, actor, password, doing="request changes")
-    return _request_changes(cr, actor=actor, reason=reason, meaning=meaning,
+    return _request_changes(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash,
                             auth_method="password" if password is not None else "session")
 
 
 @transaction.atomic
-def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, auth_method: str) -> Review:
+def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str,
+                     auth_method: str) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.REQUEST_CHANGES)
+    check_seen(version, content_hash, doing="request changes")
     review = _sign(cr, version, actor, decision=Decision.REQUEST_CHANGES, reason=reason, meaning=meaning,
                    auth_method=auth_method)
     before = cr_state(cr)
@@ -374,17 +520,20 @@ def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str
 
 @transaction.atomic
 def resubmit_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") -> ChangeRequest:
-    """Put the (edited) version back in review: approvals of content it no longer has stay void."""
+    """Put the (edited) version back in review: approvals of content it no longer has stay void, and the system
+    evaluates the new content (and production, which may have moved) again."""
     cr, version = _locked(cr)
     check_proposer(cr, actor, doing="resubmit it")
     expect_status(cr.status, [ChangeRequestStatus.CHANGES_REQUESTED], subject=f"change request {cr.pk}",
                   doing="be resubmitted")
     expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}", doing="be resubmitted")
+    evaluation_dataset(cr.program)
     void_stale_approvals(version, actor=actor, reason=f"change request {cr.pk} resubmitted with new content")
     before = cr_state(cr)
     cr.status = ChangeRequestStatus.OPEN
     cr.base_version = production_version(cr.program)  # production may have moved while the author worked
     save(cr, actor=actor, fields=["status", "base_version"])
+    _attach_evidence(cr, version, actor=actor)
     record_event("change_request.resubmitted", actor=actor, obj=cr, program=cr.program, before=before,
                  after=cr_state(cr), reason=reason)
     _set_version_status(version, VersionStatus.IN_REVIEW, actor=actor, action="version.submitted", reason=reason)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from governance.actions._common import create, expect_status, lock, save, user_ref
 from governance.actions.datasets import active_datasets
 from governance.actions.programs import _validate_lm_config
-from governance.actions.reviews import open_change_request, production_version
+from governance.actions.reviews import evaluation_dataset, open_change_request, production_version
 from governance.actions.versions import create_version
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput
@@ -40,11 +40,28 @@ from governance.models import (
     VersionOrigin,
 )
 from governance.permissions import require_role
-from optimizer.lm import Usage
+from optimizer import Budget, Usage
 from optimizer.search import PRESETS, TrialRecord
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 _BUDGET_FIELDS = ("max_calls", "max_tokens", "max_usd")
+# Share of a token or USD cap kept for the final evaluation (calls are planned exactly, see below): what a
+# test-set pass costs in tokens is only known once the search has chosen how many demos the prompt carries.
+FINAL_EVALUATION_SHARE = 0.25
+
+
+def final_evaluation_calls(test_rows: int, predictors: int) -> int:
+    """The most calls the final evaluation can make: candidate and production, every test row, every predictor
+    (production's evaluation costs nothing when the system evaluated it before)."""
+    return 2 * test_rows * predictors
+
+
+def final_evaluation_reserve(budget: Budget, *, calls: int) -> Budget:
+    """The search's share of a run's budget: everything but the final evaluation's planned calls and share."""
+    def share(cap: float | None) -> Any:
+        return None if cap is None else type(cap)(cap * (1 - FINAL_EVALUATION_SHARE))
+    return Budget(max_calls=None if budget.max_calls is None else max(budget.max_calls - calls, 0),
+                  max_tokens=share(budget.max_tokens), max_usd=share(budget.max_usd))
 
 
 def run_state(run: OptimizationRun) -> dict[str, Any]:
@@ -94,6 +111,16 @@ def _run_datasets(program: Program) -> tuple[dict[str, int | None], dict[str, st
     return ids, hashes
 
 
+def _check_budget_covers_final_evaluation(program: Program, max_calls: int | None) -> None:
+    """A call cap must leave room for the final evaluation (planned up front) and at least one search call."""
+    test = evaluation_dataset(program)
+    needed = final_evaluation_calls(test.row_count, len(program.spec.get("predictors", [])))
+    if max_calls is not None and max_calls <= needed:
+        raise InvalidInput(f"max_calls={max_calls} cannot cover the run: the final evaluation of the candidate and "
+                           f"production on the {test.row_count} test examples needs up to {needed} calls, so "
+                           f"max_calls must be more than {needed} (the rest is the search's)", field="max_calls")
+
+
 # --- actions (people) ---------------------------------------------------------------------------------------
 
 
@@ -112,6 +139,7 @@ def start_run(program: Program, *, actor: Any, preset: str = "light", seed: int 
     _validate_options(preset, seed, num_trials, budget)
     lm = task_lm_config(program, lm_config)
     ids, hashes = _run_datasets(program)
+    _check_budget_covers_final_evaluation(program, max_calls)
     config = {"preset": preset, "seed": seed, "num_trials": num_trials or PRESETS[preset].num_trials,
               "budget": budget, "task_lm": lm, "proposal_lm": lm, "metric": program.metric, "datasets": ids,
               "val_held_out": ids[Split.VAL] is None}
@@ -411,7 +439,6 @@ class Proposal:
     payload: dict[str, Any]
     scores: dict[str, float]
     evaluation: dict[str, Any]
-    recommended: bool
     candidates: dict[str, Any]
     stop_reason: str
     production_id: int | None
@@ -441,7 +468,7 @@ def complete_run(run: OptimizationRun, *, worker: str, proposal: Proposal, usage
                              parent=production, run=run, scores=proposal.scores,
                              note=f"Proposed by optimization run {run.pk} ({proposal.stop_reason}).")
     cr = open_change_request(version, actor=run.started_by, title=proposal.title, description=proposal.description,
-                             evaluation=proposal.evaluation, recommended=proposal.recommended)
+                             provenance=proposal.evaluation)
     _finish(run, RunStatus.SUCCEEDED, actor=None, stop_reason=proposal.stop_reason, usage=usage)
     return cr
 

@@ -89,9 +89,13 @@ def _validate_lm(lm: Any) -> dict[str, Any]:
     return dict(lm)
 
 
-def _validate_scores(scores: Any) -> dict[str, float]:
+def _validate_scores(scores: Any, run: OptimizationRun | None) -> dict[str, float]:
+    """Scores are the system's: only a run's own final evaluation records them on the version it proposes."""
     if scores is None:
         return {}
+    if run is None:
+        raise InvalidInput("scores come only from the system's evaluations; a version cannot carry scores "
+                           "its author sends", field="scores")
     if not isinstance(scores, dict) or not all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in scores.items()):
         raise InvalidInput('scores must map split names to numbers, e.g. {"val": 0.8}', field="scores")
@@ -132,7 +136,7 @@ def create_version(program: Program, *, actor: Any, payload: dict[str, Any], ori
         if related is not None and related.program_id != program.pk:
             raise InvalidInput(f"{field} belongs to another program", field=field)
     payload = validate_payload(program, payload)
-    scores = _validate_scores(scores)
+    scores = _validate_scores(scores, run)
     # The program row lock serializes numbering: two concurrent creators never read the same maximum.
     locked = lock(program)
     number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
@@ -145,7 +149,7 @@ def create_version(program: Program, *, actor: Any, payload: dict[str, Any], ori
 
 @transaction.atomic
 def edit_version(version: PromptVersion, *, actor: Any, payload: dict[str, Any] = _UNSET, note: str = _UNSET,
-                 scores: dict[str, float] | None = _UNSET, reason: str = "") -> PromptVersion:
+                 reason: str = "") -> PromptVersion:
     """Change a draft (its author only). New content voids every approval given to the old content."""
     version = lock(version)
     require_role(actor, Role.AUTHOR, version.program, doing="edit prompt versions")
@@ -159,8 +163,6 @@ def edit_version(version: PromptVersion, *, actor: Any, payload: dict[str, Any] 
         version.content_hash = payload_hash(version.payload)
     if note is not _UNSET:
         version.note = note or ""
-    if scores is not _UNSET:
-        version.scores = _validate_scores(scores)
     after = {**version_state(version), "payload": version.payload}
     if after == before:
         raise InvalidInput(f"nothing to change on version {version.number}")

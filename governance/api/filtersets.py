@@ -1,9 +1,21 @@
-"""django-filter filter sets for the API's list endpoints (NetBox's filtersets.py)."""
+"""django-filter filter sets for the API's list endpoints (NetBox's filtersets.py), and their pagination.
+
+Every query parameter is checked here before it reaches the database: ids and integers within the database's
+range, date-times normalized to UTC (PostgreSQL refuses offsets such as +20:45 that Python accepts), and
+`limit`/`offset` bounded (a 20-digit limit used to overflow SQLite's and PostgreSQL's integers).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import django_filters as filters
 from django import forms
+from django_filters.fields import IsoDateTimeField, RangeField
+from django_filters.widgets import DateRangeWidget
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
 
 from governance.models import (
     AuditEvent,
@@ -33,6 +45,52 @@ from governance.models import (
 )
 
 MAX_ID = 2**63 - 1
+MAX_OFFSET = 2**31 - 1  # far beyond any table here, and inside every database's integer range
+
+
+class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """DRF's limit/offset pagination with a ceiling on `limit` and a checked `offset` (400 when out of range)."""
+
+    max_limit = 1000
+
+    def get_offset(self, request: Any) -> int:
+        raw = request.query_params.get(self.offset_query_param)
+        if raw is None or raw == "":
+            return 0
+        try:
+            offset = int(raw)
+        except ValueError:
+            offset = -1
+        if not 0 <= offset <= MAX_OFFSET:
+            raise serializers.ValidationError({self.offset_query_param: [
+                f"must be an integer from 0 to {MAX_OFFSET}"]})
+        return offset
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time converted to UTC: every database accepts it, whatever offset the client sent."""
+
+    def to_python(self, value: Any) -> dt.datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(dt.UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00-05:00 is past the last representable UTC instant
+            raise forms.ValidationError("date-time out of range once converted to UTC", code="invalid") from None
+
+
+class UTCDateTimeRangeField(RangeField):
+    widget = DateRangeWidget
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__((UTCDateTimeField(), UTCDateTimeField()), *args, **kwargs)
+
+
+class UTCDateTimeFromToRangeFilter(filters.RangeFilter):
+    """`<name>_after` / `<name>_before` as ISO 8601 date-times, compared in UTC."""
+
+    field_class = UTCDateTimeRangeField
 
 
 class ProgramSlugFilter(filters.CharFilter):
@@ -91,7 +149,7 @@ class RunFilterSet(filters.FilterSet):
     program = ProgramSlugFilter()
     status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
     started_by = filters.CharFilter(field_name="started_by__username")
-    created_at = filters.IsoDateTimeFromToRangeFilter()
+    created_at = UTCDateTimeFromToRangeFilter()
 
     class Meta:
         model = OptimizationRun
@@ -103,8 +161,8 @@ class TrialFilterSet(filters.FilterSet):
     program = ProgramSlugFilter(field_name="run__program__slug")
     kind = filters.ChoiceFilter(choices=TrialKind.choices)
     state = filters.ChoiceFilter(choices=TrialState.choices)
-    score_min = filters.NumberFilter(field_name="score", lookup_expr="gte")
-    score_max = filters.NumberFilter(field_name="score", lookup_expr="lte")
+    score_min = filters.NumberFilter(field_name="score", lookup_expr="gte", min_value=-1e9, max_value=1e9)
+    score_max = filters.NumberFilter(field_name="score", lookup_expr="lte", min_value=-1e9, max_value=1e9)
 
     class Meta:
         model = Trial
@@ -141,7 +199,7 @@ class ReleaseFilterSet(filters.FilterSet):
     label = filters.CharFilter()
     action = filters.MultipleChoiceFilter(choices=ReleaseAction.choices)
     version = IdFilter(field_name="version_id")
-    created_at = filters.IsoDateTimeFromToRangeFilter()
+    created_at = UTCDateTimeFromToRangeFilter()
 
     class Meta:
         model = Release
@@ -174,7 +232,7 @@ class AuditEventFilterSet(filters.FilterSet):
     action = filters.CharFilter(help_text="Exact action, e.g. review.approved; end with * for a prefix: review.*")
     object_type = filters.CharFilter()
     object_id = filters.CharFilter()
-    created_at = filters.IsoDateTimeFromToRangeFilter(
+    created_at = UTCDateTimeFromToRangeFilter(
         help_text="created_at_after / created_at_before: ISO 8601 date-times, both inclusive of the range.")
 
     class Meta:

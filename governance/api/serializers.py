@@ -15,11 +15,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from governance.actions.reviews import recommendation_text
 from governance.audit import printed_name
 from governance.models import (
     AuditEvent,
     ChangeRequest,
     Dataset,
+    Evaluation,
+    EvaluationResult,
     Export,
     ImpactClass,
     OptimizationRun,
@@ -38,7 +41,7 @@ from governance.models import (
     WebhookEvent,
     WebhookSubscription,
 )
-from governance.permissions import user_roles, visible_programs
+from governance.permissions import visible_programs
 
 User = get_user_model()
 
@@ -138,6 +141,26 @@ class UserRefSerializer(serializers.ModelSerializer):
 def reason_field(*, required: bool = False) -> serializers.CharField:
     return serializers.CharField(required=required, allow_blank=not required, max_length=5000, default="" if not
                                  required else serializers.empty, help_text="Why (recorded in the audit trail).")
+
+
+class RefusesSystemFields(serializers.Serializer):
+    """A request body that must not carry what only the system writes (scores, evaluations, recommendations):
+    such a field gets a 400 naming it, rather than being ignored so that the client believes it counted."""
+
+    system_fields: ClassVar[tuple[str, ...]] = ("scores", "evaluation", "recommended", "comparison", "checks")
+
+    def to_internal_value(self, data: Any) -> Any:
+        sent = [name for name in self.system_fields if hasattr(data, "keys") and name in data]
+        if sent:
+            raise serializers.ValidationError({name: [f"{name} is set by the system's evaluations; a request "
+                                                      "cannot send it"] for name in sent})
+        return super().to_internal_value(data)
+
+
+def content_hash_field() -> serializers.RegexField:
+    return serializers.RegexField(r"^[0-9a-fA-F]{64}$", max_length=64, help_text=(
+        "The content hash of the version you reviewed (shown with it); the decision is refused with 409 when "
+        "the version's content changed since."))
 
 
 def label_field() -> serializers.SlugField:
@@ -269,7 +292,7 @@ class VersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class VersionCreateSerializer(serializers.Serializer):
+class VersionCreateSerializer(RefusesSystemFields):
     program = VisibleProgramField()
     payload = json_object(required=False, help_text='{"program": ..., "lm": {"model", "temperature", "max_tokens"}};'
                                                     " the program's initial payload when omitted.")
@@ -277,14 +300,12 @@ class VersionCreateSerializer(serializers.Serializer):
     origin = serializers.ChoiceField(choices=[VersionOrigin.MANUAL, VersionOrigin.DSPY_IMPORT],
                                      default=VersionOrigin.MANUAL,
                                      help_text="Optimizer versions are created by runs, not through this endpoint.")
-    scores = json_object(required=False, allow_null=True, default=None)
     note = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
 
 
-class VersionEditSerializer(serializers.Serializer):
+class VersionEditSerializer(RefusesSystemFields):
     payload = json_object(required=False)
     note = serializers.CharField(required=False, allow_blank=True, max_length=10000)
-    scores = json_object(required=False, allow_null=True)
     reason = reason_field()
 
 
@@ -383,22 +404,52 @@ class TrialSerializer(serializers.ModelSerializer):
 # --- change requests and reviews ----------------------------------------------------------------------------
 
 
-class ChangeRequestSerializer(serializers.ModelSerializer):
+class EvaluationSerializer(serializers.ModelSerializer):
+    """A system evaluation: what was run (content, dataset, model), its status, score and spending."""
+
     program = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    version_number = serializers.IntegerField(source="version.number", read_only=True)
-    base_version_number = serializers.IntegerField(source="base_version.number", read_only=True, allow_null=True)
-    opened_by = UserRefSerializer(read_only=True)
 
     class Meta:
-        model = ChangeRequest
-        fields = ("id", "program", "version", "version_number", "base_version", "base_version_number", "title",
-                  "description", "ticket_ref", "impact", "status", "recommended", "evaluation", "opened_by",
-                  "created_at", "closed_at")
+        model = Evaluation
+        fields = ("id", "program", "content_hash", "dataset", "dataset_hash", "lm_config", "metric", "status",
+                  "score", "examples", "examples_done", "errors", "calls", "cached_calls", "prompt_tokens",
+                  "completion_tokens", "cost_usd", "seconds", "error", "run", "created_at", "started_at",
+                  "finished_at")
         read_only_fields = fields
 
 
-class ChangeRequestOpenSerializer(serializers.Serializer):
-    """Scores and evaluations come from the system (runs), never from the proposer: they feed the score gate."""
+class EvaluationResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = EvaluationResult
+        fields = ("index", "predicted", "raw", "score", "error")
+        read_only_fields = fields
+
+
+class ChangeRequestSerializer(serializers.ModelSerializer):
+    program = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    version_number = serializers.IntegerField(source="version.number", read_only=True)
+    content_hash = serializers.CharField(source="version.content_hash", read_only=True,
+                                         help_text="What a reviewer signs: send it back with the decision.")
+    base_version_number = serializers.IntegerField(source="base_version.number", read_only=True, allow_null=True)
+    opened_by = UserRefSerializer(read_only=True)
+    candidate_evaluation = EvaluationSerializer(read_only=True)
+    baseline_evaluation = EvaluationSerializer(read_only=True)
+    recommendation = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChangeRequest
+        fields = ("id", "program", "version", "version_number", "content_hash", "base_version",
+                  "base_version_number", "title", "description", "ticket_ref", "impact", "status", "recommended",
+                  "recommendation", "comparison", "checks", "eval_dataset", "candidate_evaluation",
+                  "baseline_evaluation", "evaluation", "opened_by", "created_at", "closed_at")
+        read_only_fields = fields
+
+    def get_recommendation(self, cr: ChangeRequest) -> str:
+        return recommendation_text(cr.comparison)
+
+
+class ChangeRequestOpenSerializer(RefusesSystemFields):
+    """Scores and evaluations come from the system, never from the proposer: they feed the score gate."""
 
     version = VisibleRelatedField(PromptVersion)
     title = serializers.CharField(max_length=200)
@@ -413,6 +464,7 @@ class SignSerializer(serializers.Serializer):
     password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096,
                                      style={"input_type": "password"},
                                      help_text="The signer's password: re-authentication at signing.")
+    content_hash = content_hash_field()
 
 
 class ApproveSerializer(SignSerializer):
@@ -511,40 +563,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
         fields = ("id", "created_at", "actor", "actor_name", "action", "object_type", "object_id", "program",
                   "before", "after", "reason", "ip_address", "request_id", "prev_hash", "hash")
         read_only_fields = fields
-
-
-# --- users --------------------------------------------------------------------------------------------------
-
-
-class MeSerializer(serializers.ModelSerializer):
-    name = serializers.SerializerMethodField()
-    email = serializers.CharField(read_only=True)
-    roles = serializers.SerializerMethodField()
-    programs = serializers.SerializerMethodField()
-
-    class Meta:
-        model = User
-        fields = ("id", "username", "name", "email", "roles", "programs")
-        read_only_fields = fields
-
-    def get_name(self, user: Any) -> str:
-        return printed_name(user)
-
-    def get_roles(self, user: Any) -> list[str]:
-        return sorted(user_roles(user))
-
-    def get_programs(self, user: Any) -> list[str]:
-        return list(visible_programs(user).order_by("slug").values_list("slug", flat=True))
-
-
-class TokenRequestSerializer(serializers.Serializer):
-    password = serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096,
-                                     style={"input_type": "password"})
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`; shown once.")
-    created = serializers.DateTimeField()
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------

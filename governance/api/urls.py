@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from governance.api import views
+from governance.api.accounts import AccountViewSet
 
 router = DefaultRouter()
 router.register("programs", views.ProgramViewSet, basename="program")
@@ -13,6 +14,7 @@ router.register("datasets", views.DatasetViewSet, basename="dataset")
 router.register("versions", views.VersionViewSet, basename="version")
 router.register("runs", views.RunViewSet, basename="run")
 router.register("trials", views.TrialViewSet, basename="trial")
+router.register("evaluations", views.EvaluationViewSet, basename="evaluation")
 router.register("change-requests", views.ChangeRequestViewSet, basename="changerequest")
 router.register("reviews", views.ReviewViewSet, basename="review")
 router.register("releases", views.ReleaseViewSet, basename="release")
@@ -21,7 +23,7 @@ router.register("exports", views.ExportViewSet, basename="export")
 router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
 router.register("webhooks", views.WebhookSubscriptionViewSet, basename="webhook")
 router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="webhookdelivery")
-router.register("users", views.UserViewSet, basename="user")
+router.register("users", AccountViewSet, basename="user")
 
 v1 = [
     path("programs/<slug:slug>/releases/<slug:label>/bundle", views.release_bundle,

@@ -31,7 +31,6 @@ from governance.actions import exports as export_actions
 from governance.actions import programs as program_actions
 from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
-from governance.actions import tokens as token_actions
 from governance.actions import versions as version_actions
 from governance.actions import webhooks as webhook_actions
 from governance.api import bundles
@@ -59,6 +58,7 @@ from governance.models import (
     AuditEvent,
     ChangeRequest,
     Dataset,
+    Evaluation,
     Export,
     OptimizationRun,
     Program,
@@ -363,6 +363,22 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewS
         return self.get_paginated_response(s.TrialSerializer(page, many=True).data)
 
 
+class EvaluationViewSet(ReadOnlyGovernedViewSet):
+    """System evaluations (read-only: only the system runs them). `results` pages through every example."""
+
+    queryset = Evaluation.objects.select_related("program")
+    serializer_class = s.EvaluationSerializer
+    filterset_fields = ("status", "content_hash", "dataset", "run")
+    ordering_fields = ("created_at", "score")
+    ordering = ("-created_at", "-id")
+
+    @extend_schema(responses=s.EvaluationResultSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def results(self, request: Request, pk: str | None = None) -> Response:
+        page = self.paginate_queryset(self.get_object().results.order_by("index"))
+        return self.get_paginated_response(s.EvaluationResultSerializer(page, many=True).data)
+
+
 class TrialViewSet(ReadOnlyGovernedViewSet):
     queryset = Trial.objects.all()
     serializer_class = s.TrialSerializer
@@ -381,7 +397,8 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Gov
     """Change requests. Approve, reject and request changes are signatures: the password is required in the
     body with any authentication (an API token never signs); a wrong password is recorded and refused (403)."""
 
-    queryset = ChangeRequest.objects.select_related("program", "version", "base_version", "opened_by")
+    queryset = ChangeRequest.objects.select_related("program", "version", "base_version", "opened_by",
+                                                    "candidate_evaluation__program", "baseline_evaluation__program")
     serializer_class = s.ChangeRequestSerializer
     filterset_class = ChangeRequestFilterSet
     ordering_fields = ("created_at", "status", "impact")
@@ -412,6 +429,13 @@ class ChangeRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Gov
         data = self.parse(s.RequestChangesSerializer)
         review = review_actions.request_changes(self.get_object(), actor=request.user, **data)
         return self.respond(s.ReviewSerializer, review)
+
+    @extend_schema(request=None, responses=s.ChangeRequestSerializer)
+    @action(detail=True, methods=["post"])
+    def evaluate(self, request: Request, pk: str | None = None) -> Response:
+        """Ask the system again for a failed or cancelled evaluation of the candidate or of production."""
+        return self.respond(s.ChangeRequestSerializer, review_actions.reevaluate_change_request(
+            self.get_object(), actor=request.user))
 
     @extend_schema(request=s.OptionalReasonSerializer, responses=s.ChangeRequestSerializer)
     @action(detail=True, methods=["post"])
@@ -568,33 +592,6 @@ def _csv_chunks(events: QuerySet) -> Any:
     buffer = io.StringIO()
     write_audit_csv(events, buffer)
     yield buffer.getvalue().encode("utf-8")
-
-
-# --- users --------------------------------------------------------------------------------------------------
-
-
-class UserViewSet(viewsets.GenericViewSet):
-    """The requesting user, and their API token."""
-
-    serializer_class = s.MeSerializer
-    queryset = User.objects.none()
-    pagination_class = None
-    filter_backends: tuple[Any, ...] = ()
-
-    @extend_schema(request=None, responses=s.MeSerializer)
-    @action(detail=False, methods=["get"])
-    def me(self, request: Request) -> Response:
-        return Response(s.MeSerializer(request.user, context={"request": request}).data)
-
-    @extend_schema(request=s.TokenRequestSerializer, responses={201: s.TokenSerializer})
-    @action(detail=False, methods=["post"], url_path="me/token")
-    def token(self, request: Request) -> Response:
-        """Create or rotate your API token (the old one stops working); needs your password."""
-        serializer = s.TokenRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        token = token_actions.rotate_token(actor=request.user, password=serializer.validated_data["password"])
-        return Response(s.TokenSerializer({"token": token.key, "created": token.created}).data,
-                        status=status.HTTP_201_CREATED)
 
 
 # --- webhooks -----------------------------------------------------------------------------------------------

@@ -18,11 +18,15 @@ from governance.actions import (
     create_program,
     create_user_with_roles,
     create_version,
+    import_dataset,
     initial_payload,
     open_change_request,
     setup_role_groups,
 )
+from governance.evaluator import finish_pending
 from governance.models import AuditEvent
+from tests.optimizer.fake_lm import FakeLMServer
+from tests.optimizer.simulated import MAGIC, SimulatedClassifier, load_rows
 
 DEMO_PROGRAM = Path(__file__).resolve().parents[2] / "demo" / "support_tickets" / "program.json"
 CATEGORIES = ["billing", "refund", "shipping", "account", "technical", "product_question", "feedback"]
@@ -168,11 +172,42 @@ def admin(users):
     return users["admin"]
 
 
+FAKE_MODEL = "text-completion-openai/fake"
+TEST_ROWS = 8  # the program's test dataset: small, so each system evaluation costs a few loopback calls
+# An instruction the simulated model answers every ticket correctly with (the program's own scores ~0).
+WINNING_INSTRUCTIONS = f"Classify the ticket as {MAGIC} the categories."
+
+
+@pytest.fixture(scope="session")
+def eval_lm_server():
+    """The model behind every system evaluation in these tests: a loopback OpenAI-compatible server that
+    answers like a small model (wrong without demos, right when the instruction carries the magic phrase)."""
+    with FakeLMServer(SimulatedClassifier(min_demos=14)) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def evaluation_settings(settings, tmp_path_factory, monkeypatch):
+    settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path_factory.getbasetemp() / "eval_lm_cache.sqlite3")
+    monkeypatch.setenv("GOVERNANCE_LM_API_KEY", "x")
+
+
 @pytest.fixture
-def program(users):
+def program(users, eval_lm_server):
     members = [users[name] for name in ("author2", "reviewer1", "reviewer2", "reviewer3", "releaser")]
-    return create_program(actor=users["author"], slug="support", name="Support triage", spec=demo_spec(),
-                          metric="choice", lm_config={"model": "local/gemma-3-270m"}, members=members)
+    program = create_program(actor=users["author"], slug="support", name="Support triage", spec=demo_spec(),
+                             metric="choice", lm_config={"model": FAKE_MODEL, "api_base": eval_lm_server.url},
+                             members=members)
+    import_dataset(program, actor=users["author"], split="test", name="test slice", rows=load_rows("test")[:TEST_ROWS])
+    return program
+
+
+def evaluate(cr):
+    """Run the system evaluations a change request waits for (as the job backend would), then reload it."""
+    cr.refresh_from_db()
+    finish_pending([e for e in (cr.candidate_evaluation, cr.baseline_evaluation) if e is not None])
+    cr.refresh_from_db()
+    return cr
 
 
 @pytest.fixture
@@ -200,17 +235,24 @@ def make_version(program, author):
 
 @pytest.fixture
 def make_cr(make_version, author):
-    """A version in review with its open change request."""
-    def make(*, version=None, actor=None, **kwargs):
+    """A version in review with its open change request, evaluated by the system (unless evaluated=False)."""
+    def make(*, version=None, actor=None, evaluated: bool = True, **kwargs):
         version = version or make_version()
         kwargs.setdefault("title", f"Review v{version.number}")
-        return open_change_request(version, actor=actor or author, **kwargs)
+        cr = open_change_request(version, actor=actor or author, **kwargs)
+        return evaluate(cr) if evaluated else cr
     return make
+
+
+def seen(cr) -> str:
+    """The content hash a reviewer reading the change request now is shown."""
+    return type(cr.version).objects.values_list("content_hash", flat=True).get(pk=cr.version_id)
 
 
 @pytest.fixture
 def approve():
     def sign(cr, user, **kwargs):
+        kwargs.setdefault("content_hash", seen(cr))
         return approve_change_request(cr, actor=user, password=password(user), **kwargs)
     return sign
 

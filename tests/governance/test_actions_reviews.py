@@ -37,9 +37,14 @@ from governance.models import (
     VersionStatus,
 )
 from governance.permissions import ensure_role_groups
-from tests.governance.conftest import AuditLog, payload_with
+from tests.governance.conftest import WINNING_INSTRUCTIONS, AuditLog, evaluate, payload_with, seen
 
 pytestmark = pytest.mark.django_db
+
+
+def workflow(audit: AuditLog) -> list[str]:
+    """The audited workflow steps, without the system evaluations' own events."""
+    return [a for a in audit.actions() if not a.startswith("evaluation.") and a != "change_request.evaluated"]
 
 
 # --- opening ------------------------------------------------------------------------------------------------
@@ -49,12 +54,13 @@ def test_open_change_request_moves_version_to_review(make_version, author, audit
     version = make_version()
     audit.mark()
     cr = open_change_request(version, actor=author, title="Sharper instructions", ticket_ref="CHG-12",
-                             impact="low", evaluation={"candidate": {"test": 0.8}})
+                             impact="low")
     version.refresh_from_db()
     assert version.status == VersionStatus.IN_REVIEW
     assert (cr.status, cr.base_version, cr.opened_by, cr.ticket_ref) == (ChangeRequestStatus.OPEN, None, author,
                                                                          "CHG-12")
-    assert audit.actions() == ["change_request.opened", "version.submitted"]
+    assert audit.actions() == ["change_request.opened", "version.submitted", "evaluation.requested",
+                               "evaluation.requested"]
     assert audit.events()[1].before["status"] == "draft" and audit.events()[1].after["status"] == "in_review"
 
 
@@ -75,7 +81,7 @@ def test_open_refuses_bad_state_and_input(make_cr, make_version, author, users, 
         open_change_request(version, actor=author, title="t", impact="huge")
     with pytest.raises(PermissionDenied, match="user 'reviewer1' needs the author role to open change requests"):
         open_change_request(version, actor=users["reviewer1"], title="t")
-    assert audit.actions() == ["version.created", "change_request.opened", "version.submitted", "version.created"]
+    assert workflow(audit) == ["version.created", "change_request.opened", "version.submitted", "version.created"]
 
 
 def test_change_request_opened_signal_fires_on_commit(make_version, author, django_capture_on_commit_callbacks):
@@ -187,7 +193,7 @@ def test_wrong_password_is_refused_and_audited(make_cr, reviewer1, audit):
     cr = make_cr()
     audit.mark()
     with pytest.raises(AuthenticationFailed, match="re-authentication failed for user 'reviewer1': wrong password"):
-        approve_change_request(cr, actor=reviewer1, password="guess")
+        approve_change_request(cr, actor=reviewer1, password="guess", content_hash=seen(cr))
     assert audit.actions() == ["signature.failed"]
     event = audit.events()[0]
     assert event.actor == reviewer1 and event.object_type == "ChangeRequest" and event.object_id == str(cr.pk)
@@ -200,7 +206,7 @@ def test_failed_signature_event_is_committed(committed_db, make_cr, reviewer1):
     cr = make_cr()
     assert not connection.in_atomic_block
     with pytest.raises(AuthenticationFailed):
-        approve_change_request(cr, actor=reviewer1, password="")
+        approve_change_request(cr, actor=reviewer1, password="", content_hash=seen(cr))
     assert list(AuditEvent.objects.filter(action="signature.failed").values_list("actor__username", flat=True)) \
         == ["reviewer1"]
     assert not Review.objects.exists()
@@ -214,7 +220,7 @@ def test_non_member_and_missing_role_cannot_review(make_cr, users, approve, audi
     with pytest.raises(PermissionDenied, match="user 'releaser' needs the reviewer role to review change requests"):
         approve(cr, users["releaser"])
     with pytest.raises(PermissionDenied, match="user 'auditor' needs the reviewer role"):
-        reject_change_request(cr, actor=users["auditor"], reason="no")
+        reject_change_request(cr, actor=users["auditor"], reason="no", content_hash=seen(cr))
     assert audit.actions() == []  # refused before re-authentication: nothing was signed or attempted
 
 
@@ -244,27 +250,30 @@ def test_policy_required_approvals(program, users, make_cr, approve, reviewer1, 
     assert cr.version.status == VersionStatus.APPROVED
 
 
-def test_score_gate_refuses_final_approval(make_cr, approve, reviewer1, reviewer2, audit):
-    cr = make_cr(evaluation={"candidate": {"val": 0.8, "test": 0.70}, "production": {"val": 0.7, "test": 0.75}},
-                 recommended=False)
+def test_score_gate_refuses_final_approval(program, make_approved, make_version, make_cr, approve, reviewer1,
+                                           reviewer2, releaser, audit):
+    production = make_approved(version=make_version(instructions=WINNING_INSTRUCTIONS))
+    release_version(production, actor=releaser, reason="baseline")
+    cr = make_cr()
+    assert (cr.candidate_evaluation.score, cr.baseline_evaluation.score) == (0.0, 1.0)
     approve(cr, reviewer1)  # not the final approval: the gate is not asked yet
     audit.mark()
-    with pytest.raises(IllegalTransition, match="version 1 scores 0.7000 on test, below the production score "
-                                                "0.7500; the review policy requires test not below production"):
+    with pytest.raises(IllegalTransition, match="version 2 scores 0.0000 on test, below the production score "
+                                                "1.0000; the review policy requires test not below production"):
         approve(cr, reviewer2)
     assert audit.actions() == []
     cr.refresh_from_db()
-    assert cr.status == ChangeRequestStatus.OPEN
+    assert cr.status == ChangeRequestStatus.OPEN and cr.recommended is False
     assert Review.objects.filter(change_request=cr).count() == 1
 
 
-def test_score_gate_uses_version_scores_and_can_be_off(program, users, make_approved, make_version, make_cr,
-                                                       approve, reviewer1, reviewer2, releaser):
-    production = make_approved(version=make_version(scores={"test": 0.9}))
+def test_score_gate_can_be_off(program, users, make_approved, make_version, make_cr, approve, reviewer1, reviewer2,
+                               releaser):
+    production = make_approved(version=make_version(instructions=WINNING_INSTRUCTIONS))
     release_version(production, actor=releaser, reason="baseline")
-    cr = make_cr(version=make_version(scores={"test": 0.5}))
+    cr = make_cr()
     approve(cr, reviewer1)
-    with pytest.raises(IllegalTransition, match="below the production score 0.9000"):
+    with pytest.raises(IllegalTransition, match="below the production score 1.0000"):
         approve(cr, reviewer2)
     lax = create_review_policy(actor=users["admin"], name="no-gate", require_test_not_below_production=False)
     update_program(program, actor=users["admin"], review_policy=lax)
@@ -285,10 +294,10 @@ def test_reject_needs_reason_and_ends_both(make_cr, reviewer1, pw, audit, django
     cr = make_cr()
     audit.mark()
     with pytest.raises(InvalidInput, match="a reason is required to reject a change request") as info:
-        reject_change_request(cr, actor=reviewer1, reason="  ")
+        reject_change_request(cr, actor=reviewer1, reason="  ", content_hash=seen(cr))
     assert info.value.field == "reason" and audit.actions() == []
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        review = reject_change_request(cr, actor=reviewer1, reason="wrong tone", password=pw(reviewer1))
+        review = reject_change_request(cr, actor=reviewer1, reason="wrong tone", password=pw(reviewer1), content_hash=seen(cr))
     assert len(callbacks) == 1
     cr.refresh_from_db()
     cr.version.refresh_from_db()
@@ -298,12 +307,12 @@ def test_reject_needs_reason_and_ends_both(make_cr, reviewer1, pw, audit, django
     assert audit.actions() == ["review.rejected", "change_request.rejected", "version.rejected"]
     with pytest.raises(IllegalTransition, match=f"change request {cr.pk} is rejected; only open change requests "
                                                 "can be approved"):
-        approve_change_request(cr, actor=reviewer1, password=pw(reviewer1))
+        approve_change_request(cr, actor=reviewer1, password=pw(reviewer1), content_hash=seen(cr))
 
 
 def test_approving_a_rejected_version_names_its_state(make_cr, reviewer1, reviewer2, approve):
     cr = make_cr()
-    reject_change_request(cr, actor=reviewer1, reason="no")
+    reject_change_request(cr, actor=reviewer1, reason="no", content_hash=seen(cr))
     with pytest.raises(IllegalTransition, match="is rejected; only open change requests can be approved"):
         approve(cr, reviewer2)
 
@@ -314,8 +323,8 @@ def test_request_changes_then_edit_voids_old_approvals(make_cr, approve, author,
     approval = approve(cr, reviewer1)
     audit.mark()
     with pytest.raises(InvalidInput, match="a reason is required to request changes"):
-        request_changes(cr, actor=reviewer2, reason="")
-    request_changes(cr, actor=reviewer2, reason="mention refunds")
+        request_changes(cr, actor=reviewer2, reason="", content_hash=seen(cr))
+    request_changes(cr, actor=reviewer2, reason="mention refunds", content_hash=seen(cr))
     cr.refresh_from_db()
     cr.version.refresh_from_db()
     assert (cr.status, cr.version.status) == (ChangeRequestStatus.CHANGES_REQUESTED, VersionStatus.DRAFT)
@@ -335,7 +344,8 @@ def test_request_changes_then_edit_voids_old_approvals(make_cr, approve, author,
 
     audit.mark()
     resubmit_change_request(cr, actor=author, reason="done")
-    assert audit.actions() == ["change_request.resubmitted", "version.submitted"]
+    assert workflow(audit) == ["change_request.resubmitted", "version.submitted"]
+    evaluate(cr)  # the new content is evaluated again before anyone may approve it
     approve(cr, reviewer1)  # the earlier signature was on other content: it counts no more, a new one is needed
     cr.version.refresh_from_db()
     assert cr.version.status == VersionStatus.IN_REVIEW
@@ -348,9 +358,9 @@ def test_request_changes_then_edit_voids_old_approvals(make_cr, approve, author,
 def test_resubmit_without_edit_keeps_approvals_on_same_content(make_cr, approve, author, reviewer1, reviewer2):
     cr = make_cr()
     approve(cr, reviewer1)
-    request_changes(cr, actor=reviewer2, reason="please double check")
+    request_changes(cr, actor=reviewer2, reason="please double check", content_hash=seen(cr))
     resubmit_change_request(cr, actor=author)
-    approve(cr, reviewer2)
+    approve(evaluate(cr), reviewer2)
     cr.version.refresh_from_db()
     assert cr.version.status == VersionStatus.APPROVED
 
@@ -380,7 +390,7 @@ def test_allowed_review_actions(make_cr, users, author, reviewer1, approve):
     assert allowed_review_actions(cr, users["outsider"]) == set()
     approve(cr, reviewer1)
     assert allowed_review_actions(cr, reviewer1) == {"reject", "request_changes"}
-    request_changes(cr, actor=users["reviewer2"], reason="fix")
+    request_changes(cr, actor=users["reviewer2"], reason="fix", content_hash=seen(cr))
     cr.refresh_from_db()
     assert allowed_review_actions(cr, author) == {"resubmit", "withdraw"}
     assert allowed_review_actions(cr, reviewer1) == set()

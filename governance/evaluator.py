@@ -1,0 +1,127 @@
+"""Executes system evaluations: a Celery worker, the local pool, or inline as a run's final evaluation.
+
+The evaluator walks the dataset in small chunks so that progress is visible, a cancel stops it within a chunk
+(the LM also refuses further calls once a stop is requested), and the run's budget bounds it to the call.
+A failed LM call is an error on its example, counted on the evaluation and shown to reviewers, never a silent
+wrong answer; a model that fails call after call trips the guard and fails the evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.dispatch import receiver
+
+from governance.actions import evaluations as evaluation_actions
+from governance.actions import reviews as review_actions
+from governance.actions.datasets import examples_for
+from governance.models import Evaluation, EvaluationStatus
+from governance.jobs import guarded_lm, lm_config_from, local_executor, worker_name
+from governance.signals import evaluation_requested
+from optimizer import StopRequested, Usage, examples_from_records, resolve_metric
+from optimizer import Program as ProgramSpec
+from optimizer.evaluation import ExampleResult, evaluate_example
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 8  # examples per progress update and stop check
+ProgressCallback = Callable[[int, int, Usage], None]
+
+
+@receiver(evaluation_requested)
+def _on_requested(sender: Any, evaluation_id: int, **kwargs: Any) -> None:
+    dispatch_evaluation(evaluation_id)
+
+
+def dispatch_evaluation(evaluation_id: int) -> None:
+    """Hand a queued evaluation to Celery, or to the local pool when no broker is configured (on commit)."""
+    if settings.CELERY_BROKER_URL:
+        from governance.tasks import run_evaluation  # tasks import this module
+
+        run_evaluation.delay(evaluation_id)
+    else:
+        local_executor().submit(_pool_key(evaluation_id),
+                                lambda: execute_evaluation(evaluation_id, worker=worker_name("local-eval")))
+
+
+def _pool_key(evaluation_id: int) -> str:
+    return f"evaluation-{evaluation_id}"
+
+
+def execute_evaluation(evaluation_id: int, *, worker: str) -> str:
+    """Claim and run a queued evaluation with its own LM. Returns its final status, or why it was skipped."""
+    evaluation = evaluation_actions.claim_evaluation(evaluation_id, worker=worker)
+    if evaluation is None:
+        return "skipped: not queued"
+    with guarded_lm(lm_config_from(evaluation.lm_config)) as lm:
+        try:
+            return run_claimed(evaluation, lm).status
+        except Exception as exc:  # recorded on the evaluation by run_claimed; a job has nobody to raise to
+            return f"{EvaluationStatus.FAILED}: {type(exc).__name__}: {exc}"
+
+
+def finish_pending(evaluations: list[Evaluation], *, timeout: float = 300) -> None:
+    """Finish evaluations now (CLI, demo, tests): wait for those already handed to the local pool, then run the
+    ones still queued here (no job was dispatched for them, e.g. inside a transaction that has not committed)."""
+    for evaluation in evaluations:
+        local_executor().wait(_pool_key(evaluation.pk), timeout=timeout)
+    for evaluation in evaluations:
+        execute_evaluation(evaluation.pk, worker=worker_name("inline-eval"))
+
+
+def run_claimed(evaluation: Evaluation, lm: Any, *, on_progress: ProgressCallback | None = None) -> Evaluation:
+    """Evaluate a running evaluation with `lm` and record the outcome.
+
+    BudgetExceeded, StopRequested and a tripped model guard fail (or cancel) the evaluation and are re-raised:
+    they end whatever job the evaluation is part of. Any other error fails it and is re-raised too.
+    """
+    started, before = time.monotonic(), lm.usage()
+    try:
+        outcomes = _outcomes(evaluation, lm, before, on_progress)
+    except StopRequested as exc:
+        _end(evaluation, lm, before, started, f"cancelled: {exc}", cancelled=True)
+        raise
+    except Exception as exc:
+        _end(evaluation, lm, before, started, f"{type(exc).__name__}: {exc}")
+        raise
+    completed = evaluation_actions.complete_evaluation(evaluation, outcomes=outcomes, usage=lm.usage() - before,
+                                                       seconds=time.monotonic() - started)
+    review_actions.record_comparisons(completed)
+    return completed
+
+
+def _outcomes(evaluation: Evaluation, lm: Any, before: Usage,
+              on_progress: ProgressCallback | None) -> list[evaluation_actions.ExampleOutcome]:
+    program = ProgramSpec.from_dict(evaluation.payload["program"])
+    dataset = evaluation.dataset
+    examples = examples_from_records(examples_for(dataset), program, source=f"dataset {dataset.name}")
+    metric = resolve_metric(evaluation.metric)
+    items = list(enumerate(examples))
+    outcomes: list[evaluation_actions.ExampleOutcome] = []
+    for start in range(0, len(items), CHUNK):
+        results = lm.map(lambda item: evaluate_example(program, item[1], metric, lm, index=item[0]),
+                         items[start:start + CHUNK])
+        outcomes += [_outcome(result) for result in results]
+        spent = lm.usage() - before
+        evaluation_actions.record_evaluation_progress(evaluation.pk, done=len(outcomes), usage=spent)
+        if on_progress is not None:
+            on_progress(len(outcomes), len(items), spent)
+    return outcomes
+
+
+def _outcome(result: ExampleResult) -> evaluation_actions.ExampleOutcome:
+    prediction = result.prediction
+    return evaluation_actions.ExampleOutcome(index=result.index, predicted=dict(prediction.outputs),
+                                             raw=prediction.raw or "", score=float(result.score),
+                                             error=result.error or "")
+
+
+def _end(evaluation: Evaluation, lm: Any, before: Usage, started: float, error: str, *,
+         cancelled: bool = False) -> None:
+    logger.warning("evaluation %s ended without a score: %s", evaluation.pk, error)
+    evaluation_actions.fail_evaluation(evaluation, error=error, usage=lm.usage() - before,
+                                       seconds=time.monotonic() - started, cancelled=cancelled)
