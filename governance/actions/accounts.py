@@ -1,0 +1,321 @@
+"""Principals as governed objects: users, their global roles, passwords and API tokens.
+
+Each change is one action (permission check, state check, change, audit event, AccountState history row, one
+transaction), whether it comes from the portal, the API or a management command; the Django admin only reads.
+
+Part 11 (11.300): a password someone else set (an administrator creating the account or resetting it) is
+known to that someone, so the account may not sign until its owner changed it (`check_can_sign`); a reset
+also revokes the account's API tokens, and a deactivated account's sessions and tokens stop at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from governance.actions._common import require_text, save, user_ref
+from governance.audit import record_event
+from governance.errors import AuthenticationFailed, IllegalTransition, InvalidInput, PermissionDenied
+from governance.models import AccountState, Role
+from governance.permissions import ROLE_NAMES, ensure_role_groups, has_role, require_role
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def account_state(user: Any) -> AccountState:
+    """The user's AccountState (users created before it existed get a default one, not yet saved)."""
+    state = AccountState.objects.filter(user=user).first()
+    return state or AccountState(user=user, active=user.is_active, roles=sorted(_group_roles(user)))
+
+
+def must_change_password(user: Any) -> bool:
+    return AccountState.objects.filter(user_id=user.pk, must_change_password=True).exists()
+
+
+def check_can_sign(user: Any) -> None:
+    """Refuse a signature by an inactive account, or by one whose password an administrator set (Part 11.300:
+    only the owner may know the password that signs). Call it before accepting any signature."""
+    name = user.get_username() if user is not None and getattr(user, "is_authenticated", False) else None
+    if name is None:
+        raise PermissionDenied("an anonymous user cannot sign")
+    if not user.is_active:
+        raise PermissionDenied(f"user {name!r} is deactivated and cannot sign")
+    if must_change_password(user):
+        raise PermissionDenied(f"user {name!r} must change the password an administrator set before signing")
+
+
+def user_tokens(user: Any) -> list[Token]:
+    return list(Token.objects.filter(user=user).order_by("created"))
+
+
+# --- users -------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def setup_role_groups(*, actor: Any = None) -> dict[str, Group]:
+    """Create the role groups that are missing; audited as "roles.created" when any was."""
+    missing = sorted(set(ROLE_NAMES) - set(Group.objects.filter(name__in=ROLE_NAMES).values_list("name", flat=True)))
+    groups = ensure_role_groups()
+    if missing:
+        record_event("roles.created", actor=actor, object_type="Group", object_id=",".join(missing),
+                     after={"groups": missing})
+    return groups
+
+
+@transaction.atomic
+def create_user(*, actor: Any, username: str, password: str, roles: Iterable[str] = (), first_name: str = "",
+                last_name: str = "", email: str = "") -> Any:
+    """Create a user in the given role groups; audited as "user.created" (never with the password).
+
+    `actor=None` is the system (a management command run by an operator); any other actor needs the admin role,
+    and the password they chose must be changed by its owner before the account can sign.
+    """
+    if actor is not None:
+        require_role(actor, Role.ADMIN, doing="create users")
+    username = require_text(username, field="username", max_length=150)
+    roles = _known_roles(roles, field="roles")
+    model = get_user_model()
+    if model.objects.filter(username=username).exists():
+        raise InvalidInput(f"user {username!r} already exists", field="username")
+    if not password:
+        raise InvalidInput("a password is required", field="password")
+    user = model(username=username, email=email, first_name=first_name, last_name=last_name)
+    _validate_password(password, user, field="password")
+    user.set_password(password)
+    save(user, actor=actor)
+    groups = ensure_role_groups()
+    user.groups.add(*(groups[r] for r in roles))
+    set_by_other = getattr(actor, "pk", None) is not None
+    _record_state(user, actor=actor, must_change_password=set_by_other,
+                  password_set_by=actor if set_by_other else None, password_set_at=timezone.now())
+    record_event("user.created", actor=actor, obj=user, object_type="User", after={
+        "username": username, "name": user.get_full_name(), "email": email, "roles": roles})
+    return user
+
+
+@transaction.atomic
+def deactivate_user(user: Any, *, actor: Any, reason: str = "") -> Any:
+    """Stop the account at once: sessions no longer authenticate (Django checks is_active on every request),
+    its API tokens are revoked, and it cannot sign."""
+    _require_admin(actor, "deactivate users")
+    user = _locked(user)
+    if user.pk == actor.pk:
+        raise IllegalTransition("you cannot deactivate your own account")
+    if not user.is_active:
+        raise IllegalTransition(f"user {user.get_username()!r} is already deactivated")
+    _require_another_admin(user, doing="deactivate")
+    user.is_active = False
+    save(user, actor=actor, fields=["is_active"])
+    revoked = _revoke_tokens(user)
+    _record_state(user, actor=actor)
+    record_event("user.deactivated", actor=actor, obj=user, object_type="User", reason=reason,
+                 before={"active": True}, after={"active": False, "tokens_revoked": revoked})
+    return user
+
+
+@transaction.atomic
+def reactivate_user(user: Any, *, actor: Any, reason: str = "") -> Any:
+    """Let a deactivated account sign in again (its old tokens stay revoked; it creates new ones)."""
+    _require_admin(actor, "reactivate users")
+    user = _locked(user)
+    if user.is_active:
+        raise IllegalTransition(f"user {user.get_username()!r} is already active")
+    user.is_active = True
+    save(user, actor=actor, fields=["is_active"])
+    _record_state(user, actor=actor)
+    record_event("user.reactivated", actor=actor, obj=user, object_type="User", reason=reason,
+                 before={"active": False}, after={"active": True})
+    return user
+
+
+# --- passwords ---------------------------------------------------------------------------------------------
+
+
+def change_own_password(user: Any, *, old_password: str, new_password: str) -> Any:
+    """The owner sets a new password, proving the current one; clears "must change password".
+
+    A wrong current password is recorded as "user.password_change_denied" (committed) and refused.
+    """
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise PermissionDenied("only an active, signed-in user may change their password")
+    if not old_password or not user.check_password(old_password):
+        with transaction.atomic():
+            record_event("user.password_change_denied", actor=user, obj=user, object_type="User",
+                         reason="wrong current password")
+        raise AuthenticationFailed(f"wrong current password for user {user.get_username()!r} "
+                                   "(the attempt was recorded)", field="old_password")
+    if new_password == old_password:
+        raise InvalidInput("the new password must differ from the current one", field="new_password")
+    _validate_password(new_password, user, field="new_password")
+    with transaction.atomic():
+        user = _locked(user)
+        had_flag = must_change_password(user)
+        user.set_password(new_password)
+        save(user, actor=user, fields=["password"])
+        _record_state(user, actor=user, must_change_password=False, password_set_by=None,
+                      password_set_at=timezone.now())
+        record_event("user.password_changed", actor=user, obj=user, object_type="User",
+                     after={"by": "owner", "cleared_must_change": had_flag})
+    return user
+
+
+@transaction.atomic
+def reset_password(user: Any, *, actor: Any, password: str, reason: str = "") -> Any:
+    """An administrator sets another user's password: the owner must change it before signing, and every API
+    token of the account is revoked (whoever held one no longer gets in through it). Never audits the password."""
+    _require_admin(actor, "reset passwords")
+    if user.pk == actor.pk:
+        raise IllegalTransition("change your own password with your current password, not as an administrator")
+    user = _locked(user)
+    if not password:
+        raise InvalidInput("a password is required", field="password")
+    _validate_password(password, user, field="password")
+    user.set_password(password)
+    save(user, actor=actor, fields=["password"])
+    revoked = _revoke_tokens(user)
+    _record_state(user, actor=actor, must_change_password=True, password_set_by=actor,
+                  password_set_at=timezone.now())
+    record_event("user.password_reset", actor=actor, obj=user, object_type="User", reason=reason,
+                 after={"by": user_ref(actor), "must_change_password": True, "tokens_revoked": revoked})
+    return user
+
+
+# --- roles -------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def grant_role(user: Any, *, actor: Any, role: str, reason: str = "") -> Any:
+    """Add a global role; it takes effect on the user's next request (e.g. who may sign)."""
+    _require_admin(actor, "grant roles")
+    role = _known_roles([role], field="role")[0]
+    user = _locked(user)
+    if role in _group_roles(user):
+        raise IllegalTransition(f"user {user.get_username()!r} already has the {role} role")
+    before = sorted(_group_roles(user))
+    user.groups.add(ensure_role_groups()[role])
+    return _role_changed(user, actor, "user.role_granted", role, before, reason)
+
+
+@transaction.atomic
+def revoke_role(user: Any, *, actor: Any, role: str, reason: str = "") -> Any:
+    """Take a global role away (an administrator may not remove the last administrator)."""
+    _require_admin(actor, "revoke roles")
+    role = _known_roles([role], field="role")[0]
+    user = _locked(user)
+    if role not in _group_roles(user):
+        raise IllegalTransition(f"user {user.get_username()!r} does not have the {role} role")
+    if role == Role.ADMIN.value:
+        _require_another_admin(user, doing="remove the administrator role of")
+    before = sorted(_group_roles(user))
+    user.groups.remove(Group.objects.get(name=role))
+    return _role_changed(user, actor, "user.role_revoked", role, before, reason)
+
+
+def _role_changed(user: Any, actor: Any, action: str, role: str, before: list[str], reason: str) -> Any:
+    state = _record_state(user, actor=actor)
+    record_event(action, actor=actor, obj=user, object_type="User", reason=reason,
+                 before={"roles": before}, after={"role": role, "roles": state.roles})
+    return user
+
+
+# --- API tokens --------------------------------------------------------------------------------------------
+
+
+def rotate_token(*, actor: Any, password: str) -> Token:
+    """Replace the actor's API token with a new one (the old key stops working at once).
+
+    A wrong password is recorded as "api_token.denied" (committed) and refused.
+    """
+    if not getattr(actor, "is_authenticated", False) or not actor.is_active:
+        raise PermissionDenied("only an active, signed-in user may create an API token")
+    if not password or not actor.check_password(password):
+        with transaction.atomic():
+            record_event("api_token.denied", actor=actor, obj=actor, object_type="User", reason="wrong password")
+        raise AuthenticationFailed(f"wrong password for user {actor.get_username()!r} (the attempt was recorded)",
+                                   field="password")
+    with transaction.atomic():
+        replaced = Token.objects.filter(user=actor).delete()[0] > 0
+        token = Token.objects.create(user=actor)
+        record_event("api_token.rotated" if replaced else "api_token.created", actor=actor, obj=actor,
+                     object_type="User", after={"replaced": replaced})
+    return token
+
+
+@transaction.atomic
+def revoke_tokens(user: Any, *, actor: Any, reason: str = "") -> int:
+    """An administrator (or the owner) revokes the user's API tokens; 409 when there is none."""
+    if getattr(actor, "pk", None) != user.pk:
+        _require_admin(actor, "revoke other users' API tokens")
+    revoked = _revoke_tokens(user)
+    if not revoked:
+        raise IllegalTransition(f"user {user.get_username()!r} has no API token to revoke")
+    record_event("api_token.revoked", actor=actor, obj=user, object_type="User", reason=reason,
+                 after={"tokens_revoked": revoked})
+    return revoked
+
+
+def _revoke_tokens(user: Any) -> int:
+    return Token.objects.filter(user=user).delete()[0]
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _require_admin(actor: Any, doing: str) -> None:
+    require_role(actor, Role.ADMIN, doing=doing)
+
+
+def _locked(user: Any) -> Any:
+    """The user re-read under a row lock, so two administrators' changes serialize on it."""
+    return type(user)._default_manager.select_for_update().get(pk=user.pk)
+
+
+def _known_roles(roles: Iterable[str], *, field: str) -> list[str]:
+    roles = sorted({str(r) for r in roles})
+    unknown = [r for r in roles if r not in ROLE_NAMES]
+    if unknown:
+        raise InvalidInput(f"unknown role(s) {', '.join(unknown)}; expected some of {', '.join(ROLE_NAMES)}",
+                           field=field)
+    return roles
+
+
+def _group_roles(user: Any) -> set[str]:
+    return set(user.groups.filter(name__in=ROLE_NAMES).values_list("name", flat=True))
+
+
+def _validate_password(password: str, user: Any, *, field: str) -> None:
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), field=field) from exc
+
+
+def _require_another_admin(user: Any, *, doing: str) -> None:
+    """Someone must be left who can administer accounts (or nobody could undo the change)."""
+    if not has_role(user, Role.ADMIN):
+        return
+    others = get_user_model().objects.filter(is_active=True).exclude(pk=user.pk).filter(
+        Q(is_superuser=True) | Q(groups__name=Role.ADMIN.value))
+    if not others.exists():
+        raise IllegalTransition(f"cannot {doing} user {user.get_username()!r}: no other active administrator")
+
+
+def _record_state(user: Any, *, actor: Any, **changes: Any) -> AccountState:
+    """Write the account's snapshot (activity, roles, password state); one history row per action."""
+    state = AccountState.objects.select_for_update().filter(user=user).first() or AccountState(user=user)
+    state.active = user.is_active
+    state.roles = sorted(_group_roles(user))
+    for name, value in changes.items():
+        setattr(state, name, value)
+    save(state, actor=actor)
+    user.__dict__.pop("_governance_roles", None)  # permissions.user_roles caches the roles on the instance
+    return state

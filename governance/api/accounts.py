@@ -1,0 +1,299 @@
+"""API for principals: the requesting user (/users/me/, own token and password) and, for administrators, every
+account (list, create, deactivate/reactivate, password reset, role grant/revoke, token list and revocation).
+
+Every write calls one action of governance.actions.accounts (audited, one transaction). Reading accounts is
+for administrators and auditors; everyone else gets 403. Bad input is a 400 naming the field, an illegal step
+(a role already held, the last administrator, ...) a 409.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model, update_session_auth_hash
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from governance.actions import accounts
+from governance.api.serializers import UserRefSerializer, reason_field
+from governance.audit import printed_name
+from governance.errors import NotFound
+from governance.models import AccountState, Role
+from governance.permissions import ROLE_NAMES, has_role, require_role, user_roles, visible_programs
+
+User = get_user_model()
+
+USERNAME_PATTERN = r"[\w.@+-]+"
+
+
+# --- serializers --------------------------------------------------------------------------------------------
+
+
+def password_field(help_text: str) -> serializers.CharField:
+    return serializers.CharField(write_only=True, trim_whitespace=False, max_length=4096,
+                                 style={"input_type": "password"}, help_text=help_text)
+
+
+class MeSerializer(serializers.ModelSerializer):
+    name = serializers.SerializerMethodField()
+    email = serializers.CharField(read_only=True)
+    roles = serializers.SerializerMethodField()
+    programs = serializers.SerializerMethodField()
+    must_change_password = serializers.SerializerMethodField(
+        help_text="An administrator set your password: change it (POST users/me/password/) before you can sign.")
+
+    class Meta:
+        model = User
+        fields = ("id", "username", "name", "email", "roles", "programs", "must_change_password")
+        read_only_fields = fields
+
+    def get_name(self, user: Any) -> str:
+        return printed_name(user)
+
+    def get_roles(self, user: Any) -> list[str]:
+        return sorted(user_roles(user))
+
+    def get_programs(self, user: Any) -> list[str]:
+        return list(visible_programs(user).order_by("slug").values_list("slug", flat=True))
+
+    def get_must_change_password(self, user: Any) -> bool:
+        return accounts.must_change_password(user)
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    password = password_field("Your current password.")
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`; shown once.")
+    created = serializers.DateTimeField()
+
+
+class TokenInfoSerializer(serializers.Serializer):
+    """A token as administrators see it: never the key."""
+
+    created = serializers.DateTimeField()
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    """An account as administrators and auditors see it: roles, activity, password state, memberships, tokens."""
+
+    name = serializers.SerializerMethodField()
+    active = serializers.BooleanField(source="is_active", read_only=True)
+    roles = serializers.SerializerMethodField()
+    must_change_password = serializers.SerializerMethodField()
+    password_set_by = serializers.SerializerMethodField()
+    password_set_at = serializers.SerializerMethodField()
+    programs = serializers.SerializerMethodField(help_text="Programs the user is a member of.")
+    tokens = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ("id", "username", "name", "first_name", "last_name", "email", "active", "is_superuser", "roles",
+                  "must_change_password", "password_set_by", "password_set_at", "programs", "tokens",
+                  "date_joined", "last_login")
+        read_only_fields = fields
+
+    def _state(self, user: Any) -> AccountState:
+        cache = self.context.setdefault("_states", {})
+        if user.pk not in cache:
+            cache[user.pk] = accounts.account_state(user)
+        return cache[user.pk]
+
+    def get_name(self, user: Any) -> str:
+        return printed_name(user)
+
+    def get_roles(self, user: Any) -> list[str]:
+        return sorted(g.name for g in user.groups.all() if g.name in ROLE_NAMES)
+
+    def get_must_change_password(self, user: Any) -> bool:
+        return self._state(user).must_change_password
+
+    def get_password_set_by(self, user: Any) -> dict[str, Any] | None:
+        by = self._state(user).password_set_by
+        return UserRefSerializer(by).data if by is not None else None
+
+    def get_password_set_at(self, user: Any) -> str | None:
+        at = self._state(user).password_set_at
+        return serializers.DateTimeField().to_representation(at) if at else None
+
+    def get_programs(self, user: Any) -> list[str]:
+        return sorted(p.slug for p in user.programs.all())
+
+    def get_tokens(self, user: Any) -> list[dict[str, Any]]:
+        return TokenInfoSerializer(accounts.user_tokens(user), many=True).data
+
+
+class UserCreateSerializer(serializers.Serializer):
+    username = serializers.RegexField(rf"^{USERNAME_PATTERN}$", max_length=150)
+    password = password_field("Initial password; the user must change it before signing.")
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=Role.choices), required=False, default=list)
+    first_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
+    last_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    password = password_field("The new password; the user must change it before signing. Revokes their tokens.")
+    reason = reason_field()
+
+
+class OwnPasswordSerializer(serializers.Serializer):
+    old_password = password_field("Your current password.")
+    new_password = password_field("Your new password.")
+
+
+class RoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+    reason = reason_field()
+
+
+class AccountReasonSerializer(serializers.Serializer):
+    reason = reason_field()
+
+
+# --- views --------------------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(responses=AccountSerializer(many=True)),
+    retrieve=extend_schema(responses=AccountSerializer),
+    create=extend_schema(request=UserCreateSerializer, responses={201: AccountSerializer}),
+)
+class AccountViewSet(viewsets.GenericViewSet):
+    """User accounts. `me` is you; everything else is for administrators (auditors may read)."""
+
+    queryset = User.objects.order_by("username").prefetch_related("groups", "programs")
+    serializer_class = AccountSerializer
+    lookup_field = "username"
+    lookup_value_regex = USERNAME_PATTERN
+    filter_backends: tuple[Any, ...] = ()
+
+    # -- you
+
+    @extend_schema(request=None, responses=MeSerializer)
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def me(self, request: Request) -> Response:
+        return Response(MeSerializer(request.user, context={"request": request}).data)
+
+    @extend_schema(request=TokenRequestSerializer, responses={201: TokenSerializer})
+    @action(detail=False, methods=["post"], url_path="me/token")
+    def token(self, request: Request) -> Response:
+        """Create or rotate your API token (the old one stops working); needs your password."""
+        data = self._parse(TokenRequestSerializer)
+        token = accounts.rotate_token(actor=request.user, password=data["password"])
+        return Response(TokenSerializer({"token": token.key, "created": token.created}).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=OwnPasswordSerializer, responses=MeSerializer)
+    @action(detail=False, methods=["post"], url_path="me/password")
+    def password(self, request: Request) -> Response:
+        """Change your password (the current one is required); clears "must change password"."""
+        data = self._parse(OwnPasswordSerializer)
+        user = accounts.change_own_password(request.user, **data)
+        if hasattr(request._request, "session"):  # keep this session signed in; others end with the old hash
+            update_session_auth_hash(request._request, user)
+        return Response(MeSerializer(user, context={"request": request}).data)
+
+    # -- administrators
+
+    def list(self, request: Request) -> Response:
+        self._require_reader()
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(AccountSerializer(page, many=True, context=self.get_serializer_context()).data)
+
+    def retrieve(self, request: Request, username: str = "") -> Response:
+        self._require_reader()
+        return self._account(self._user(username))
+
+    def create(self, request: Request) -> Response:
+        require_role(request.user, Role.ADMIN, doing="create users")
+        user = accounts.create_user(actor=request.user, **self._parse(UserCreateSerializer))
+        return self._account(user, status.HTTP_201_CREATED)
+
+    @extend_schema(request=AccountReasonSerializer, responses=AccountSerializer)
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request: Request, username: str = "") -> Response:
+        """Stop the account at once: sessions, API tokens (revoked) and signing."""
+        require_role(request.user, Role.ADMIN, doing="deactivate users")
+        data = self._parse(AccountReasonSerializer)
+        return self._account(accounts.deactivate_user(self._user(username), actor=request.user, **data))
+
+    @extend_schema(request=AccountReasonSerializer, responses=AccountSerializer)
+    @action(detail=True, methods=["post"])
+    def reactivate(self, request: Request, username: str = "") -> Response:
+        require_role(request.user, Role.ADMIN, doing="reactivate users")
+        data = self._parse(AccountReasonSerializer)
+        return self._account(accounts.reactivate_user(self._user(username), actor=request.user, **data))
+
+    @extend_schema(request=PasswordResetSerializer, responses=AccountSerializer)
+    @action(detail=True, methods=["post"], url_path="password")
+    def reset_password(self, request: Request, username: str = "") -> Response:
+        """Set another user's password: they must change it before signing; their tokens are revoked."""
+        require_role(request.user, Role.ADMIN, doing="reset passwords")
+        data = self._parse(PasswordResetSerializer)
+        return self._account(accounts.reset_password(self._user(username), actor=request.user, **data))
+
+    @extend_schema(request=RoleSerializer, responses=AccountSerializer)
+    @action(detail=True, methods=["post"])
+    def roles(self, request: Request, username: str = "") -> Response:
+        """Grant a global role."""
+        require_role(request.user, Role.ADMIN, doing="grant roles")
+        data = self._parse(RoleSerializer)
+        return self._account(accounts.grant_role(self._user(username), actor=request.user, **data))
+
+    @extend_schema(request=AccountReasonSerializer, responses=AccountSerializer,
+                   parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, enum=ROLE_NAMES)])
+    @action(detail=True, methods=["delete"], url_path=r"roles/(?P<role>[a-z_]+)")
+    def revoke_role(self, request: Request, username: str = "", role: str = "") -> Response:
+        """Revoke a global role (the reason may be sent as a JSON body)."""
+        require_role(request.user, Role.ADMIN, doing="revoke roles")
+        data = self._parse(AccountReasonSerializer)
+        return self._account(accounts.revoke_role(self._user(username), actor=request.user, role=role, **data))
+
+    @extend_schema(methods=["get"], request=None, responses=TokenInfoSerializer(many=True))
+    @extend_schema(methods=["delete"], request=AccountReasonSerializer, responses={204: None})
+    @action(detail=True, methods=["get", "delete"], pagination_class=None)
+    def tokens(self, request: Request, username: str = "") -> Response:
+        """The user's API tokens (never the keys); DELETE revokes them all."""
+        user = self._user_for_tokens(username)
+        if request.method == "GET":
+            return Response(TokenInfoSerializer(accounts.user_tokens(user), many=True).data)
+        data = self._parse(AccountReasonSerializer)
+        accounts.revoke_tokens(user, actor=request.user, **data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    # -- plumbing
+
+    def _require_reader(self) -> None:
+        user = self.request.user
+        if not (has_role(user, Role.ADMIN) or Role.AUDITOR.value in user_roles(user)):
+            require_role(user, Role.ADMIN, doing="read user accounts")
+
+    def _user(self, username: str) -> Any:
+        user = self.get_queryset().filter(username=username).first()
+        if user is None:
+            raise NotFound(f"no user {username!r}", field="username")
+        return user
+
+    def _user_for_tokens(self, username: str) -> Any:
+        """Your own tokens, or (administrators; auditors read) anyone's."""
+        if username == self.request.user.get_username():
+            return self._user(username)
+        if self.request.method == "GET":
+            self._require_reader()
+        else:
+            require_role(self.request.user, Role.ADMIN, doing="revoke other users' API tokens")
+        return self._user(username)
+
+    def _parse(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+        serializer = serializer_class(data=self.request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def _account(self, user: Any, http_status: int = status.HTTP_200_OK) -> Response:
+        fresh = self.get_queryset().get(pk=user.pk)  # re-read: roles and memberships as committed
+        return Response(AccountSerializer(fresh, context=self.get_serializer_context()).data, status=http_status)
