@@ -426,3 +426,15 @@ def test_audit_page_shows_the_checkpoint_status(client, auditor, pw, anchor, mak
             lifting=("governance_audit_no_delete",))
     page = client.get("/audit/").content.decode()
     assert "audit trail truncated: a checkpoint recorded" in page and "badge-broken" in page
+
+
+def test_without_an_audit_key_the_portal_answers_503_naming_the_command(client, author, pw, make_version, settings,
+                                                                        tmp_path):
+    draft = make_version()
+    settings.GOVERNANCE_AUDIT_KEY, settings.GOVERNANCE_AUDIT_KEY_PATH = "", tmp_path / "absent"
+    settings.GOVERNANCE_AUDIT_KEY_AUTOCREATE = False
+    assert client.login(username="author", password=pw(author))
+    response = client.post(f"/programs/{draft.program.slug}/versions/{draft.number}/submit/",
+                           {"title": "Please review", "impact": "low"})
+    assert response.status_code == 503 and b"generate_audit_key" in response.content
+    assert not AuditEvent.objects.filter(action="change_request.opened").exists()
