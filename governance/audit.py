@@ -577,7 +577,6 @@ class TrailReport:
     head: str = ""
     checkpoint: Statement | None = None  # the last good checkpoint the walk started from
     walked: int = 0
-    checkpoints_seen: int = 0
 
 
 def verify_trail(*, full: bool = False, up_to: int | None = None, public_keys: Iterable[str] = (),
@@ -621,7 +620,6 @@ def _last_good_checkpoint(report: TrailReport, keys: dict[str, Ed25519PublicKey]
     good: Statement | None = None
     if anchored is not None:
         problem = _statement_problem("the anchor file's latest checkpoint", anchored, keys)
-        report.checkpoints_seen += 1
         if problem is None:
             good = anchored
         else:
@@ -629,7 +627,6 @@ def _last_good_checkpoint(report: TrailReport, keys: dict[str, Ed25519PublicKey]
     reported = False
     for row in _checkpoints_newest_first(above=good.last_event_id if good else -1):
         statement = Statement.from_row(row)
-        report.checkpoints_seen += 1
         if statement == anchored:
             continue  # the anchor's own statement, judged above
         problem = _statement_problem(f"checkpoint #{row.pk}", statement, keys)

@@ -1,14 +1,36 @@
-"""The audit trail: every action's events are hash-chained, and the database refuses to change them."""
+"""The audit trail: every action's events are hash-chained and sealed, the database refuses to change them, and
+signed checkpoints kept outside the database catch what someone with database access could still do: recompute
+the chain, forge a tail, remove the newest events."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import itertools
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from governance.audit import compute_hash, event_content, record_event, verify_chain
-from governance.models import GENESIS_HASH, AuditEvent
+from governance.audit import (
+    AuditKeyMissing,
+    Statement,
+    compute_hash,
+    event_content,
+    record_event,
+    sign_statement,
+    verify_chain,
+)
+from governance.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, PromptVersion
+from optimizer.bundle import generate_private_key, private_key_pem
+from tests.conftest import TEST_AUDIT_KEY
 from tests.governance.conftest import TRIGGERS
 
 pytestmark = pytest.mark.django_db
@@ -102,23 +124,6 @@ def test_audit_events_carry_actor_name_and_program(trail, program):
 
 # --- seals and checkpoints: what an insider with database access can no longer do silently -------------------
 
-import hashlib  # noqa: E402
-import hmac  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import threading  # noqa: E402
-from datetime import timedelta  # noqa: E402
-from http.server import BaseHTTPRequestHandler, HTTPServer  # noqa: E402
-
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.core.management.base import CommandError  # noqa: E402
-
-from governance.audit import AuditKeyMissing, Statement, sign_statement  # noqa: E402
-from governance.models import AuditCheckpoint, PromptVersion  # noqa: E402
-from optimizer.bundle import generate_private_key, private_key_pem  # noqa: E402
-from tests.conftest import TEST_AUDIT_KEY  # noqa: E402
-
 
 @pytest.fixture
 def anchor(settings, tmp_path):
@@ -211,12 +216,12 @@ def test_a_recomputed_chain_after_rewriting_an_event_is_reported(checkpointed):
     victim = checkpointed[4]
     _rewrite_and_rehash(checkpointed, 4, "nothing to see here")
     head = checkpointed[-1]
+    recorded = Statement.from_row(AuditCheckpoint.objects.get()).describe()
     code, message = verify()
     assert code == 1
     assert message.splitlines() == [
         f"audit trail rewritten: event #{head.pk} has hash {AuditEvent.objects.get(pk=head.pk).hash[:16]}..., not "
-        f"the {head.hash[:16]}... a checkpoint recorded ({Statement.from_row(AuditCheckpoint.objects.get()).describe()})"
-        f" (the anchor file's latest checkpoint)",
+        f"the {head.hash[:16]}... a checkpoint recorded ({recorded}) (the anchor file's latest checkpoint)",
         f"audit chain broken at event #{victim.pk}: event {victim.pk} ({victim.action}) has a seal that does not "
         f"match its hash: it was altered and re-hashed by someone without the audit key",
     ]
@@ -438,3 +443,15 @@ def test_without_an_audit_key_the_portal_answers_503_naming_the_command(client, 
                            {"title": "Please review", "impact": "low"})
     assert response.status_code == 503 and b"generate_audit_key" in response.content
     assert not AuditEvent.objects.filter(action="change_request.opened").exists()
+
+
+def test_celery_beat_writes_checkpoints_on_a_schedule(settings, anchor, make_version):
+    from governance.tasks import audit_checkpoint
+
+    assert settings.CELERY_BEAT_SCHEDULE["audit-checkpoint"]["task"] == "governance.tasks.audit_checkpoint"
+    make_version()
+    result = audit_checkpoint.apply().get()
+    checkpoint = AuditCheckpoint.objects.get()
+    assert result == {"checkpoint": checkpoint.pk, "event_count": AuditEvent.objects.count(),
+                      "last_event_id": AuditEvent.objects.order_by("-id").first().pk}
+    assert checkpoint.origin == "schedule" and audit_checkpoint.apply().get() is None  # nothing new since

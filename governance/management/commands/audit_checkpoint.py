@@ -24,10 +24,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if checkpoint is None:
             latest = AuditCheckpoint.objects.order_by("-last_event_id").first()
-            self.stdout.write("no new events since checkpoint #{} ({} events)".format(latest.pk, latest.event_count)
+            self.stdout.write(f"no new events since checkpoint #{latest.pk} ({latest.event_count} events)"
                               if latest else "no audit events yet: nothing to checkpoint")
             return
         anchor = anchor_path()
         self.stdout.write(f"checkpoint #{checkpoint.pk}: {checkpoint.event_count} events up to event "
                           f"#{checkpoint.last_event_id}, head {checkpoint.head_hash}")
-        self.stdout.write(f"anchored in {anchor}" if anchor else "no anchor file (GOVERNANCE_AUDIT_ANCHOR_PATH is empty)")
+        self.stdout.write(f"anchored in {anchor}" if anchor else
+                          "no anchor file (GOVERNANCE_AUDIT_ANCHOR_PATH is empty)")
