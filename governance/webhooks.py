@@ -1,35 +1,52 @@
-"""Outgoing webhooks: HMAC-SHA256-signed POSTs to subscribers when the workflow moves.
+"""Outgoing webhooks: Standard Webhooks-signed POSTs to subscribers when the workflow moves.
 
 Events (WebhookEvent): change request opened, approved, rejected; version released; release rolled back;
 drift alert. The domain signals (governance.signals) are sent on commit, so a rolled-back change never
-notifies anyone. The receivers here record one WebhookDelivery per interested subscription and hand its id to
-the sender:
+notifies anyone. The receivers here record one WebhookDelivery per interested subscription, due at once, and
+hand its id to the sender.
 
-- with a broker, the Celery task `governance.webhook_tasks.deliver_webhook` (one attempt per run, retried
-  with exponential backoff by Celery);
-- without one (the embedded default), a small background thread pool doing the same attempts and sleeps, so
-  a slow subscriber never holds up the request that approved or released something.
-
-Each request carries::
+Each request follows the Standard Webhooks scheme (https://www.standardwebhooks.com/, signed with the
+`standardwebhooks` package)::
 
     Content-Type: application/json
+    webhook-id: gov-42                 (the same on every retry: receivers de-duplicate with it)
+    webhook-timestamp: 1767225600      (Unix seconds of this attempt)
+    webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>" with the subscription's secret>
     X-Event: change_request.approved
-    X-Delivery-Id: 42            (the same on every retry: receivers de-duplicate with it)
-    X-Signature: sha256=<hex HMAC-SHA256 of the raw body with the subscription's secret>
 
-Every attempt increments `attempts` on the delivery and stores the response status or the error.
+Receivers check it with `verify_delivery` (or `standardwebhooks.Webhook(secret).verify`), which refuses a
+timestamp outside the replay window, so a captured request cannot be replayed later.
+
+Destinations: a URL whose host resolves to a loopback, private, link-local (cloud metadata), multicast or
+otherwise non-public address is refused when subscribing and again at every delivery (DNS may change in
+between); the connection goes to the address that was checked, and redirects are not followed. Plain http
+needs DEBUG or GOVERNANCE_WEBHOOK_ALLOW_HTTP; GOVERNANCE_WEBHOOK_ALLOW_PRIVATE allows internal receivers.
+
+Retries never sleep in a worker: a failed attempt stores `next_attempt_at` (exponential backoff) and frees its
+thread. With a broker, the Celery task `governance.deliver_webhook` makes one attempt and Celery schedules the
+retry (countdown); without one, a small thread pool makes attempts and one scheduler thread hands due retries
+back to it. The beat job `governance.deliver_due_webhooks` (and the scheduler, every minute) sends whatever is
+due and not in flight, e.g. after a restart. An attempt first claims its delivery (a lease on
+`next_attempt_at`), so two senders never POST the same delivery at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import datetime as dt
+import heapq
+import http.client
+import ipaddress
 import json
 import logging
+import re
+import secrets
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
+from collections.abc import Mapping, MutableSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +54,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.dispatch import receiver
+from standardwebhooks.webhooks import Webhook
 
 from governance import signals
 from governance.models import WebhookDelivery, WebhookEvent
@@ -46,26 +64,184 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 BACKOFF_SECONDS = (10, 30, 120, 600, 1800)  # before attempts 2..6: about 43 minutes in all
 TIMEOUT_SECONDS = 5.0
-USER_AGENT = "prompt-governance-webhooks/1"
+REPLAY_WINDOW_SECONDS = 300
+USER_AGENT = "prompt-governance-webhooks/2"
+SECRET_PREFIX = "whsec_"
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The X-Signature value: ``sha256=`` + hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+# --- signing (Standard Webhooks) ----------------------------------------------------------------------------
 
 
-def verify_signature(secret: str, body: bytes, header: str) -> bool:
-    """For receivers (and tests): constant-time check of an X-Signature header."""
-    return hmac.compare_digest(sign(secret, body), header or "")
+def new_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot sign, or None. Standard Webhooks base64-decodes the secret after an optional whsec_
+    prefix, so it must be base64 (hex works too: its digits are base64 characters)."""
+    raw = secret.removeprefix(SECRET_PREFIX)
+    if not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", raw):
+        return "secret must be base64, optionally prefixed whsec_ (a Standard Webhooks secret)"
+    if len(base64.b64decode(raw + "==")) < 16:
+        return "secret must decode to at least 16 bytes"
+    return None
+
+
+def message_id(delivery_id: int) -> str:
+    return f"gov-{delivery_id}"
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature value: ``v1,`` + base64 HMAC-SHA256 of ``<id>.<timestamp>.<body>``."""
+    when = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+    return Webhook(secret).sign(msg_id=msg_id, timestamp=when, data=body.decode("utf-8"))
+
+
+def signed_headers(secret: str, msg_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    timestamp = int(time.time() if now is None else now)
+    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, msg_id, timestamp, body)}
+
+
+class WebhookVerificationError(Exception):
+    """A delivery that is not authentic, not fresh, or seen before."""
+
+
+def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes, *,
+                    tolerance: float = REPLAY_WINDOW_SECONDS, now: float | None = None,
+                    seen_ids: MutableSet[str] | None = None) -> Any:
+    """For receivers: check a delivery's signature and freshness and return its parsed JSON body.
+
+    Refuses a timestamp more than `tolerance` seconds from `now` (replay protection: a captured request goes
+    stale), a signature that does not match, and, with `seen_ids` (the receiver's memory of webhook-ids, kept
+    at least `tolerance` seconds), a message id delivered before.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    msg_id, stamp, signatures = (lowered.get(name, "") for name in
+                                 ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    if not (msg_id and stamp and signatures):
+        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise WebhookVerificationError(f"webhook-timestamp {stamp[:40]!r} is not Unix seconds") from None
+    skew = (time.time() if now is None else now) - timestamp
+    if abs(skew) > tolerance:
+        raise WebhookVerificationError(f"webhook-timestamp is {skew:.0f} s away from now; the replay window is "
+                                       f"{tolerance:.0f} s")
+    expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
+    offered = [part.split(",", 1)[1] for part in signatures.split() if part.startswith("v1,")]
+    if not any(secrets.compare_digest(expected, candidate) for candidate in offered):
+        raise WebhookVerificationError("no matching signature")
+    if seen_ids is not None:
+        if msg_id in seen_ids:
+            raise WebhookVerificationError(f"webhook-id {msg_id} was delivered before (replay)")
+        seen_ids.add(msg_id)
+    return json.loads(body)
+
+
+# --- destinations -------------------------------------------------------------------------------------------
+
+
+class UnsafeDestination(ValueError):
+    """A webhook URL the server must not call (scheme, or an address inside the network)."""
+
+
+def _blocked_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if ip.is_global else "non-public"
+
+
+def check_url(url: str) -> urllib.parse.SplitResult:
+    """The URL's parts, when its shape is acceptable (http(s), a host, no credentials, https unless allowed)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        raise UnsafeDestination(f"url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeDestination("url must be an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise UnsafeDestination("url must not carry credentials")
+    if parts.scheme == "http" and not (settings.DEBUG or getattr(settings, "GOVERNANCE_WEBHOOK_ALLOW_HTTP", False)):
+        raise UnsafeDestination("url must use https (plain http needs GOVERNANCE_WEBHOOK_ALLOW_HTTP)")
+    return parts
+
+
+def resolve_destination(url: str) -> tuple[urllib.parse.SplitResult, list[str]]:
+    """The URL's parts and the addresses it may be called at: every address its host resolves to must be
+    public unless GOVERNANCE_WEBHOOK_ALLOW_PRIVATE (one internal address among public ones is enough to refuse)."""
+    parts = check_url(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UnsafeDestination(f"url host {parts.hostname} does not resolve: {exc}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
+    if not getattr(settings, "GOVERNANCE_WEBHOOK_ALLOW_PRIVATE", False):
+        for address in addresses:
+            kind = _blocked_kind(ipaddress.ip_address(address))
+            if kind:
+                raise UnsafeDestination(f"url host {parts.hostname} resolves to {address}, a {kind} address; "
+                                        "webhooks may only call public addresses (GOVERNANCE_WEBHOOK_ALLOW_PRIVATE)")
+    return parts, addresses
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked, whatever DNS answers now (no rebinding in between)."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST to a checked address of `url`; the response status (redirects are answers, not followed)."""
+    parts, addresses = resolve_destination(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+    connection = kind(parts.hostname, port, addresses[0], TIMEOUT_SECONDS)
+    path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(65536)  # a little of the answer, never an unbounded one
+        return response.status
+    finally:
+        connection.close()
+
+
+# --- attempts -----------------------------------------------------------------------------------------------
 
 
 def backoff(attempts_made: int) -> float:
     """Seconds to wait before the next attempt, after `attempts_made` failed ones."""
-    return float(BACKOFF_SECONDS[min(attempts_made, len(BACKOFF_SECONDS)) - 1])
+    steps = tuple(getattr(settings, "GOVERNANCE_WEBHOOK_BACKOFF", BACKOFF_SECONDS))
+    return float(steps[min(attempts_made, len(steps)) - 1])
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:
-    document = {"event": delivery.event, "delivery_id": delivery.pk, "created_at": delivery.created_at.isoformat(),
+    document = {"type": delivery.event, "event": delivery.event, "delivery_id": delivery.pk,
+                "timestamp": delivery.created_at.isoformat(), "created_at": delivery.created_at.isoformat(),
                 "data": delivery.payload}
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
@@ -77,45 +253,48 @@ class Outcome:
 
 
 def attempt(delivery_id: int) -> Outcome:
-    """One POST of the delivery; records the attempt. Retries on network errors, 408, 429 and 5xx."""
-    from governance.actions.webhooks import record_attempt
+    """One POST of the delivery if it is due and nobody else has it; records the attempt and schedules the next
+    one (network errors, 408, 429 and 5xx are retried; other answers and unsafe destinations are final)."""
+    from governance.actions.webhooks import claim_delivery, record_attempt
 
-    delivery = WebhookDelivery.objects.select_related("subscription").filter(pk=delivery_id).first()
-    if delivery is None or delivery.delivered_at is not None:
-        return Outcome(delivered=delivery is not None, retry_in=None)
+    delivery = claim_delivery(delivery_id)
+    if delivery is None:  # delivered, given up, not due yet, or claimed by another sender
+        done = WebhookDelivery.objects.filter(pk=delivery_id, delivered_at__isnull=False).exists()
+        return Outcome(delivered=done, retry_in=None)
     subscription = delivery.subscription
     if not subscription.active:
         record_attempt(delivery, status=None, error="subscription deleted; not sent", delivered=False)
         return Outcome(delivered=False, retry_in=None)
-    body = body_of(delivery)
-    request = urllib.request.Request(subscription.url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Event": delivery.event,
-        "X-Delivery-Id": str(delivery.pk), "X-Signature": sign(subscription.secret, body)})
-    status, error = None, ""
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status, error = exc.code, f"HTTP {exc.code} {exc.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    status, error, retryable = _send(delivery)
     delivered = status is not None and 200 <= status < 300
-    delivery = record_attempt(delivery, status=status, error=error, delivered=delivered)
-    retryable = not delivered and (status is None or status in (408, 429) or status >= 500)
-    if retryable and delivery.attempts < MAX_ATTEMPTS:
-        logger.warning("webhook delivery %s to %s failed (%s); retry %d/%d", delivery.pk, subscription.url,
-                       error or status, delivery.attempts, MAX_ATTEMPTS - 1)
-        return Outcome(delivered=False, retry_in=backoff(delivery.attempts))
-    if not delivered:
+    retry_in = backoff(delivery.attempts + 1) if retryable and delivery.attempts + 1 < MAX_ATTEMPTS else None
+    delivery = record_attempt(delivery, status=status, error=error, delivered=delivered, retry_in=retry_in)
+    if retry_in is not None:
+        logger.warning("webhook delivery %s to %s failed (%s); retry %d/%d in %.0f s", delivery.pk,
+                       subscription.url, error or status, delivery.attempts, MAX_ATTEMPTS - 1, retry_in)
+    elif not delivered:
         logger.error("webhook delivery %s to %s given up after %d attempt(s): %s", delivery.pk, subscription.url,
                      delivery.attempts, error or status)
-    return Outcome(delivered=delivered, retry_in=None)
+    return Outcome(delivered=delivered, retry_in=retry_in)
+
+
+def _send(delivery: WebhookDelivery) -> tuple[int | None, str, bool]:
+    """(status, error, retryable) of one POST."""
+    body = body_of(delivery)
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "X-Event": delivery.event,
+               **signed_headers(delivery.subscription.secret, message_id(delivery.pk), body)}
+    try:
+        status = post(delivery.subscription.url, body, headers)
+    except UnsafeDestination as exc:
+        return None, f"refused: {exc}", False
+    except (OSError, http.client.HTTPException) as exc:
+        return None, f"{type(exc).__name__}: {exc}", True
+    if 200 <= status < 300:
+        return status, "", False
+    return status, f"HTTP {status}", status in (408, 429) or status >= 500
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def dispatch_mode() -> str:
@@ -135,28 +314,88 @@ def send(delivery_id: int) -> None:
     elif mode == "inline":
         attempt(delivery_id)
     else:
-        _thread_pool().submit(_deliver_in_thread, delivery_id)
+        _local_sender().submit(delivery_id)
 
 
-def _thread_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks")
-        return _pool
+def deliver_due(limit: int = 500) -> list[int]:
+    """Send every delivery that is due and not in flight (beat, the local scheduler, after a restart)."""
+    from governance.actions.webhooks import due_deliveries
+
+    ids = due_deliveries(limit)
+    for delivery_id in ids:
+        send(delivery_id)
+    return ids
 
 
-def _deliver_in_thread(delivery_id: int) -> None:
-    try:
-        while True:
+class LocalSender:
+    """The embedded default's sender: a thread pool for attempts and one scheduler thread for retries.
+
+    A pool thread makes one attempt and returns; a retry goes onto the scheduler's heap with its due time, so a
+    dead subscriber costs one bounded attempt per backoff step and never holds a thread while it waits.
+    """
+
+    def __init__(self, workers: int, poll_seconds: float = 60.0) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhooks")
+        self._due: list[tuple[float, int]] = []
+        self._wakeup = threading.Condition()
+        self._poll_seconds = poll_seconds
+        threading.Thread(target=self._schedule_loop, name="webhook-scheduler", daemon=True).start()
+
+    def submit(self, delivery_id: int) -> None:
+        self._pool.submit(self._attempt, delivery_id)
+
+    def later(self, delivery_id: int, delay: float) -> None:
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + delay, delivery_id))
+            self._wakeup.notify()
+
+    def _attempt(self, delivery_id: int) -> None:
+        try:
             outcome = attempt(delivery_id)
-            if outcome.retry_in is None:
-                return
-            time.sleep(outcome.retry_in)
-    except Exception:  # a background thread has nobody to raise to
-        logger.exception("webhook delivery %s failed unexpectedly", delivery_id)
-    finally:
-        close_old_connections()
+            if outcome.retry_in is not None:
+                self.later(delivery_id, outcome.retry_in)
+        except Exception:  # a pool thread has nobody to raise to
+            logger.exception("webhook delivery %s failed unexpectedly", delivery_id)
+        finally:
+            close_old_connections()
+
+    def _schedule_loop(self) -> None:
+        next_poll = time.monotonic() + self._poll_seconds
+        while True:
+            with self._wakeup:
+                now = time.monotonic()
+                wait = min([next_poll] + [due for due, _ in self._due[:1]]) - now
+                if wait > 0:
+                    self._wakeup.wait(wait)
+                now = time.monotonic()
+                ready = []
+                while self._due and self._due[0][0] <= now:
+                    ready.append(heapq.heappop(self._due)[1])
+            for delivery_id in ready:
+                self.submit(delivery_id)
+            if now >= next_poll:
+                next_poll = now + self._poll_seconds
+                self._pool.submit(self._poll)
+
+    def _poll(self) -> None:
+        try:
+            deliver_due()
+        except Exception:
+            logger.exception("could not look for due webhook deliveries")
+        finally:
+            close_old_connections()
+
+
+_sender: LocalSender | None = None
+_sender_lock = threading.Lock()
+
+
+def _local_sender() -> LocalSender:
+    global _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = LocalSender(int(getattr(settings, "GOVERNANCE_WEBHOOK_WORKERS", 4)))
+        return _sender
 
 
 def notify(program: Any, event: str, data: dict[str, Any]) -> list[int]:

@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -79,7 +80,9 @@ def _describe(exc: Exception) -> str:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: domain, DRF, Django and database errors, each to its status and one body shape."""
+    """DRF's EXCEPTION_HANDLER: domain, DRF, Django and database errors, each to its status and one body shape,
+    always rendered as JSON (also where the client asked for CSV or HTML: an error is not a document)."""
+    _render_as_json(context.get("request"))
     if isinstance(exc, GovernanceError):
         return Response(error_body(exc.code, exc.message, field=exc.field,
                                    errors={exc.field: [exc.message]} if exc.field else None),
@@ -109,6 +112,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = _api_exception_body(exc)
         return response
     return _unexpected(exc, context)
+
+
+def _render_as_json(request: Any) -> None:
+    if request is not None:
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
 
 
 def _unexpected(exc: Exception, context: dict[str, Any]) -> Response:

@@ -26,7 +26,7 @@ class Export(models.Model):
 class WebhookSubscription(models.Model):
     program = models.ForeignKey("governance.Program", on_delete=models.PROTECT, related_name="webhooks")
     url = models.URLField(max_length=500)
-    secret = models.CharField(max_length=128, help_text="HMAC-SHA256 key for the X-Signature header.")
+    secret = models.CharField(max_length=128, help_text="Standard Webhooks secret (whsec_...): signs every delivery.")
     events = models.JSONField(default=list, help_text=f"subset of {[e.value for e in WebhookEvent]}")
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -42,6 +42,8 @@ class WebhookDelivery(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                           help_text="When the next attempt is due; empty when none will be made.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
