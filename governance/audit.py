@@ -34,7 +34,7 @@ import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache, partial
 from pathlib import Path
@@ -346,16 +346,12 @@ class Statement:
     key_fingerprint: str
     signature: str = ""
 
-    def signed_bytes(self) -> bytes:
-        return canonical_json({"statement": CHECKPOINT_STATEMENT, "event_count": self.event_count,
-                               "last_event_id": self.last_event_id, "head_hash": self.head_hash,
-                               "created_at": self.created_at, "key_fingerprint": self.key_fingerprint}
-                              ).encode("utf-8")
-
     def as_json(self) -> dict[str, Any]:
-        return {"statement": CHECKPOINT_STATEMENT, "event_count": self.event_count,
-                "last_event_id": self.last_event_id, "head_hash": self.head_hash, "created_at": self.created_at,
-                "key_fingerprint": self.key_fingerprint, "signature": self.signature}
+        return {"statement": CHECKPOINT_STATEMENT, **asdict(self)}
+
+    def signed_bytes(self) -> bytes:
+        """Canonical JSON of everything but the signature."""
+        return canonical_json({k: v for k, v in self.as_json().items() if k != "signature"}).encode("utf-8")
 
     def describe(self) -> str:
         return f"{self.event_count} events up to event #{self.last_event_id} at {self.created_at}"
@@ -377,11 +373,8 @@ class Statement:
 
 
 def sign_statement(statement: Statement, key: Ed25519PrivateKey) -> Statement:
-    fingerprint = key_fingerprint(public_key_raw(key))
-    unsigned = Statement(statement.event_count, statement.last_event_id, statement.head_hash,
-                         statement.created_at, fingerprint)
-    signature = base64.b64encode(key.sign(unsigned.signed_bytes())).decode("ascii")
-    return Statement(**{**unsigned.__dict__, "signature": signature})
+    unsigned = replace(statement, key_fingerprint=key_fingerprint(public_key_raw(key)), signature="")
+    return replace(unsigned, signature=base64.b64encode(key.sign(unsigned.signed_bytes())).decode("ascii"))
 
 
 def trusted_public_keys(extra: Iterable[str] = ()) -> dict[str, Ed25519PublicKey]:
@@ -467,8 +460,9 @@ def write_checkpoint(*, origin: str) -> AuditCheckpoint | None:
 def checkpoint_if_due(event_id: int) -> AuditCheckpoint | None:
     """After commit: checkpoint once GOVERNANCE_AUDIT_CHECKPOINT_EVERY events have accumulated since the last
     one. Best effort: a failure is logged and the next committed event tries again."""
+    global _retry_after
     every = settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY
-    if every <= 0:
+    if every <= 0 or event_id < _retry_after:
         return None
     last = AuditCheckpoint.objects.order_by("-last_event_id").values_list("last_event_id", flat=True).first()
     if event_id - (last or 0) < every:
@@ -476,10 +470,13 @@ def checkpoint_if_due(event_id: int) -> AuditCheckpoint | None:
     try:
         return write_checkpoint(origin="auto")
     except (ImproperlyConfigured, GovernanceError, DatabaseError, OSError) as exc:
+        # A failed attempt re-walked the events since the last checkpoint: not again on every commit.
+        _retry_after = event_id + every
         _warn_once(f"automatic audit checkpoint not written: {exc}")
         return None
 
 
+_retry_after = 0  # this process tries an automatic checkpoint again from this event id on
 _warned: set[str] = set()
 
 

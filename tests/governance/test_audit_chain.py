@@ -369,9 +369,10 @@ def test_seals_made_with_a_retired_key_still_verify(settings, tmp_path, checkpoi
     assert len(set(AuditEvent.objects.values_list("seal_key_id", flat=True))) == 2
 
 
-def test_a_checkpoint_is_written_after_commit_every_n_events(settings, anchor, make_version,
+def test_a_checkpoint_is_written_after_commit_every_n_events(settings, anchor, make_version, monkeypatch,
                                                              django_capture_on_commit_callbacks):
     settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY = 5
+    monkeypatch.setattr("governance.audit._retry_after", 0)  # no back-off left over from an earlier test's database
     with django_capture_on_commit_callbacks(execute=True):
         make_version()
     first = AuditCheckpoint.objects.get()
@@ -455,3 +456,13 @@ def test_celery_beat_writes_checkpoints_on_a_schedule(settings, anchor, make_ver
     assert result == {"checkpoint": checkpoint.pk, "event_count": AuditEvent.objects.count(),
                       "last_event_id": AuditEvent.objects.order_by("-id").first().pk}
     assert checkpoint.origin == "schedule" and audit_checkpoint.apply().get() is None  # nothing new since
+
+
+def test_full_walks_the_events_a_checkpoint_vouches_for(checkpointed):
+    """The default starts at the last good checkpoint; --full (nightly under beat) re-reads every event, so an
+    old event edited without re-hashing is found there too."""
+    victim = checkpointed[2]
+    _sqlite([("UPDATE governance_auditevent SET reason = 'edited' WHERE id = %s", [victim.pk])],
+            lifting=("governance_audit_no_update",))
+    assert verify(full=True) == (1, f"audit chain broken at event #{victim.pk}: event {victim.pk} ({victim.action}) "
+                                    "was altered after it was written")

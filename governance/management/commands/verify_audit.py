@@ -55,5 +55,6 @@ class Command(BaseCommand):
             self.stdout.write(f"checkpoint: {report.checkpoint.describe()}, signature valid and matching; "
                               f"{report.walked} events walked")
         elif report.event_count:
-            self.stderr.write("warning: no audit checkpoint yet, so removal of the newest events cannot be "
-                              "detected; write one with `python manage.py audit_checkpoint`")
+            self.stderr.write("warning: no audit checkpoint yet, so neither removal of the newest events nor a chain "
+                              "rewritten with its seals stripped can be detected; write one with "
+                              "`python manage.py audit_checkpoint`")
