@@ -5,13 +5,18 @@ checkpoint's statement survives the PostgreSQL round trip (its signature still v
 from __future__ import annotations
 
 import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
 from governance.actions import create_program, create_user_with_roles, create_version, setup_role_groups
-from governance.models import AuditCheckpoint, AuditEvent
+from governance.audit import Statement, write_checkpoint
+from governance.models import AuditCheckpoint, AuditEvent, Program
 from optimizer.bundle import generate_private_key, private_key_pem
 from tests.governance.conftest import demo_spec, payload_with
 
@@ -27,14 +32,22 @@ def keys(settings, tmp_path):
     settings.GOVERNANCE_AUDIT_ANCHOR_PATH = str(tmp_path / "audit_anchor.jsonl")
 
 
+def _program() -> Program:
+    setup_role_groups()
+    author = create_user_with_roles(actor=None, username="author", password="author-secret-pass", roles=["author"])
+    return create_program(actor=author, slug="support", name="Support triage", spec=demo_spec())
+
+
+def _new_version(program: Program, text: str) -> None:
+    create_version(program, actor=program.owner, payload=payload_with(program, text))
+
+
 @pytest.fixture
 def checkpoint() -> AuditCheckpoint:
     """A program and three versions written through the actions, then a checkpoint of the chain."""
-    setup_role_groups()
-    author = create_user_with_roles(actor=None, username="author", password="author-secret-pass", roles=["author"])
-    program = create_program(actor=author, slug="support", name="Support triage", spec=demo_spec())
+    program = _program()
     for number in range(3):
-        create_version(program, actor=author, payload=payload_with(program, f"Classify ({number})."))
+        _new_version(program, f"Classify ({number}).")
     call_command("audit_checkpoint", stdout=io.StringIO())
     return AuditCheckpoint.objects.get()
 
@@ -77,3 +90,50 @@ def test_checkpoint_rows_refuse_change_on_postgresql(checkpoint, statement):
             connection.cursor() as cursor:
         cursor.execute(statement)
     assert AuditCheckpoint.objects.get().event_count == checkpoint.event_count
+
+
+def _together(workers: list[Callable[[], Any]]) -> list[Any]:
+    """Each worker on its own thread and database connection, started at the same moment."""
+    barrier, results = threading.Barrier(len(workers)), [None] * len(workers)
+
+    def run(index: int, work: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = work()
+        except Exception as exc:  # noqa: BLE001  (collected and asserted by the test)
+            results[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_and_checkpoints_keep_one_consistent_record(settings, tmp_path, monkeypatch):
+    """Events committed by two writers (each commit may checkpoint automatically) while two more processes ask
+    for checkpoints: the checkpoint lock keeps rows and anchor lines one-to-one, in order, and all verify."""
+    settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY = 2
+    monkeypatch.setattr("governance.audit._retry_after", 0)
+    program = _program()
+
+    def writer(name: str) -> Callable[[], None]:
+        return lambda: [_new_version(program, f"{name} {n}") for n in range(4)]
+
+    def checkpointer() -> None:
+        for _ in range(4):
+            write_checkpoint(origin="command")
+
+    results = _together([writer("a"), writer("b"), checkpointer, checkpointer])
+    assert all(result is None or isinstance(result, list) for result in results), results
+    rows = [Statement.from_row(row) for row in AuditCheckpoint.objects.order_by("id")]
+    anchored = [Statement.from_json(json.loads(line))
+                for line in (tmp_path / "audit_anchor.jsonl").read_text().splitlines()]
+    assert len(rows) >= 2 and anchored == rows
+    assert [s.last_event_id for s in rows] == sorted({s.last_event_id for s in rows})
+    assert verify()[0] == 0
