@@ -263,11 +263,15 @@ class GroupAdmin(ReadOnlyAdmin):
 
 @admin.register(TokenProxy)
 class TokenAdmin(ReadOnlyAdmin, KeyHidingTokenAdmin):
-    """DRF's token admin addresses rows by user id (its URLs never carry the key); the key is never shown."""
+    """A list of who holds a token since when; never the key (Django titles a detail page with str(token),
+    which is the key, so there is no detail page)."""
 
     list_display = ("user", "created")
+    list_display_links = None
     list_filter = ("created",)
-    fields = ("user", "created")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_view_permission(request)
 
 
 @admin.register(AccountState)

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from governance import views
+from governance import portal_accounts, views
 from governance.forms import LoginForm
 
 urlpatterns = [
@@ -30,6 +30,11 @@ urlpatterns = [
     path("change-requests/<int:pk>/", views.change_request_detail, name="change_request_detail"),
     path("change-requests/<int:pk>/evaluate/", views.change_request_reevaluate, name="change_request_reevaluate"),
     path("change-requests/<int:pk>/<str:action>/", views.change_request_action, name="change_request_action"),
+    path("account/password/", portal_accounts.password_change, name="password_change"),
+    path("accounts/", portal_accounts.account_list, name="account_list"),
+    path("accounts/new/", portal_accounts.account_create, name="account_create"),
+    path("accounts/<str:username>/", portal_accounts.account_detail, name="account_detail"),
+    path("accounts/<str:username>/<slug:action>/", portal_accounts.account_action, name="account_action"),
     path("audit/", views.audit_global, name="audit"),
     path("audit.csv", views.audit_global_csv, name="audit_csv"),
 ]

@@ -275,8 +275,10 @@ def _require_admin(actor: Any, doing: str) -> None:
 
 
 def _locked(user: Any) -> Any:
-    """The user re-read under a row lock, so two administrators' changes serialize on it."""
-    return type(user)._default_manager.select_for_update().get(pk=user.pk)
+    """The user re-read under a row lock, so two administrators' changes serialize on it. The caller's instance
+    forgets its cached roles (permissions.user_roles), since the action is about to change them."""
+    user.__dict__.pop("_governance_roles", None)
+    return get_user_model()._default_manager.select_for_update().get(pk=user.pk)
 
 
 def _known_roles(roles: Iterable[str], *, field: str) -> list[str]:

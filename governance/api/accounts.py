@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model, update_session_auth_hash
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -22,11 +24,22 @@ from governance.api.serializers import UserRefSerializer, reason_field
 from governance.audit import printed_name
 from governance.errors import NotFound
 from governance.models import AccountState, Role
+from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
 from governance.permissions import ROLE_NAMES, has_role, require_role, user_roles, visible_programs
 
 User = get_user_model()
 
 USERNAME_PATTERN = r"[\w.@+-]+"
+
+
+class KeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """The schema's name and description of governance.api.authentication.KeyAuthentication."""
+
+    target_class = "governance.api.authentication.KeyAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return build_bearer_security_scheme_object(header_name="Authorization", token_prefix="Token")
 
 
 # --- serializers --------------------------------------------------------------------------------------------
@@ -196,6 +209,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         user = accounts.change_own_password(request.user, **data)
         if hasattr(request._request, "session"):  # keep this session signed in; others end with the old hash
             update_session_auth_hash(request._request, user)
+            request._request.session[MUST_CHANGE_PASSWORD_SESSION_KEY] = False
         return Response(MeSerializer(user, context={"request": request}).data)
 
     # -- administrators

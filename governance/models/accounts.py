@@ -8,8 +8,12 @@ history timeline shows each change of roles, activity and password state with th
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.db import models
+from django.dispatch import receiver
 from simple_history.models import HistoricalRecords
 
 
@@ -30,3 +34,16 @@ class AccountState(models.Model):
 
     def __str__(self) -> str:
         return f"account state of {self.user}"
+
+
+# Session key read by the portal's MustChangePasswordMiddleware: set at login, so pages cost no extra query. The
+# flag only turns on with a password someone else set, which ends the user's sessions (Django binds a session
+# to the password hash), so a session's value cannot go stale in the unsafe direction.
+MUST_CHANGE_PASSWORD_SESSION_KEY = "governance_must_change_password"
+
+
+@receiver(user_logged_in, dispatch_uid="governance-remember-must-change-password")
+def remember_password_state(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if request is not None and hasattr(request, "session"):
+        request.session[MUST_CHANGE_PASSWORD_SESSION_KEY] = AccountState.objects.filter(
+            user_id=user.pk, must_change_password=True).exists()

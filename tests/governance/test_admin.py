@@ -215,3 +215,36 @@ def test_no_governed_row_is_cascade_deleted(world):
         team.reviewer1.delete()
     with pytest.raises(FrozenVersionError, match="frozen versions cannot be deleted"):
         version.delete()
+
+
+def test_users_groups_and_tokens_are_read_only_in_the_admin(admin_client):
+    """Role grants, password resets and tokens change only through the audited account actions."""
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import Token, TokenProxy
+
+    team = make_team()
+    reviewer = team.reviewer1
+    token = Token.objects.create(user=reviewer)
+    reviewers = Group.objects.get(name="reviewer")
+    pages = {get_user_model(): reviewer.pk, Group: reviewers.pk, TokenProxy: reviewer.pk}  # tokens by user id
+    for model, pk in pages.items():
+        name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        assert admin_client.get(reverse(f"{name}_changelist")).status_code == 200, model
+        assert token.key.encode() not in admin_client.get(reverse(f"{name}_changelist")).content, model
+        change = reverse(f"{name}_change", args=(pk,))
+        page = admin_client.get(change)
+        if model is TokenProxy:  # no detail page: Django titles it with str(token), the key
+            assert page.status_code == 403
+        else:
+            assert page.status_code == 200 and b'name="_save"' not in page.content, model
+        assert admin_client.post(change, {"name": "x", "username": "x", "is_superuser": "on"}).status_code == 403
+        assert admin_client.get(reverse(f"{name}_add")).status_code == 403, model
+        assert admin_client.post(reverse(f"{name}_delete", args=(pk,)), {"post": "yes"}).status_code == 403, model
+    password_page = f"/admin/auth/user/{reviewer.pk}/password/"  # Django's UserAdmin form: not there
+    assert b'name="password1"' not in admin_client.get(password_page, follow=True).content
+    admin_client.post(password_page, {"password1": "Taken-Over-99", "password2": "Taken-Over-99"}, follow=True)
+    reviewer.refresh_from_db()
+    assert not reviewer.check_password("Taken-Over-99")
+    assert (reviewer.username, reviewer.is_superuser) == ("rev1-triage", False)
+    assert list(reviewer.groups.values_list("name", flat=True)) == ["reviewer"]
+    assert Token.objects.filter(key=token.key).exists() and Group.objects.filter(name="reviewer").exists()

@@ -1,0 +1,255 @@
+"""Portal pages for principals: administrators manage accounts (roles, activity, passwords, tokens,
+memberships); every user changes their own password, and must when an administrator set it.
+
+Thin views over governance.actions.accounts (and programs' membership actions): one action per POST, forms
+check shape only, InvalidInput re-renders the form with the message on its field (400), other domain errors
+become the portal's error page (403/409) through `portal_view`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model, update_session_auth_hash
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from governance.actions import accounts
+from governance.actions.programs import add_member, remove_member
+from governance.errors import AuthenticationFailed, InvalidInput, NotFound
+from governance.models import AccountState, AuditEvent, Program, Role
+from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
+from governance.permissions import has_role, require_role, user_roles
+from governance.views import portal_view
+
+User = get_user_model()
+ROLE_CHOICES = Role.choices
+
+
+# --- forms (shape only) -------------------------------------------------------------------------------------
+
+
+def _password_field(label: str, autocomplete: str, help_text: str = "") -> forms.CharField:
+    return forms.CharField(label=label, strip=False, help_text=help_text,
+                           widget=forms.PasswordInput(attrs={"autocomplete": autocomplete}))
+
+
+def _reason_field() -> forms.CharField:
+    return forms.CharField(required=False, max_length=5000, label="Reason",
+                           help_text="Recorded in the audit trail.")
+
+
+class CreateUserForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]+$", max_length=150,
+                                help_text="Letters, digits and @ . + - _ only.")
+    first_name = forms.CharField(max_length=150, required=False)
+    last_name = forms.CharField(max_length=150, required=False)
+    email = forms.EmailField(required=False)
+    password = _password_field("Initial password", "new-password",
+                               "The user must change it before they can sign.")
+    roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, required=False, widget=forms.CheckboxSelectMultiple)
+
+
+class ReasonForm(forms.Form):
+    reason = _reason_field()
+
+
+class ResetPasswordForm(forms.Form):
+    prefix = "reset"
+    password = _password_field("New password", "new-password",
+                               "The user must change it before signing; their API tokens are revoked.")
+    reason = _reason_field()
+
+
+class RoleForm(forms.Form):
+    prefix = "role"
+    role = forms.ChoiceField(choices=ROLE_CHOICES)
+    reason = _reason_field()
+
+
+class MembershipForm(forms.Form):
+    prefix = "member"
+    program = forms.ModelChoiceField(queryset=Program.objects.order_by("slug"), to_field_name="slug")
+    reason = _reason_field()
+
+
+class OwnPasswordForm(forms.Form):
+    old_password = _password_field("Current password", "current-password")
+    new_password = _password_field("New password", "new-password")
+    new_password_again = _password_field("New password, again", "new-password")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("new_password") and data.get("new_password") != data.get("new_password_again"):
+            self.add_error("new_password_again", "The two new passwords differ.")
+        return data
+
+
+# --- must change password -----------------------------------------------------------------------------------
+
+
+class MustChangePasswordMiddleware:
+    """After login, a user whose password an administrator set sees only the page that changes it (Part 11:
+    the owner must choose the password that signs). The flag is put in the session at login (no query per
+    page). The API is not redirected: signing refuses such an account (`check_can_sign`)."""
+
+    EXEMPT_PREFIXES = ("/api/", "/static/", "/logout/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(self.EXEMPT_PREFIXES) or request.path == reverse("password_change"):
+            return self.get_response(request)
+        if getattr(request, "session", {}).get(MUST_CHANGE_PASSWORD_SESSION_KEY):
+            return HttpResponseRedirect(f"{reverse('password_change')}?{urlencode({'next': request.get_full_path()})}")
+        return self.get_response(request)
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def password_change(request: HttpRequest) -> HttpResponse:
+    """Change your own password (the current one is required)."""
+    forced = accounts.must_change_password(request.user)
+    form = OwnPasswordForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = accounts.change_own_password(request.user, old_password=form.cleaned_data["old_password"],
+                                                new_password=form.cleaned_data["new_password"])
+        except InvalidInput as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        except AuthenticationFailed as exc:
+            form.add_error("old_password", exc.message)
+        else:
+            update_session_auth_hash(request, user)  # this session stays signed in
+            request.session[MUST_CHANGE_PASSWORD_SESSION_KEY] = False
+            messages.success(request, "Your password was changed.")
+            return redirect(_next_url(request))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "governance/accounts_password.html", {"form": form, "forced": forced,
+                                                                 "next": _next_url(request)}, status=status)
+
+
+def _next_url(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return reverse("dashboard")
+
+
+# --- administrators -----------------------------------------------------------------------------------------
+
+
+def _require_reader(user: Any) -> None:
+    """Administrators manage accounts; auditors may read them."""
+    if Role.AUDITOR.value not in user_roles(user):
+        require_role(user, Role.ADMIN, doing="see user accounts")
+
+
+def _account(username: str) -> Any:
+    return get_object_or_404(User.objects.prefetch_related("groups", "programs"), username=username)
+
+
+@portal_view
+@require_GET
+def account_list(request: HttpRequest) -> HttpResponse:
+    _require_reader(request.user)
+    users = list(User.objects.order_by("username").prefetch_related("groups"))
+    states = {s.user_id: s for s in AccountState.objects.all()}
+    for user in users:
+        user.state = states.get(user.pk)
+        user.role_list = sorted(g.name for g in user.groups.all())
+    return render(request, "governance/accounts_list.html",
+                  {"users": users, "can_manage": has_role(request.user, Role.ADMIN)})
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def account_create(request: HttpRequest) -> HttpResponse:
+    require_role(request.user, Role.ADMIN, doing="create users")
+    form = CreateUserForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = accounts.create_user(actor=request.user, **form.cleaned_data)
+        except InvalidInput as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"User {user.username} created; they must change the password before "
+                                      "signing.")
+            return redirect("account_detail", username=user.username)
+    return render(request, "governance/accounts_create.html", {"form": form},
+                  status=400 if request.method == "POST" else 200)
+
+
+def _detail_context(request: HttpRequest, user: Any, **posted: Any) -> dict[str, Any]:
+    member_of = sorted(user.programs.all(), key=lambda p: p.slug)
+    return {
+        "account": user, "state": accounts.account_state(user), "tokens": accounts.user_tokens(user),
+        "roles": sorted(g.name for g in user.groups.all()), "member_of": member_of,
+        "events": AuditEvent.objects.filter(object_type="User", object_id=str(user.pk)).order_by("-id")[:50],
+        "can_manage": has_role(request.user, Role.ADMIN), "is_self": user.pk == request.user.pk,
+        "reason_form": posted.get("reason_form") or ReasonForm(),
+        "reset_form": posted.get("reset_form") or ResetPasswordForm(),
+        "role_form": posted.get("role_form") or RoleForm(),
+        "member_form": posted.get("member_form") or MembershipForm(),
+    }
+
+
+@portal_view
+@require_GET
+def account_detail(request: HttpRequest, username: str) -> HttpResponse:
+    _require_reader(request.user)
+    user = _account(username)
+    return render(request, "governance/accounts_detail.html", _detail_context(request, user))
+
+
+# Each POST on an account: the form it reads, the context name it re-renders under, the action and its message.
+ACCOUNT_ACTIONS: dict[str, tuple[type[forms.Form], str, Callable[..., Any], Callable[[Any, dict[str, Any]], str]]] = {
+    "deactivate": (ReasonForm, "reason_form", lambda u, a, d: accounts.deactivate_user(u, actor=a, **d),
+                   lambda u, d: f"{u.username} is deactivated: sessions and API tokens stopped."),
+    "reactivate": (ReasonForm, "reason_form", lambda u, a, d: accounts.reactivate_user(u, actor=a, **d),
+                   lambda u, d: f"{u.username} is active again."),
+    "reset-password": (ResetPasswordForm, "reset_form", lambda u, a, d: accounts.reset_password(u, actor=a, **d),
+                       lambda u, d: f"Password of {u.username} reset: they must change it before signing; "
+                                    "their API tokens are revoked."),
+    "revoke-tokens": (ReasonForm, "reason_form", lambda u, a, d: accounts.revoke_tokens(u, actor=a, **d),
+                      lambda u, d: f"API tokens of {u.username} revoked."),
+    "grant-role": (RoleForm, "role_form", lambda u, a, d: accounts.grant_role(u, actor=a, **d),
+                   lambda u, d: f"{u.username} now has the {d['role']} role."),
+    "revoke-role": (RoleForm, "role_form", lambda u, a, d: accounts.revoke_role(u, actor=a, **d),
+                    lambda u, d: f"{u.username} no longer has the {d['role']} role."),
+    "add-member": (MembershipForm, "member_form",
+                   lambda u, a, d: add_member(d["program"], actor=a, user=u, reason=d["reason"]),
+                   lambda u, d: f"{u.username} is now a member of {d['program'].slug}."),
+    "remove-member": (MembershipForm, "member_form",
+                      lambda u, a, d: remove_member(d["program"], actor=a, user=u, reason=d["reason"]),
+                      lambda u, d: f"{u.username} is no longer a member of {d['program'].slug}."),
+}
+
+
+@portal_view
+@require_POST
+def account_action(request: HttpRequest, username: str, action: str) -> HttpResponse:
+    if action not in ACCOUNT_ACTIONS:
+        raise NotFound(f"no account action {action!r}")
+    require_role(request.user, Role.ADMIN, doing="manage user accounts")
+    user = _account(username)
+    form_class, name, act, done = ACCOUNT_ACTIONS[action]
+    form = form_class(request.POST)
+    if form.is_valid():
+        try:
+            act(user, request.user, dict(form.cleaned_data))
+        except InvalidInput as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, done(user, form.cleaned_data))
+            return redirect("account_detail", username=user.username)
+    return render(request, "governance/accounts_detail.html", _detail_context(request, user, **{name: form}),
+                  status=400)

@@ -1,0 +1,118 @@
+"""Portal account pages: administrators manage users through audited actions; a password an administrator set
+must be changed by its owner right after login; a deactivated user's open session stops at once."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from governance.actions.accounts import check_can_sign, reset_password
+from governance.errors import PermissionDenied
+from governance.models import AuditEvent
+from governance.permissions import has_role
+from tests.governance.conftest import AuditLog, password
+
+pytestmark = pytest.mark.django_db
+
+ADMIN_SET = "admin-chosen-pass-1"
+
+
+def signed_in(user, secret: str | None = None) -> Client:
+    client = Client()
+    assert client.login(username=user.get_username(), password=secret or password(user))
+    return client
+
+
+def test_accounts_pages_are_for_administrators(users, admin):
+    reviewer = signed_in(users["reviewer1"])
+    for url in ("/accounts/", "/accounts/author/", "/accounts/new/"):
+        assert reviewer.get(url).status_code == 403, url
+    response = reviewer.post("/accounts/author/grant-role/", {"role-role": "reviewer"})
+    assert response.status_code == 403
+    assert b"needs the administrator role to manage user accounts" in response.content
+    assert not has_role(users["author"], "reviewer")
+
+    page = signed_in(admin).get("/accounts/")
+    assert page.status_code == 200
+    assert b'href="/accounts/reviewer1/"' in page.content and b'href="/accounts/"' in page.content  # nav link
+    assert signed_in(users["auditor"]).get("/accounts/reviewer1/").status_code == 200  # auditors read
+
+
+def test_admin_grants_a_role_in_the_portal_audited(users, admin):
+    client = signed_in(admin)
+    log = AuditLog()
+    response = client.post("/accounts/author/grant-role/", {"role-role": "reviewer", "role-reason": "board"})
+    assert response.status_code == 302 and response["Location"] == "/accounts/author/"
+    assert has_role(users["author"], "reviewer")
+    assert log.actions() == ["user.role_granted"]
+    assert log.events()[0].reason == "board"
+    page = client.get("/accounts/author/")
+    assert b"user.role_granted" in page.content
+
+    again = client.post("/accounts/author/grant-role/", {"role-role": "reviewer"})
+    assert again.status_code == 409 and b"user &#x27;author&#x27; already has the reviewer role" in again.content
+
+
+def test_bad_input_rerenders_the_form_and_changes_nothing(users, admin):
+    client = signed_in(admin)
+    log = AuditLog()
+    response = client.post("/accounts/reviewer1/reset-password/", {"reset-password": "short"})
+    assert response.status_code == 400
+    assert b"This password is too short" in response.content
+    assert client.post("/accounts/reviewer1/grant-role/", {"role-role": "boss"}).status_code == 400
+    assert log.actions() == []
+    assert users["reviewer1"].check_password(password(users["reviewer1"]))
+
+
+def test_a_password_reset_forces_the_owner_to_change_it_before_anything_else(users, admin):
+    reviewer = users["reviewer1"]
+    response = signed_in(admin).post("/accounts/reviewer1/reset-password/",
+                                     {"reset-password": ADMIN_SET, "reset-reason": "locked out"})
+    assert response.status_code == 302
+    assert AuditEvent.objects.filter(action="user.password_reset", object_id=str(reviewer.pk)).count() == 1
+
+    client = signed_in(reviewer, ADMIN_SET)
+    forced = client.get("/programs/")
+    assert forced.status_code == 302 and forced["Location"] == "/account/password/?next=%2Fprograms%2F"
+    page = client.get(forced["Location"])
+    assert page.status_code == 200 and b"An administrator set your password" in page.content
+    reviewer.refresh_from_db()
+    with pytest.raises(PermissionDenied, match="must change the password an administrator set"):
+        check_can_sign(reviewer)
+
+    wrong = client.post("/account/password/", {"old_password": "guess", "new_password": "mine-only-pass-9",
+                                               "new_password_again": "mine-only-pass-9"})
+    assert wrong.status_code == 400 and b"wrong current password" in wrong.content
+    done = client.post("/account/password/", {"old_password": ADMIN_SET, "new_password": "mine-only-pass-9",
+                                              "new_password_again": "mine-only-pass-9", "next": "/programs/"})
+    assert done.status_code == 302 and done["Location"] == "/programs/"
+    assert client.get("/programs/").status_code == 200  # same session, no longer forced
+    reviewer.refresh_from_db()
+    check_can_sign(reviewer)
+
+
+def test_an_open_session_of_a_deactivated_user_stops(users, admin):
+    client = signed_in(users["reviewer1"])
+    assert client.get("/programs/").status_code == 200
+    response = signed_in(admin).post("/accounts/reviewer1/deactivate/", {"reason": "left"})
+    assert response.status_code == 302
+    after = client.get("/programs/")
+    assert after.status_code == 302 and after["Location"].startswith("/login/")
+
+
+def test_an_open_session_ends_when_an_administrator_resets_the_password(users, admin):
+    client = signed_in(users["reviewer1"])
+    reset_password(users["reviewer1"], actor=admin, password=ADMIN_SET)
+    after = client.get("/programs/")
+    assert after.status_code == 302 and after["Location"].startswith("/login/")
+
+
+def test_admin_creates_a_user_who_must_change_the_password(users, admin):
+    client = signed_in(admin)
+    response = client.post("/accounts/new/", {"username": "carol", "first_name": "Carol", "password": ADMIN_SET,
+                                              "roles": ["reviewer"]})
+    assert response.status_code == 302 and response["Location"] == "/accounts/carol/"
+    taken = client.post("/accounts/new/", {"username": "carol", "password": ADMIN_SET})
+    assert taken.status_code == 400 and b"user &#x27;carol&#x27; already exists" in taken.content
+    carol = signed_in(type(admin).objects.get(username="carol"), ADMIN_SET)
+    assert carol.get("/").status_code == 302
