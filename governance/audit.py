@@ -136,7 +136,8 @@ def record_event(action: str, *, actor: Any, obj: Any = None, program: Program |
     event.seal, event.seal_key_id = seal(key, event.hash), key.key_id
     event.save(force_insert=True)
     if settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY > 0:
-        transaction.on_commit(partial(checkpoint_if_due, event.pk))
+        # robust: whatever goes wrong there is logged; the change itself has committed by then.
+        transaction.on_commit(partial(checkpoint_if_due, event.pk), robust=True)
     return event
 
 
