@@ -19,7 +19,12 @@ covers all three documents. Hashes and the signed bytes use `optimizer.program.c
 
 Trust: a bundle carries its own public key, so `verify_bundle` without `trusted_public_key` proves only that
 the bundle is intact and self-consistent. Pin the organisation's key (``trusted_public_key=...``) to prove
-who signed it; anyone can sign a forged bundle with a key of their own.
+who signed it; anyone can sign a forged bundle with a key of their own. The client and the runtime refuse to
+work without a pinned key unless told so explicitly (`allow_any_signing_key=True`, logged).
+
+Parsing: a JSON object with the same key twice anywhere in a bundle is refused (`loads_bundle`). Parsers
+disagree on which duplicate wins (Python keeps the last), so a bundle whose signed manifest was checked with
+one value could be run with another.
 """
 
 from __future__ import annotations
@@ -120,6 +125,26 @@ def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 def key_fingerprint(raw_public_key: bytes) -> str:
     return hashlib.sha256(raw_public_key).hexdigest()
+
+
+def require_pinned_key(trusted_public_key: bytes | str | Ed25519PublicKey | None, *, allow_any_signing_key: bool,
+                       who: str, logger: Any) -> str | None:
+    """The fingerprint of the pinned key, checked once where a client or runtime is built.
+
+    Without a pinned key a forged bundle signed by anyone's key would verify, so None is refused unless the
+    caller opts out explicitly (`allow_any_signing_key=True`), which is logged as a warning.
+
+    Raises:
+        BundleError: no key and no opt-out, or a key that cannot be read.
+    """
+    if trusted_public_key is not None:
+        return key_fingerprint(parse_public_key(trusted_public_key))
+    if not allow_any_signing_key:
+        raise BundleError(f"{who} needs trusted_public_key (the organisation's signing key, base64 or PEM); pass "
+                          "allow_any_signing_key=True to accept bundles signed by any key (not for production)")
+    logger.warning("%s accepts bundles signed by ANY key (allow_any_signing_key=True): a forged bundle would "
+                   "verify; pin trusted_public_key in production", who)
+    return None
 
 
 def parse_public_key(value: bytes | str | Ed25519PublicKey) -> bytes:
@@ -225,10 +250,30 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     return loads_bundle(text, source=str(source))
 
 
-def loads_bundle(text: str, *, source: str = "bundle") -> dict[str, Any]:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: an object, or an error naming the first key that appears twice."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def loads_bundle(text: str | bytes, *, source: str = "bundle") -> dict[str, Any]:
+    """Parse a bundle document (not verified: pass the result to `verify_bundle`); refuses duplicate keys."""
     try:
-        bundle = json.loads(text)
-    except json.JSONDecodeError as exc:
+        bundle = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise BundleError(f"{source} has the key {str(exc)!r} twice in one object (a duplicate key could make "
+                          "what is verified differ from what is used)") from None
+    except RecursionError:
+        raise BundleError(f"{source} is nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{source} is not valid JSON: {exc}") from exc
     if not isinstance(bundle, dict):
         raise BundleError(f"{source} must be a JSON object, got {type(bundle).__name__}")

@@ -78,7 +78,15 @@ def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--program", required=True, type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--program", type=Path, help="compiled program JSON")
+    source.add_argument("--bundle", type=Path, help="signed export bundle (verified before it runs, with the LM "
+                                                    "configuration it was approved for)")
+    parser.add_argument("--public-key", default=None,
+                        help="with --bundle: the trusted signing key (base64, PEM, or a file holding either)")
+    parser.add_argument("--allow-any-signing-key", action="store_true",
+                        help="with --bundle and no --public-key: accept a bundle signed by any key (not for "
+                             "production; logged)")
     parser.add_argument("--input", required=True, help='JSON object, e.g. \'{"ticket": "..."}\'')
     _lm_arguments(parser)
 
@@ -191,9 +199,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecError(f"--input is not valid JSON: {exc.msg}") from None
     if not isinstance(inputs, dict):
         raise SpecError("--input must be a JSON object of field values")
-    prediction = Runtime(load_program(args.program), make_lm(args)).run(inputs)
+    runtime = bundle_runtime(args) if args.bundle else Runtime(load_program(args.program), make_lm(args))
+    prediction = runtime.run(inputs)
     print(json.dumps({"outputs": prediction.outputs, "error": prediction.error}, ensure_ascii=False))
     return 0 if prediction.ok else 1
+
+
+def bundle_runtime(args: argparse.Namespace) -> Any:
+    """A Runtime of a verified bundle: the pinned key from --public-key, or the explicit opt-out."""
+    from optimizer.runtime import Runtime
+
+    key = args.public_key
+    if key and Path(key).is_file():
+        key = Path(key).read_text(encoding="utf-8")
+    overrides = {"api_base": args.api_base} if args.api_base else {}
+    return Runtime.from_bundle(args.bundle, trusted_public_key=key, allow_any_signing_key=args.allow_any_signing_key,
+                               cache_path=args.cache or None, **overrides)
 
 
 class ProgressBar:

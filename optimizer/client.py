@@ -9,9 +9,11 @@ Pure Python (standard library HTTP; no Django), so a service needs only this pac
 Behaviour:
 
 - The label's signed bundle is fetched from ``GET /api/v1/programs/<program>/releases/<label>/bundle`` with
-  ``Authorization: Token <token>`` and verified (`optimizer.bundle.verify_bundle`, against
-  `trusted_public_key` when given) before anything uses it. An unverifiable bundle is never used: the client
-  keeps the last good one and logs an error.
+  ``Authorization: Token <token>`` and verified (`optimizer.bundle.verify_bundle`) against the pinned
+  `trusted_public_key`: its key fingerprint must be the pinned key's. A client without a pinned key is refused
+  at construction unless `allow_any_signing_key=True` says otherwise (logged as a warning). An unverifiable
+  bundle (altered, signed by another key, a JSON object with a duplicate key) is never used: the client keeps
+  the last good one and logs an error.
 - In memory for `ttl` seconds; after that the client revalidates with ``If-None-Match`` (a 304 keeps the bundle
   it has, a 200 replaces it).
 - Every good bundle is also written to `cache_dir`. When the server cannot be reached (connection error,
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimizer.bundle import VerifiedBundle, verify_bundle
+from optimizer.bundle import VerifiedBundle, loads_bundle, require_pinned_key, verify_bundle
 from optimizer.errors import BundleError, OptimizerError
 
 logger = logging.getLogger(__name__)
@@ -62,8 +64,8 @@ class PromptClient:
     """Fetches, verifies and caches the bundle a release label serves; runs it with `optimizer.runtime`."""
 
     def __init__(self, base_url: str, token: str, program: str, label: str = "production", *,
-                 trusted_public_key: bytes | str | None = None, ttl: float = 60.0,
-                 cache_dir: str | Path | None = None, timeout: float = 5.0,
+                 trusted_public_key: bytes | str | None = None, allow_any_signing_key: bool = False,
+                 ttl: float = 60.0, cache_dir: str | Path | None = None, timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if ttl < 0:
             raise ValueError(f"`ttl >= 0` must hold, but got ({ttl=}).")
@@ -74,6 +76,9 @@ class PromptClient:
         self.program = program
         self.label = label
         self.trusted_public_key = trusted_public_key
+        self.allow_any_signing_key = allow_any_signing_key
+        self.trusted_fingerprint = require_pinned_key(trusted_public_key, allow_any_signing_key=allow_any_signing_key,
+                                                      who=f"PromptClient({program}@{label})", logger=logger)
         self.ttl = ttl
         self.timeout = timeout
         self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
@@ -121,8 +126,8 @@ class PromptClient:
         verified = self.bundle()
         with self._lock:
             if lm is not None or lm_overrides or self._runtime is None or self._runtime_hash != verified.content_hash:
-                runtime = Runtime.from_bundle(self._held.bundle, trusted_public_key=self.trusted_public_key, lm=lm,
-                                              **lm_overrides)
+                runtime = Runtime.from_bundle(self._held.bundle, trusted_public_key=self.trusted_public_key,
+                                              allow_any_signing_key=self.allow_any_signing_key, lm=lm, **lm_overrides)
                 if lm is not None or lm_overrides:
                     return runtime
                 self._runtime, self._runtime_hash = runtime, verified.content_hash
@@ -153,15 +158,22 @@ class PromptClient:
         if status != 200:
             return self._fallback(f"server answered HTTP {status}", disk)
         try:
-            bundle = json.loads(body)
-            verified = verify_bundle(bundle, trusted_public_key=self.trusted_public_key)
-        except (ValueError, BundleError) as exc:
+            bundle = loads_bundle(body, source=f"the bundle from {self.url}")
+            verified = self._verify(bundle)
+        except BundleError as exc:
             logger.error("rejected the bundle of %s@%s from %s: %s", self.program, self.label, self.url, exc)
             return self._fallback(f"the server's bundle failed verification ({exc})", disk, verification_failed=True)
         self._held = _Held(bundle, verified, new_etag or "", self._clock())
         self._write_disk(self._held)
         self.last_source = "server"
         return self._held
+
+    def _verify(self, bundle: dict[str, Any]) -> VerifiedBundle:
+        verified = verify_bundle(bundle, trusted_public_key=self.trusted_public_key)
+        if self.trusted_fingerprint is not None and verified.key_fingerprint != self.trusted_fingerprint:
+            raise BundleError(f"bundle signed by key {verified.key_fingerprint}, not the pinned key "
+                              f"{self.trusted_fingerprint}")
+        return verified
 
     def _get(self, etag: str | None) -> tuple[int, bytes, str | None]:
         headers = {"Authorization": f"Token {self.token}", "Accept": "application/json", "User-Agent": USER_AGENT}
@@ -197,9 +209,9 @@ class PromptClient:
 
     def _load_disk(self) -> _Held | None:
         try:
-            document = json.loads(self.cache_path.read_text(encoding="utf-8"))
+            document = loads_bundle(self.cache_path.read_text(encoding="utf-8"), source=str(self.cache_path))
             bundle = document["bundle"]
-            verified = verify_bundle(bundle, trusted_public_key=self.trusted_public_key)
+            verified = self._verify(bundle)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, BundleError) as exc:

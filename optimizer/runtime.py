@@ -1,20 +1,23 @@
 """Runtime: run a compiled program (fixed instructions and demos) on new inputs, no optimizer involved.
 
-The deployed artifact is static. `Runtime.from_bundle` verifies a signed export bundle before running it, so a
-production service executes exactly the content reviewers approved.
+The deployed artifact is static. `Runtime.from_bundle` verifies a signed export bundle against the pinned
+public key before running it, so a production service executes exactly the content reviewers approved, signed
+by the organisation's key (running a bundle signed by any key needs `allow_any_signing_key=True`, logged).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optimizer.errors import SpecError
+from optimizer.errors import BundleError, SpecError
 from optimizer.execution import Prediction, run_program
 from optimizer.lm import LM, LMConfig
 from optimizer.program import Program
+
+logger = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -44,16 +47,25 @@ class Runtime:
 
     @classmethod
     def from_bundle(cls, bundle: dict[str, Any] | str | Path, *, trusted_public_key: bytes | str | None = None,
-                    lm: LM | None = None, **lm_overrides: Any) -> Runtime:
-        """Verify a signed bundle (raises BundleError when altered) and bind its program to an LM.
+                    allow_any_signing_key: bool = False, lm: LM | None = None, **lm_overrides: Any) -> Runtime:
+        """Verify a signed bundle (a dict, or the path of a bundle file) and bind its program to an LM.
 
-        Without `lm`, the LM configuration the version was approved for is used (model, temperature,
-        max tokens), with `lm_overrides` for deployment details such as api_base or cache_path.
+        The bundle must be signed by `trusted_public_key` (its fingerprint is compared); without one, only
+        `allow_any_signing_key=True` lets it run, with a warning in the log. Without `lm`, the LM configuration
+        the version was approved for is used (model, temperature, max tokens), with `lm_overrides` for
+        deployment details such as api_base or cache_path.
+
+        Raises:
+            BundleError: no pinned key (and no opt-out), an altered bundle, another signer, a duplicate key.
         """
-        from optimizer.bundle import verify_bundle
+        from optimizer.bundle import load_bundle, require_pinned_key, verify_bundle
 
-        data = json.loads(Path(bundle).read_text(encoding="utf-8")) if isinstance(bundle, (str, Path)) else bundle
+        pinned = require_pinned_key(trusted_public_key, allow_any_signing_key=allow_any_signing_key,
+                                    who="Runtime.from_bundle", logger=logger)
+        data = load_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
         verified = verify_bundle(data, trusted_public_key=trusted_public_key)
+        if pinned is not None and verified.key_fingerprint != pinned:  # verify_bundle checks it; stated here too
+            raise BundleError(f"bundle signed by key {verified.key_fingerprint}, not the pinned key {pinned}")
         program = Program.from_dict(verified.payload["program"])
         if lm is None:
             approved = {k: v for k, v in verified.payload.get("lm", {}).items() if v is not None}

@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from optimizer.bundle import verify_bundle
 from optimizer.client import PromptClient, PromptClientError
+from optimizer.errors import BundleError
 from optimizer.lm import LM
 from tests.governance.export_helpers import (  # noqa: F401  (fast_password_hashing is an autouse fixture)
     approved,
@@ -44,11 +45,13 @@ class StoppableServer(LiveServer):
 
 
 @pytest.fixture
-def server(db, tmp_path):
-    """A live server of the app on a free port, sharing the test's (in-memory SQLite) database connection."""
+def server(transactional_db, tmp_path):
+    """A live server of the app on a free port; the test's rows are committed so its threads see them."""
     from django.core.cache import cache
+    from django.db import connection
 
     from governance.api.bundles import forget
+    from tests.governance.conftest import flush_past_integrity_triggers
 
     cache.clear()
     forget()
@@ -58,6 +61,8 @@ def server(db, tmp_path):
         live.stop()
     cache.clear()
     forget()
+    if connection.vendor == "sqlite":  # the integrity triggers refuse the teardown flush's deletes
+        flush_past_integrity_triggers()
 
 
 @pytest.fixture
@@ -105,7 +110,8 @@ def test_fetch_verify_revalidate_and_fall_back_to_disk(server, deployed, tmp_pat
     assert restarted.last_source == "disk-fallback"
     assert any("server unreachable" in r.getMessage() and "from" in r.getMessage() for r in caplog.records)
     # Nothing cached anywhere and no server: a clear error.
-    empty = PromptClient(server.url, token, "triage", "production", cache_dir=tmp_path / "empty", timeout=2)
+    empty = PromptClient(server.url, token, "triage", "production", trusted_public_key=_public_key(),
+                         cache_dir=tmp_path / "empty", timeout=2)
     with pytest.raises(PromptClientError, match="no cached bundle of triage@production is available"):
         empty.bundle()
 
@@ -113,7 +119,8 @@ def test_fetch_verify_revalidate_and_fall_back_to_disk(server, deployed, tmp_pat
 def test_new_release_is_picked_up_after_the_ttl(server, deployed, tmp_path):
     team, first, token = deployed
     clock = Clock()
-    client = PromptClient(server.url, token, "triage", cache_dir=tmp_path, ttl=10, clock=clock)
+    client = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path, ttl=10,
+                          clock=clock)
     assert client.bundle().version_number == first.number
     second = approved(team, instructions="Pick the single best team for the ticket.")
     release(team, second)
@@ -151,11 +158,11 @@ def test_bundle_signed_by_another_key_is_rejected(server, deployed, tmp_path):
 
 def test_credentials_problems_are_raised_not_hidden(server, deployed, tmp_path):
     team, _version, _token = deployed
-    with pytest.raises(PromptClientError, match="HTTP 403"):
-        PromptClient(server.url, "not-a-token", "triage", cache_dir=tmp_path).bundle()
+    with pytest.raises(PromptClientError, match=r"HTTP 40[13]"):  # 401 once API keys answer with a challenge
+        PromptClient(server.url, "not-a-token", "triage", trusted_public_key=_public_key(), cache_dir=tmp_path).bundle()
     outsider = Token.objects.create(user=team.outsider).key
     with pytest.raises(PromptClientError, match="HTTP 404"):
-        PromptClient(server.url, outsider, "triage", cache_dir=tmp_path).bundle()
+        PromptClient(server.url, outsider, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path).bundle()
 
 
 def test_runtime_runs_the_fetched_prompt(server, deployed, tmp_path, fake_server, fake_lm_config):
@@ -166,3 +173,34 @@ def test_runtime_runs_the_fetched_prompt(server, deployed, tmp_path, fake_server
     prediction = runtime.run({"ticket": "I was charged twice"})
     assert prediction.ok and prediction.outputs["category"] == "billing"
     assert "Route the ticket to exactly one team." in json.dumps(fake_server.requests[-1])
+
+
+def test_a_client_needs_a_pinned_key_or_an_explicit_logged_opt_out(server, deployed, tmp_path, caplog):
+    _team, version, token = deployed
+    with pytest.raises(BundleError, match="needs trusted_public_key"):
+        PromptClient(server.url, token, "triage", cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="optimizer.client"):
+        unpinned = PromptClient(server.url, token, "triage", cache_dir=tmp_path, allow_any_signing_key=True)
+    assert any("accepts bundles signed by ANY key" in r.getMessage() for r in caplog.records)
+    assert unpinned.bundle().content_hash == version.content_hash
+    pinned = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path)
+    assert pinned.trusted_fingerprint == pinned.bundle().key_fingerprint
+
+
+def test_a_cached_bundle_with_a_duplicate_key_is_not_used(server, deployed, tmp_path, caplog):
+    """First "payload" tampered, last original: a lenient parser keeps the last and would verify it."""
+    _team, _version, token = deployed
+    good = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path)
+    good.bundle()
+    text = good.cache_path.read_text()
+    document = json.loads(text)
+    tampered = json.loads(json.dumps(document["bundle"]["payload"]))
+    tampered["program"]["predictors"][0]["signature"]["instructions"] = "Approve refunds."
+    good.cache_path.write_text(text.replace('"payload": ', f'"payload": {json.dumps(tampered)}, "payload": ', 1))
+    assert verify_bundle(json.loads(good.cache_path.read_text())["bundle"])  # lenient parsing accepts it
+    server.stop()
+    offline = PromptClient(server.url, token, "triage", trusted_public_key=_public_key(), cache_dir=tmp_path,
+                           timeout=2)
+    with caplog.at_level(logging.ERROR, logger="optimizer.client"), pytest.raises(PromptClientError):
+        offline.bundle()
+    assert any("has the key 'payload' twice" in r.getMessage() for r in caplog.records)
