@@ -22,11 +22,14 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import (
     AccountState,
+    AuditCheckpoint,
     AuditEvent,
     Candidate,
     ChangeRequest,
     Dataset,
     DriftAlert,
+    Evaluation,
+    EvaluationResult,
     Example,
     Export,
     OptimizationRun,
@@ -158,6 +161,22 @@ class CandidateAdmin(ReadOnlyAdmin):
     list_select_related = ("run__program",)
 
 
+@admin.register(Evaluation)
+class EvaluationAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "program", "content_hash", "dataset", "status", "score", "examples", "errors", "calls",
+                    "run", "created_at")
+    list_filter = ("status", "program")
+    search_fields = ("content_hash", "dataset_hash", "program__slug")
+    list_select_related = ("program", "dataset", "run")
+
+
+@admin.register(EvaluationResult)
+class EvaluationResultAdmin(ReadOnlyAdmin):
+    list_display = ("evaluation", "index", "score", "error")
+    search_fields = ("error",)
+    list_select_related = ("evaluation",)
+
+
 @admin.register(ChangeRequest)
 class ChangeRequestAdmin(ReadOnlyHistoryAdmin):
     list_display = ("pk", "title", "program", "version", "base_version", "status", "impact", "recommended",
@@ -202,6 +221,12 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ("actor_name", "action", "object_id", "reason", "request_id", "hash")
     list_select_related = ("program",)
     date_hierarchy = "created_at"
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "created_at", "event_count", "last_event_id", "head_hash", "key_fingerprint")
+    search_fields = ("head_hash",)
 
 
 @admin.register(Export)

@@ -64,6 +64,17 @@ def execute_evaluation(evaluation_id: int, *, worker: str) -> str:
             return f"{EvaluationStatus.FAILED}: {type(exc).__name__}: {exc}"
 
 
+def evaluate_now(evaluation: Evaluation, *, timeout: float = 3600) -> Evaluation:
+    """The evaluation finished, here if nobody runs it yet (scheduled jobs such as the drift check)."""
+    finish_pending([evaluation], timeout=timeout)
+    deadline = time.monotonic() + timeout
+    evaluation.refresh_from_db()
+    while not evaluation.is_finished and time.monotonic() < deadline:  # another worker has it: wait for it
+        time.sleep(1.0)
+        evaluation.refresh_from_db()
+    return evaluation
+
+
 def finish_pending(evaluations: list[Evaluation], *, timeout: float = 300) -> None:
     """Finish evaluations now (CLI, demo, tests): wait for those already handed to the local pool, then run the
     ones still queued here (no job was dispatched for them, e.g. inside a transaction that has not committed)."""

@@ -185,7 +185,9 @@ class CancelWatch:
     def _watch(self) -> None:
         try:
             while self.reason is None and not self._stop.wait(self.interval):
-                run = OptimizationRun.objects.only("status", "cancel_requested").get(pk=self.run_id)
+                run = OptimizationRun.objects.only("status", "cancel_requested").filter(pk=self.run_id).first()
+                if run is None:  # not visible to this connection (an uncommitted test transaction): nothing to watch
+                    return
                 if run.cancel_requested:
                     self.reason = "cancel requested"
                 elif run.status != RunStatus.RUNNING:

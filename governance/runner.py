@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from governance import evaluator
 from governance.actions import evaluations as evaluation_actions
@@ -369,13 +369,13 @@ def _propose(run: OptimizationRun, inputs: RunInputs, result: Any, worker: str, 
             production = production_version(run.program)
             proposal = build_proposal(run, inputs, result, production, final)
             try:
-                run_actions.complete_run(run, worker=worker, proposal=proposal, usage=final.usage)
+                run_actions.complete_run(run, worker=worker, proposal=proposal, usage=Usage.zero())
             except run_actions.ProductionMoved:
                 continue
             run.refresh_from_db()
             return run.status
     except StopRequested as exc:
-        return _end_cancelled(run, worker, result.candidates.to_dict(), final.usage,
+        return _end_cancelled(run, worker, result.candidates.to_dict(), Usage.zero(),
                               f"cancelled during the final evaluation: {exc}")
     raise RuntimeError("production kept moving during the final evaluation; giving up")
 
@@ -386,7 +386,6 @@ class FinalEvaluation:
 
     def __init__(self, run: OptimizationRun, watch: CancelWatch) -> None:
         self.run, self.watch = run, watch
-        self.usage = Usage()
         self.started = time.monotonic()
         self.pending = 0  # examples still to evaluate in later evaluations of this phase
 
@@ -403,8 +402,7 @@ class FinalEvaluation:
                         self.watch) as lm:
             try:
                 return evaluator.run_claimed(claimed, lm, on_progress=self._progress(which, claimed.examples))
-            finally:
-                self.usage = self.usage + lm.usage()
+            finally:  # spending goes on the run at once: the next evaluation's budget is what is left after it
                 run_actions.record_progress(self.run.pk, progress={}, usage=lm.usage())
 
     def _progress(self, which: str, total: int) -> Callable[[int, int, Usage], None]:

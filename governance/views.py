@@ -137,7 +137,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     programs = visible_programs(user)
     active = (ChangeRequest.objects.filter(program__in=programs, status__in=ACTIVE_CR_STATUSES)
               .select_related("program", "program__review_policy", "program__review_policy__reviewer_group",
-                              "version", "version__run", "version__created_by", "opened_by", "base_version")
+                              "version", "version__run", "version__created_by", "opened_by", "base_version",
+                              "candidate_evaluation", "baseline_evaluation")
               .annotate(approvals=Count("reviews", filter=Q(reviews__decision=Decision.APPROVE,
                                                                reviews__voided=False)))
               .order_by("created_at")[:25])

@@ -175,6 +175,14 @@ class Usage:
     def __sub__(self, other: Usage) -> Usage:
         return Usage(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    @classmethod
+    def zero(cls) -> Usage:
+        """Nothing spent: the start of a sum of spendings."""
+        return cls(calls=0, cached_calls=0, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, seconds_in_lm=0.0)
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:

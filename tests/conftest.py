@@ -57,3 +57,13 @@ def background_jobs_only_after_real_commits(request):
         yield
     finally:
         evaluation_requested.connect(_on_requested)
+
+
+@pytest.fixture(autouse=True)
+def evaluation_settings(request, tmp_path_factory, monkeypatch):
+    """System evaluations in tests talk to loopback fake models: a per-session response cache, a dummy key."""
+    monkeypatch.setenv("GOVERNANCE_LM_API_KEY", "x")
+    if "settings" in request.fixturenames or "db" in request.fixturenames or request.node.get_closest_marker(
+            "django_db"):
+        settings = request.getfixturevalue("settings")
+        settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path_factory.getbasetemp() / "eval_lm_cache.sqlite3")

@@ -1,6 +1,7 @@
 """Drift check: the production version re-scored on labeled data that arrived after its approval.
 
-The baseline is the score the version was approved with (its recorded test score, else val). A drop of more
+The baseline is the score the system measured when the version was approved (the candidate evaluation of its
+approving change request); the current score is a system evaluation of the same content on the new data. A drop of more
 than the program's `drift_threshold` percentage points raises one DriftAlert per (version, dataset), an audit
 event "drift.alert" and the `drift_alert_raised` signal (webhooks) on commit. A check that finds no drift
 writes nothing: it is a read, and nightly reads would only add noise to the audit trail.
@@ -15,10 +16,20 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from governance.actions._common import PRODUCTION_LABEL, create, send_on_commit
-from governance.actions.datasets import examples_for
+from governance.actions.evaluations import request_evaluation
 from governance.actions.reviews import production_version
 from governance.audit import record_event
-from governance.models import Dataset, DriftAlert, Program, PromptVersion, Split
+from governance.errors import GovernanceError
+from governance.models import (
+    ChangeRequest,
+    ChangeRequestStatus,
+    Dataset,
+    DriftAlert,
+    EvaluationStatus,
+    Program,
+    PromptVersion,
+    Split,
+)
 from governance.permissions import require_member
 from governance.signals import drift_alert_raised
 
@@ -61,10 +72,13 @@ def fresh_datasets(program: Program, version: PromptVersion) -> list[Dataset]:
 
 
 def baseline_score(version: PromptVersion) -> float | None:
-    """The score the version was approved with: test, else val."""
-    scores = version.scores or {}
-    value = scores.get("test", scores.get("val"))
-    return float(value) if value is not None else None
+    """The score the system measured for the version's approval (its approving change request's evaluation)."""
+    cr = (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
+          .select_related("candidate_evaluation").order_by("-id").first())
+    evaluation = cr.candidate_evaluation if cr is not None else None
+    if evaluation is None or evaluation.status != EvaluationStatus.SUCCEEDED:
+        return None
+    return evaluation.score
 
 
 def run_drift_check(program: Program, *, actor: Any = None, dataset: Dataset | None = None) -> DriftCheck | None:
@@ -89,22 +103,17 @@ def run_drift_check(program: Program, *, actor: Any = None, dataset: Dataset | N
 
 
 def score_version(version: PromptVersion, dataset: Dataset) -> float:
-    """The version's frozen content run on `dataset` with the model it was approved for.
+    """A system evaluation of the version's frozen content on `dataset`, with the model it was approved for
+    (reused when the same content, data and model were evaluated before). A broken endpoint fails the check
+    instead of scoring zero and raising a false alert."""
+    from governance.evaluator import evaluate_now  # the job layer sits above the actions; a scheduled job calls this
 
-    The endpoint settings (api_base, timeouts) come from the program's LM configuration; the model, its
-    temperature and max tokens from the version's payload, since those are what the approval covers.
-    """
-    from governance.jobs import guarded_lm, lm_config_from  # the optimizer's LM: keep it out of web start-up
-    from optimizer.data import examples_from_records
-    from optimizer.evaluation import evaluate
-    from optimizer.metrics import resolve_metric
-    from optimizer.program import Program as OptProgram
-
-    program = OptProgram.from_dict(version.payload["program"])
-    examples = examples_from_records(examples_for(dataset), program, source=f"dataset {dataset.name}")
-    # Guarded: a broken endpoint must fail the check, not score zero and raise a false alert.
-    with guarded_lm(lm_config_from({**version.program.lm_config, **version.payload["lm"]})) as lm:
-        return evaluate(program, examples, resolve_metric(version.program.metric), lm).score
+    evaluation = evaluate_now(request_evaluation(version.program, version.payload, dataset, actor=None,
+                                                 announce=False))
+    if evaluation.status != EvaluationStatus.SUCCEEDED:
+        raise GovernanceError(f"drift check of {version.program.slug} v{version.number} on dataset "
+                              f"{dataset.pk}: evaluation {evaluation.pk} {evaluation.status}: {evaluation.error}")
+    return evaluation.score or 0.0
 
 
 @transaction.atomic

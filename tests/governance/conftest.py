@@ -186,12 +186,6 @@ def eval_lm_server():
         yield server
 
 
-@pytest.fixture(autouse=True)
-def evaluation_settings(settings, tmp_path_factory, monkeypatch):
-    settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path_factory.getbasetemp() / "eval_lm_cache.sqlite3")
-    monkeypatch.setenv("GOVERNANCE_LM_API_KEY", "x")
-
-
 @pytest.fixture
 def program(users, eval_lm_server):
     members = [users[name] for name in ("author2", "reviewer1", "reviewer2", "reviewer3", "releaser")]

@@ -11,6 +11,7 @@ from governance.actions import active_datasets, examples_for, import_dataset
 from governance.errors import InvalidInput, PermissionDenied
 from governance.models import Dataset, Example
 from optimizer.program import content_hash
+from tests.governance.conftest import TEST_ROWS
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +22,8 @@ ROWS = [{"ticket": "I was charged twice this month", "category": "billing"},
 
 
 def _nothing_written(audit) -> None:
-    assert Dataset.objects.count() == 0 and Example.objects.count() == 0
+    """Only the program fixture's own test dataset exists."""
+    assert Dataset.objects.count() == 1 and Example.objects.count() == TEST_ROWS
     assert audit.actions() == []
 
 
@@ -106,7 +108,8 @@ def test_active_datasets_are_the_latest_per_split(program, author):
     old_train = import_dataset(program, actor=author, split="train", name="old", rows=ROWS[:2])
     new_train = import_dataset(program, actor=author, split="train", name="new", rows=ROWS)
     val = import_dataset(program, actor=author, split="val", name="val", rows=ROWS[:1])
-    assert active_datasets(program) == {"train": new_train, "val": val}
+    test = program.datasets.get(split="test")  # the program fixture's
+    assert active_datasets(program) == {"train": new_train, "val": val, "test": test}
     assert old_train.pk != new_train.pk
 
 

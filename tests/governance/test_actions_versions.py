@@ -26,17 +26,17 @@ pytestmark = pytest.mark.django_db
 def test_initial_payload_is_the_spec_and_default_lm(program):
     payload = initial_payload(program)
     assert payload == {"program": program.spec,
-                       "lm": {"model": "local/gemma-3-270m", "temperature": 0.0, "max_tokens": 256}}
+                       "lm": {"model": program.lm_config["model"], "temperature": 0.0, "max_tokens": 256}}
 
 
 def test_create_version_numbers_monotonically_and_audits(program, author, users, audit):
     first = create_version(program, actor=author, payload=initial_payload(program), note="baseline")
     second = create_version(program, actor=users["author2"], payload=payload_with(program, "Be precise."),
-                            parent=first, scores={"val": 0.5, "test": 0.25})
+                            parent=first)
     assert (first.number, second.number) == (1, 2)
     assert first.status == VersionStatus.DRAFT and first.origin == VersionOrigin.MANUAL
     assert second.content_hash == payload_hash(second.payload) != first.content_hash
-    assert second.scores == {"val": 0.5, "test": 0.25} and second.parent == first
+    assert second.scores == {} and second.parent == first
     assert audit.actions() == ["version.created", "version.created"]
     event = audit.events()[1]
     assert event.after["number"] == 2 and event.after["content_hash"] == second.content_hash
@@ -77,9 +77,11 @@ def test_create_version_validates_payload(program, author, audit, mutate, fragme
     assert audit.actions() == []
 
 
-def test_create_version_validates_scores_and_origin(program, author):
-    with pytest.raises(InvalidInput, match="scores must map split names to numbers"):
-        create_version(program, actor=author, payload=initial_payload(program), scores={"val": "high"})
+def test_create_version_refuses_author_typed_scores_and_validates_origin(program, author, audit):
+    with pytest.raises(InvalidInput, match="^scores come only from the system's evaluations; a version cannot "
+                                           "carry scores its author sends$") as info:
+        create_version(program, actor=author, payload=initial_payload(program), scores={"test": 0.99})
+    assert info.value.field == "scores" and audit.actions() == []
     with pytest.raises(InvalidInput, match="origin must be one of manual, optimizer, dspy_import"):
         create_version(program, actor=author, payload=initial_payload(program), origin="magic")
 
@@ -129,7 +131,7 @@ def test_submit_for_review_opens_then_resubmits(make_version, author, reviewer1)
     version = make_version()
     cr = submit_for_review(version, actor=author, title="first look")
     assert cr.status == ChangeRequestStatus.OPEN and cr.title == "first look"
-    request_changes(cr, actor=reviewer1, reason="tighten the wording")
+    request_changes(cr, actor=reviewer1, reason="tighten the wording", content_hash=version.content_hash)
     again = submit_for_review(version, actor=author)
     assert again.pk == cr.pk and again.status == ChangeRequestStatus.OPEN
 

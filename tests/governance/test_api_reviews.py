@@ -25,24 +25,27 @@ def test_open_change_request(api, make_version, author):
     version2 = make_version()
     forged = api(author).post(f"{V1}/change-requests/", {"version": version2.pk, "title": "t",
                                                           "evaluation": {"candidate": {"test": 1.0}}}, format="json")
-    assert forged.status_code == 201 and forged.json()["evaluation"] == {}
+    assert error(forged)["status"] == 400 and error(forged)["field"] == "evaluation"
+    assert "set by the system's evaluations" in error(forged)["detail"]
+    body = response.json()
+    assert body["content_hash"] == version.content_hash and body["recommended"] is False
+    assert body["candidate_evaluation"]["status"] == "queued" and body["baseline_evaluation"]["status"] == "queued"
 
 
 def test_token_cannot_approve_without_password(api, make_cr, reviewer1, pw):
     cr = make_cr()
     client = api(reviewer1, token=True)
     missing = client.post(f"{V1}/change-requests/{cr.pk}/approve/", {}, format="json")
-    assert error(missing) == {"status": 400, "code": "invalid", "field": "password",
-                              "detail": "password: This field is required.",
-                              "errors": {"password": ["This field is required."]}}
-    wrong = client.post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": "guess"}, format="json")
+    assert error(missing)["status"] == 400 and error(missing)["errors"] == {
+        "password": ["This field is required."], "content_hash": ["This field is required."]}
+    wrong = client.post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": "guess"}, format="json")
     assert error(wrong) == {"status": 403, "code": "reauthentication_failed",
                             "detail": "re-authentication failed for user 'reviewer1': wrong password "
                                       "(the attempt was recorded)"}
     failed = AuditEvent.objects.filter(action="signature.failed").get()
     assert (failed.actor, failed.after["attempted"]) == (reviewer1, "approve")
     assert not Review.objects.exists()
-    ok = client.post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": pw(reviewer1), "reason": "fine"},
+    ok = client.post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": pw(reviewer1), "reason": "fine"},
                      format="json")
     assert ok.status_code == 200, ok.content
     assert (ok.json()["decision"], ok.json()["auth_method"], ok.json()["printed_name"]) == (
@@ -52,13 +55,13 @@ def test_token_cannot_approve_without_password(api, make_cr, reviewer1, pw):
 def test_two_approvals_approve_the_version(api, make_cr, reviewer1, reviewer2, pw):
     cr = make_cr()
     for user in (reviewer1, reviewer2):
-        assert api(user).post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": pw(user)},
+        assert api(user).post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": pw(user)},
                               format="json").status_code == 200
     detail = api(reviewer1).get(f"{V1}/change-requests/{cr.pk}/").json()
     assert detail["status"] == ChangeRequestStatus.APPROVED
     cr.version.refresh_from_db()
     assert cr.version.status == VersionStatus.APPROVED
-    closed = api(reviewer1).post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": pw(reviewer1)},
+    closed = api(reviewer1).post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": pw(reviewer1)},
                                  format="json")
     assert error(closed) == {"status": 409, "code": "illegal_transition",
                              "detail": f"change request {cr.pk} is approved; only open change requests can "
@@ -67,13 +70,14 @@ def test_two_approvals_approve_the_version(api, make_cr, reviewer1, reviewer2, p
 
 def test_segregation_of_duties_and_wrong_users(api, make_cr, author, outsider, users, pw):
     cr = make_cr()
-    own = api(author).post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": pw(author)}, format="json")
+    own = api(author).post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": pw(author)}, format="json")
     assert own.status_code == 403 and own.json()["code"] == "permission_denied"
-    assert api(outsider).post(f"{V1}/change-requests/{cr.pk}/approve/", {"password": pw(outsider)},
+    assert api(outsider).post(f"{V1}/change-requests/{cr.pk}/approve/", {"content_hash": cr.version.content_hash, "password": pw(outsider)},
                               format="json").status_code == 404
     assert api(outsider).get(f"{V1}/change-requests/{cr.pk}/").status_code == 404
     releaser = api(users["releaser"]).post(f"{V1}/change-requests/{cr.pk}/approve/",
-                                           {"password": pw(users["releaser"])}, format="json")
+                                           {"password": pw(users["releaser"]), "content_hash": cr.version.content_hash},
+                                           format="json")
     assert error(releaser) == {"status": 403, "code": "permission_denied",
                                "detail": "user 'releaser' needs the reviewer role to review change requests"}
 
@@ -81,11 +85,11 @@ def test_segregation_of_duties_and_wrong_users(api, make_cr, author, outsider, u
 def test_reject_needs_reason_and_password(api, make_cr, reviewer1, pw):
     cr = make_cr()
     client = api(reviewer1, token=True)
-    no_reason = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"password": pw(reviewer1)}, format="json")
+    no_reason = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"content_hash": cr.version.content_hash, "password": pw(reviewer1)}, format="json")
     assert no_reason.status_code == 400 and no_reason.json()["field"] == "reason"
-    no_password = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"reason": "worse"}, format="json")
+    no_password = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"reason": "worse", "content_hash": cr.version.content_hash}, format="json")
     assert no_password.status_code == 400 and no_password.json()["field"] == "password"
-    rejected = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"reason": "worse", "password": pw(reviewer1)},
+    rejected = client.post(f"{V1}/change-requests/{cr.pk}/reject/", {"content_hash": cr.version.content_hash, "reason": "worse", "password": pw(reviewer1)},
                            format="json")
     assert rejected.status_code == 200 and rejected.json()["decision"] == "reject"
     cr.refresh_from_db()
@@ -95,7 +99,7 @@ def test_reject_needs_reason_and_password(api, make_cr, reviewer1, pw):
 def test_request_changes_resubmit_withdraw(api, make_cr, author, reviewer1, pw):
     cr = make_cr()
     back = api(reviewer1).post(f"{V1}/change-requests/{cr.pk}/request-changes/",
-                               {"reason": "explain refunds", "password": pw(reviewer1)}, format="json")
+                               {"content_hash": cr.version.content_hash, "reason": "explain refunds", "password": pw(reviewer1)}, format="json")
     assert back.status_code == 200 and back.json()["decision"] == "request_changes"
     assert api(author).get(f"{V1}/versions/{cr.version_id}/").json()["status"] == "draft"
     resubmitted = api(author).post(f"{V1}/change-requests/{cr.pk}/resubmit/", {"reason": "done"}, format="json")

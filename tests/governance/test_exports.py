@@ -46,7 +46,7 @@ def team():
 
 def test_export_of_an_approved_version_verifies_with_the_public_key_alone(team):
     run = optimizer_run(team, seed=11)
-    version = approved(team, run=run, scores={"val": 0.84, "test": 0.8})
+    version = approved(team, run=run)
 
     bundle = export_version(version, actor=team.releaser)
     verified = verify_bundle(json.loads(json.dumps(bundle)), trusted_public_key=public_key())
@@ -81,16 +81,31 @@ def test_manifest_shows_each_signature_with_printed_name_utc_time_and_meaning(te
 
 def test_manifest_carries_optimizer_provenance_without_secrets(team):
     run = optimizer_run(team, seed=11)
-    version = approved(team, run=run, scores={"val": 0.84, "test": 0.8})
+    version = approved(team, run=run)
+    cr = version.change_requests.get()
 
     bundle = export_version(version, actor=team.releaser)
 
     assert bundle["manifest"]["provenance"] == {
         "origin": "optimizer", "run_id": run.pk, "seed": 11, "preset": "light",
         "dataset_hashes": {"train": "a" * 64, "val": "b" * 64, "test": "c" * 64}, "study_name": "triage-study-1",
-        "metric": "choice", "scores": {"val": 0.84, "test": 0.8}, "model": "local/gemma-3-270m",
+        "metric": "choice", "scores": {"test": cr.candidate_evaluation.score}, "model": "local/gemma-3-270m",
         "proposal_model": "local/gemma-3-270m"}
     assert "sk-must-not-leak" not in json.dumps(bundle)
+
+
+def test_manifest_scores_are_the_systems_evaluations_of_the_approval(team):
+    version = approved(team)
+    cr = version.change_requests.get()
+
+    evidence = export_version(version, actor=team.releaser)["manifest"]["evaluation"]
+
+    assert evidence["change_request"] == cr.pk
+    assert evidence["candidate"]["id"] == cr.candidate_evaluation_id
+    assert evidence["candidate"]["content_hash"] == version.content_hash
+    assert evidence["candidate"]["dataset_hash"] == evidence["baseline"]["dataset_hash"] == cr.eval_dataset.content_hash
+    assert evidence["candidate"]["examples"] == 6 and evidence["candidate"]["status"] == "succeeded"
+    assert evidence["comparison"]["examples"] == 6 and 0 <= evidence["comparison"]["p_value"] <= 1
 
 
 def test_bundle_dspy_state_is_the_approved_program(team):
@@ -143,7 +158,7 @@ def test_versions_that_are_not_approved_cannot_be_exported(team, state):
 def test_rejected_and_retired_versions_cannot_be_exported(team):
     rejected = in_review(team, instructions="Guess.")
     reject_change_request(rejected.change_requests.get(), actor=team.reviewer1, reason="worse on test",
-                          password=PASSWORD)
+                          password=PASSWORD, content_hash=rejected.content_hash)
     retired = approved(team)
     retire_version(retired, actor=team.releaser, reason="superseded")
 

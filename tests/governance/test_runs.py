@@ -32,7 +32,7 @@ from governance.actions import (
     update_program,
 )
 from governance.actions.releases import release_version
-from governance.actions.reviews import allowed_review_actions
+from governance.actions.reviews import allowed_review_actions, recommendation_text
 from governance.actions.runs import claim_run, finish_run
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import (
@@ -45,7 +45,7 @@ from governance.models import (
     RunStatus,
     VersionOrigin,
 )
-from tests.governance.conftest import AuditLog, password
+from tests.governance.conftest import AuditLog, evaluate, password
 from tests.optimizer.fake_lm import FakeLMServer
 from tests.optimizer.simulated import DEMO_DIR, NearTies, SimulatedClassifier, load_rows
 
@@ -127,23 +127,27 @@ def test_run_executes_in_the_background_and_opens_a_change_request(committed_db,
     version = PromptVersion.objects.get(run=run)
     assert version.origin == VersionOrigin.OPTIMIZER and version.status == "in_review"
     assert version.created_by == users["author"] and version.parent is None
-    assert version.scores == {"val": 1.0, "test": 1.0}
+    assert version.scores == {"test": 1.0}
     assert len(version.payload["program"]["predictors"][0]["demos"]) >= 14
     assert version.payload["lm"] == {"model": FAKE_MODEL, "temperature": 0.0, "max_tokens": 256}
 
     cr = ChangeRequest.objects.get(version=version)
     assert cr.status == "open" and cr.opened_by == users["author"] and cr.recommended is True
-    evaluation = cr.evaluation
-    assert evaluation["candidate"] == {"val": 1.0, "test": 1.0}
-    assert evaluation["production"]["source"] == "program spec" and evaluation["production"]["test"] < 0.5
-    assert evaluation["deltas"]["test"] == pytest.approx(1.0 - evaluation["production"]["test"])
-    assert evaluation["failing_examples"] == []
-    failing = evaluation["production_failing_examples"]
-    assert 0 < len(failing) <= 50 and failing[0]["split"] == "test" and failing[0]["score"] == 0.0
+    candidate, production = cr.candidate_evaluation, cr.baseline_evaluation
+    assert candidate.status == production.status == "succeeded" and candidate.run == production.run == run
+    assert candidate.content_hash == version.content_hash and candidate.score == 1.0 and production.score < 0.5
+    assert candidate.examples == production.examples == SIZES["test"] == candidate.results.count()
+    assert candidate.dataset_hash == production.dataset_hash == run.dataset_hashes["test"]
+    assert cr.comparison["significant_gain"] is True and cr.comparison["p_value"] < 0.001
+    assert cr.evaluation["run"]["stop_reason"] == "completed 4 trials"
+    assert run.calls + run.cached_calls >= candidate.calls + production.calls, "the final evaluation is in the run"
     assert "approve" not in allowed_review_actions(cr, users["author"]), "the run's starter never approves"
 
-    assert audit.actions() == ["run.started", "run.executing", "version.created", "change_request.opened",
-                               "version.submitted", "run.succeeded"]
+    assert audit.actions() == ["run.started", "run.executing",
+                               "evaluation.requested", "evaluation.started", "evaluation.succeeded",
+                               "evaluation.requested", "evaluation.started", "evaluation.succeeded",
+                               "version.created", "change_request.opened", "version.submitted",
+                               "change_request.evaluated", "run.succeeded"]
     finished = audit.events()[-1]
     assert finished.actor is None and finished.after["trials"] == 4 and finished.reason == "completed 4 trials"
 
@@ -154,8 +158,8 @@ def test_a_second_run_on_the_same_data_replays_the_cache_and_compares_with_produ
     assert base == RunStatus.SUCCEEDED
     first = PromptVersion.objects.get(run__isnull=False)
     cr = first.change_requests.get()
-    approve_change_request(cr, actor=users["reviewer1"], password=password(users["reviewer1"]))
-    approve_change_request(cr, actor=users["reviewer2"], password=password(users["reviewer2"]))
+    for reviewer in (users["reviewer1"], users["reviewer2"]):
+        approve_change_request(cr, actor=reviewer, password=password(reviewer), content_hash=first.content_hash)
     release_version(first, actor=users["releaser"], reason="ship the optimized prompt")
 
     run = start(program, users["author2"], enqueue=False)
@@ -165,9 +169,10 @@ def test_a_second_run_on_the_same_data_replays_the_cache_and_compares_with_produ
     assert second.parent == first and second.created_by == users["author2"]
     cr2 = second.change_requests.get()
     assert cr2.base_version == first and cr2.recommended is False
-    assert cr2.evaluation["production"] == {"val": 1.0, "test": 1.0, "version": first.number,
-                                            "source": f"version {first.number}"}
-    assert "Not recommended" in cr2.description
+    assert cr2.baseline_evaluation.content_hash == first.content_hash and cr2.baseline_evaluation.score == 1.0
+    assert cr2.baseline_evaluation == cr.candidate_evaluation, "production's evaluation is reused, not repaid"
+    assert cr2.comparison["p_value"] == 1.0 and cr2.comparison["significant_gain"] is False  # a tie
+    assert recommendation_text(cr2.comparison).startswith("Not recommended: +0.0 points on 20 test examples")
 
 
 # --- cancel, budget, failures -----------------------------------------------------------------------------------
@@ -229,27 +234,80 @@ def test_a_run_needs_train_data_and_holds_val_out_of_train_when_there_is_none(db
     empty = make_program(users, lm_server, slug="empty", splits=())
     with pytest.raises(InvalidInput, match="^program empty has no train dataset; import one before optimizing$"):
         start_run(empty, actor=users["author"])
-    train_only = make_program(users, lm_server, slug="train-only", splits=("train",))
+    no_test = make_program(users, lm_server, slug="no-test", splits=("train", "val"))
+    with pytest.raises(IllegalTransition, match="^program no-test has no test dataset; import one so the system can "
+                                                "evaluate the change against production"):
+        start_run(no_test, actor=users["author"])
+    train_only = make_program(users, lm_server, slug="train-only", splits=("train", "test"))
     run = start_run(train_only, actor=users["author"], enqueue=False)
     assert run.config["val_held_out"] is True and run.config["datasets"]["val"] is None
     inputs = runner.load_inputs(run)
-    assert len(inputs.valset) == 21 and len(inputs.trainset) == 49 and inputs.testset == []
+    assert len(inputs.valset) == 21 and len(inputs.trainset) == 49 and len(inputs.testset) == 20
 
 
-def test_budget_cap_ends_the_search_with_its_stop_reason_and_still_proposes(db, program, users, settings, tmp_path,
-                                                                             lm_server, monkeypatch):
+def test_budget_cap_bounds_the_whole_run_to_the_call_final_evaluation_included(db, program, users, settings,
+                                                                               tmp_path, lm_server, monkeypatch):
     settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path / "cold_cache.sqlite3")  # every call is a real one
     monkeypatch.setattr(lm_server, "responder", NearTies(min_demos=14))  # no perfect score: trials keep spending
-    run = start(program, users["author"], enqueue=False, num_trials=8, max_calls=60)
+    sent = len(lm_server.requests)
+    run = start(program, users["author"], enqueue=False, num_trials=8, max_calls=120)
     assert runner.execute_run(run.pk, worker_name="w") == RunStatus.SUCCEEDED
     run.refresh_from_db()
-    assert run.stop_reason == "budget exhausted: calls limit 60 reached (used 60)"
-    assert 0 < run.trials.count() < 8
-    assert run.trials.order_by("-number").first().state == "failed"
+    # The final evaluation (candidate and production on 20 test rows: up to 40 calls) is planned up front, so
+    # the search gets the other 80 and the whole run stays within 120 calls.
+    assert run.stop_reason == "budget exhausted: calls limit 80 reached (used 80)"
+    assert 80 < run.calls <= 120 and len(lm_server.requests) - sent == run.calls
     cr = ChangeRequest.objects.get(version__run=run)
     assert cr.evaluation["run"]["stop_reason"] == run.stop_reason
-    # The final evaluation runs outside the search's cap (docs/operations.md), and is counted in the totals.
-    assert run.calls > 60
+    assert cr.candidate_evaluation.status == cr.baseline_evaluation.status == "succeeded"
+
+
+@pytest.mark.parametrize("max_calls", [1, 40])
+def test_a_call_cap_too_small_for_the_final_evaluation_is_refused_at_start(db, program, users, max_calls):
+    with pytest.raises(InvalidInput, match=f"^max_calls={max_calls} cannot cover the run: the final evaluation of "
+                                           "the candidate and production on the 20 test examples needs up to 40 "
+                                           "calls, so max_calls must be more than 40") as info:
+        start_run(program, actor=users["author"], max_calls=max_calls)
+    assert info.value.field == "max_calls" and not OptimizationRun.objects.exists()
+
+
+def test_cancel_during_the_final_evaluation_stops_within_seconds_and_proposes_nothing(
+        committed_db, program, users, settings, tmp_path, lm_server, monkeypatch):
+    settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path / "cold_cache.sqlite3")
+    test_tickets = {row["ticket"] for row in rows("test")}
+    classifier = SimulatedClassifier(min_demos=14)
+
+    def slow_on_test_rows(prompt, request):
+        if any(ticket in prompt.rsplit("Ticket: ", 1)[-1] for ticket in test_tickets):
+            time.sleep(0.3)  # the final evaluation's calls are slow; the search's are not
+        return classifier(prompt, request)
+
+    monkeypatch.setattr(lm_server, "responder", slow_on_test_rows)
+    run = start(program, users["author"])
+    progress = _wait_for(lambda: OptimizationRun.objects.get(pk=run.pk).progress, lambda p: p.get("evaluation"))
+    assert progress["phase"] == "final evaluation" and progress["evaluation"]["total"] == SIZES["test"]
+    assert progress["calls"] > 0 and progress["eta_seconds"] > 0
+    cancel_run(run, actor=users["author"], reason="wrong data")
+    asked = time.monotonic()
+    runner.local_executor().wait(run.pk, timeout=120)
+    assert time.monotonic() - asked < 10, "a cancel stops the final evaluation within seconds"
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert run.stop_reason.startswith("cancelled during the final evaluation")
+    assert not PromptVersion.objects.filter(run=run).exists() and not ChangeRequest.objects.exists()
+    evaluation = run.evaluations.order_by("id").first()
+    assert evaluation.status == "cancelled" and evaluation.error.startswith("cancelled")
+    assert evaluation.examples_done < SIZES["test"] and not evaluation.results.exists()
+
+
+def _wait_for(read, ready, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if ready(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not ready after {timeout}s: {read()}")
 
 
 def test_a_model_failure_mid_run_fails_the_run_and_writes_no_version(db, users, settings, tmp_path):
@@ -269,8 +327,12 @@ def test_a_model_failure_mid_run_fails_the_run_and_writes_no_version(db, users, 
                                 f"model {FAKE_MODEL} rejected the request (HTTP 400)")
     assert trial_numbers(run)[0] == 0
     assert not PromptVersion.objects.filter(run=run).exists() and not ChangeRequest.objects.exists()
-    assert audit.actions() == ["run.executing", "run.failed"]
+    actions = audit.actions()
+    assert (actions[0], actions[-1]) == ("run.executing", "run.failed")
     assert audit.events()[-1].after["error"].startswith("ModelFailing")
+    # Where the broken model was met in the final evaluation, that evaluation is on record as failed, not scored.
+    assert not run.evaluations.filter(status="succeeded").exists()
+    assert all(e.error.startswith("ModelFailing") for e in run.evaluations.all())
 
 
 def test_the_final_writes_are_all_or_nothing(db, program, users, monkeypatch):
@@ -339,10 +401,10 @@ def test_scheduled_reoptimization_starts_due_programs_with_new_data_once(db, pro
 def released_version(program, users, demos: list[dict[str, Any]]) -> PromptVersion:
     payload = initial_payload(program)
     payload["program"]["predictors"][0]["demos"] = demos
-    version = create_version(program, actor=users["author"], payload=payload, scores={"val": 1.0, "test": 1.0})
-    cr = open_change_request(version, actor=users["author"], title="Ship demos")
+    version = create_version(program, actor=users["author"], payload=payload)
+    cr = evaluate(open_change_request(version, actor=users["author"], title="Ship demos"))
     for reviewer in (users["reviewer1"], users["reviewer2"]):
-        approve_change_request(cr, actor=reviewer, password=password(reviewer))
+        approve_change_request(cr, actor=reviewer, password=password(reviewer), content_hash=version.content_hash)
     version.refresh_from_db()
     release_version(version, actor=users["releaser"], reason="first release")
     return version
@@ -364,7 +426,8 @@ def test_drift_check_alerts_when_production_scores_lower_on_new_labels(db, progr
     alert = DriftAlert.objects.get()
     assert check.alert == alert and alert.version == version and alert.threshold == 3.0
     assert alert.drop_points == check.drop_points > 70
-    assert audit.actions() == ["dataset.imported", "drift.alert"]
+    assert audit.actions() == ["dataset.imported", "evaluation.requested", "evaluation.started",
+                               "evaluation.succeeded", "drift.alert"]
     event = AuditEvent.objects.get(action="drift.alert")
     assert event.after["dataset_hash"] == new.content_hash and event.program == program
 
@@ -385,7 +448,7 @@ def test_optimize_command_runs_in_the_foreground_and_prints_the_change_request(d
     assert f"run {run.pk} of tickets started by author2 (light, seed 0, model {FAKE_MODEL})" in text
     assert f"run {run.pk} succeeded: completed 4 trials; 4 trials" in text
     assert f"change request {cr.pk}: {cr.title} [open]" in text
-    assert "test: candidate 1.000, production" in text and "recommended: yes" in text
+    assert "test: candidate 1.000, production" in text and "recommended: yes; Recommended: +" in text
     assert "4/4" in err.getvalue(), "the progress bar reached the end"
     assert run.started_by == users["author2"] and run.worker.startswith("cli@")
 

@@ -31,7 +31,7 @@ from governance.templatetags.portal import delta, duration, pct, trial_chart
 from optimizer.bundle import generate_private_key, private_key_pem, verify_bundle
 from optimizer.lm import Usage
 from optimizer.search import TrialRecord
-from tests.governance.conftest import payload_with
+from tests.governance.conftest import evaluate, payload_with
 from tests.optimizer.simulated import load_rows
 
 pytestmark = pytest.mark.django_db
@@ -68,8 +68,7 @@ def _trial(number: int, score: float, *, full: bool, best: float | None) -> Tria
 @pytest.fixture
 def production(make_approved, make_version, releaser):
     """v1, approved by two reviewers and released to production."""
-    version = make_approved(version=make_version(instructions="Classify the support ticket into one category.",
-                                                 scores={"val": 0.5, "test": 0.5}))
+    version = make_approved(version=make_version(instructions="Classify the support ticket into one category."))
     release_version(version, actor=releaser, reason="baseline")
     return version
 
@@ -88,22 +87,11 @@ def finished_run(datasets, production, author):
         record_trial(run.pk, _trial(number, score, full=full, best=best), worker="test-worker", usage=usage,
                      owner=True)
     demos = [{"ticket": row["ticket"], "category": row["category"]} for row in load_rows("train")[:3]]
-    payload = payload_with(program, "Classify the customer's support ticket into exactly one category.")
+    payload = payload_with(program, "Classify the customer's support ticket as exactly one of the categories.")
     payload["program"]["predictors"][0]["demos"] = demos
     proposal = Proposal(
-        payload=payload, scores={"val": 0.9, "test": 0.85},
-        evaluation={"candidate": {"val": 0.9, "test": 0.85},
-                    "production": {"val": 0.5, "test": 0.5, "version": production.number, "source": "version 1"},
-                    "deltas": {"val": 0.4, "test": 0.35},
-                    "run": {"best_params": {"classify.instruction": 1, "classify.demos": 1, "classify.demo_count": 3}},
-                    "failing_examples": [{"split": "test", "index": 3, "inputs": {"ticket": "Where is my parcel?"},
-                                          "expected": {"category": "shipping"}, "predicted": {"category": "billing"},
-                                          "score": 0.0, "error": None, "raw": " billing"}],
-                    "production_failing_examples": [{"split": "test", "index": 7, "inputs": {"ticket": "Refund me"},
-                                                     "expected": {"category": "refund"},
-                                                     "predicted": {"category": "billing"}, "score": 0.0,
-                                                     "error": None, "raw": " billing"}]},
-        recommended=True,
+        payload=payload, scores={"test": 1.0},
+        evaluation={"run": {"best_params": {"classify.instruction": 1, "classify.demos": 1, "classify.demo_count": 3}}},
         candidates={"instructions": {"classify": [{"text": "Classify the support ticket.", "source": "original"},
                                                   {"text": "Pick exactly one of the categories.", "source": "lm"}]},
                     "demo_sets": {"classify": [{"demos": [], "source": "zero-shot"},
@@ -117,7 +105,7 @@ def finished_run(datasets, production, author):
 
 @pytest.fixture
 def cr(finished_run):
-    return finished_run[1]
+    return evaluate(finished_run[1])
 
 
 def login(client, user, pw) -> Any:
@@ -261,8 +249,10 @@ def test_review_page_shows_diff_scores_failures_provenance(client, reviewer1, pw
     page = client.get(f"/change-requests/{cr.pk}/").content.decode()
     assert '<ins class="diff-ins">' in page and "customer&#x27;s" in page  # the inserted words
     assert "Demos added (3)" in page and "Demos removed (0)" in page
-    assert "+35.0 pts" in page and "85.0%" in page and "50.0%" in page
-    assert "Where is my parcel?" in page and "Refund me" in page
+    assert "System evaluation" in page and "+100.0 pts" in page and "100.0%" in page and "0.0%" in page
+    assert "Recommended" in page and "exact McNemar (one-sided)" in page
+    assert "newly right" in page and load_rows("test")[0]["ticket"][:40] in page  # aligned examples
+    assert "No findings" in page or 'id="checks"' in page
     assert cr.version.content_hash in page
     assert f"run {cr.version.run_id}" in page
     for form_id in ('id="id_approve-password"', 'id="id_approve-confirm_meaning"', 'id="id_reject-reason"',
@@ -279,6 +269,8 @@ def test_author_sees_no_review_buttons_and_a_forced_post_is_refused(client, auth
     assert "Withdraw this change request" in page  # the proposer may withdraw
     for action in ("approve", "reject", "request_changes"):
         response = client.post(f"/change-requests/{cr.pk}/{action}/", {
+            "approve-content_hash": cr.version.content_hash, "reject-content_hash": cr.version.content_hash,
+            "changes-content_hash": cr.version.content_hash,
             "approve-password": pw(author), "approve-confirm_meaning": "on", "reject-reason": "x",
             "reject-confirm_meaning": "on", "changes-reason": "x", "changes-confirm_meaning": "on"})
         assert response.status_code == 403, action
@@ -288,7 +280,8 @@ def test_author_sees_no_review_buttons_and_a_forced_post_is_refused(client, auth
 
 def test_a_reviewer_who_already_approved_gets_409_on_a_second_approval(client, reviewer1, pw, cr):
     login(client, reviewer1, pw)
-    data = {"approve-password": pw(reviewer1), "approve-confirm_meaning": "on"}
+    data = {"approve-content_hash": cr.version.content_hash, "approve-password": pw(reviewer1),
+            "approve-confirm_meaning": "on"}
     assert client.post(f"/change-requests/{cr.pk}/approve/", data).status_code == 302
     page = client.get(f"/change-requests/{cr.pk}/").content.decode()
     assert "approve-button" not in page and "has already approved this content" in page
@@ -299,13 +292,16 @@ def test_a_reviewer_who_already_approved_gets_409_on_a_second_approval(client, r
 def test_approve_form_requires_the_meaning_and_the_right_password(client, reviewer1, reviewer2, pw, cr):
     login(client, reviewer1, pw)
     url = f"/change-requests/{cr.pk}/approve/"
-    missing = client.post(url, {"approve-password": pw(reviewer1)})
+    missing = client.post(url, {"approve-content_hash": cr.version.content_hash,
+                                "approve-password": pw(reviewer1)})
     assert missing.status_code == 400 and b"This field is required." in missing.content
-    wrong = client.post(url, {"approve-password": "not it", "approve-confirm_meaning": "on"})
+    seen = cr.version.content_hash
+    wrong = client.post(url, {"approve-content_hash": seen, "approve-password": "not it",
+                              "approve-confirm_meaning": "on"})
     assert wrong.status_code == 403 and b"re-authentication failed" in wrong.content
     assert AuditEvent.objects.filter(action="signature.failed", actor=reviewer1).count() == 1
-    ok = client.post(url, {"approve-password": pw(reviewer1), "approve-confirm_meaning": "on",
-                           "approve-reason": "Looks right."})
+    ok = client.post(url, {"approve-content_hash": seen, "approve-password": pw(reviewer1),
+                           "approve-confirm_meaning": "on", "approve-reason": "Looks right."})
     assert ok.status_code == 302
     assert "more approvals are needed" in client.get(ok["Location"]).content.decode()
 
@@ -313,7 +309,8 @@ def test_approve_form_requires_the_meaning_and_the_right_password(client, review
     login(client, reviewer2, pw)
     page = client.get(f"/change-requests/{cr.pk}/").content.decode()
     assert "Reviewer1 Example" in page and "I approve this prompt version for release" in page
-    assert client.post(url, {"approve-password": pw(reviewer2), "approve-confirm_meaning": "on"}).status_code == 302
+    assert client.post(url, {"approve-content_hash": seen, "approve-password": pw(reviewer2),
+                             "approve-confirm_meaning": "on"}).status_code == 302
     cr.refresh_from_db()
     cr.version.refresh_from_db()
     assert cr.status == "approved" and cr.version.status == "approved"
@@ -325,15 +322,17 @@ def test_reject_needs_a_reason_and_request_changes_sends_the_version_back(client
     login(client, reviewer1, pw)
     no_reason = client.post(f"/change-requests/{cr.pk}/reject/", {"reject-confirm_meaning": "on"})
     assert no_reason.status_code == 400 and b"This field is required." in no_reason.content
-    rejected = client.post(f"/change-requests/{cr.pk}/reject/", {"reject-reason": "Worse on refunds.",
-                                                                  "reject-confirm_meaning": "on"})
+    rejected = client.post(f"/change-requests/{cr.pk}/reject/", {
+        "reject-content_hash": cr.version.content_hash, "reject-reason": "Worse on refunds.",
+        "reject-confirm_meaning": "on"})
     assert rejected.status_code == 302
     cr.refresh_from_db()
     assert cr.status == "rejected" and cr.reviews.get().reason == "Worse on refunds."
 
     other = make_cr()
     sent_back = client.post(f"/change-requests/{other.pk}/request_changes/", {
-        "changes-reason": "Mention refunds.", "changes-confirm_meaning": "on"})
+        "changes-content_hash": other.version.content_hash, "changes-reason": "Mention refunds.",
+        "changes-confirm_meaning": "on"})
     assert sent_back.status_code == 302
     other.refresh_from_db()
     assert other.status == "changes_requested" and other.version.status == "draft"
@@ -343,7 +342,7 @@ def test_the_proposer_resubmits_after_requested_changes(client, author, reviewer
     from governance.actions import edit_version, request_changes
 
     other = make_cr()
-    request_changes(other, actor=reviewer1, reason="Mention refunds.")
+    request_changes(other, actor=reviewer1, reason="Mention refunds.", content_hash=other.version.content_hash)
     edit_version(other.version, actor=author, payload=payload_with(other.program, "Now mentions refunds."))
     login(client, author, pw)
     assert b"Resubmit for review" in client.get(f"/change-requests/{other.pk}/").content
@@ -399,7 +398,7 @@ def test_the_author_submits_a_draft_for_review_from_its_page(client, author, pw,
 
 
 def test_releaser_releases_rolls_back_pins_and_kills(client, releaser, pw, production, make_approved, make_version):
-    v2 = make_approved(version=make_version(scores={"val": 0.6, "test": 0.6}))
+    v2 = make_approved(version=make_version())
     slug = production.program.slug
     login(client, releaser, pw)
     page = client.get(f"/programs/{slug}/releases/").content.decode()

@@ -64,6 +64,7 @@ class Command(BaseCommand):
             execute_run(run.pk, worker_name=worker_name("cli"), on_trial=on_trial)
 
     def _report(self, run: OptimizationRun) -> None:
+        from governance.actions.reviews import recommendation_text
         from governance.runner import change_request_of
 
         run.refresh_from_db()
@@ -76,14 +77,14 @@ class Command(BaseCommand):
         cr = change_request_of(run)
         if cr is None:  # complete_run writes both or neither; this would be a bug worth shouting about
             raise CommandError(f"run {run.pk} succeeded but opened no change request")
-        evaluation = cr.evaluation
+        candidate, production = cr.candidate_evaluation, cr.baseline_evaluation
         self.stdout.write(f"change request {cr.pk}: {cr.title} [{cr.status}]")
         self.stdout.write(f"  version {cr.version.number} (draft in review, hash {cr.version.content_hash[:12]})")
-        for split, score in evaluation.get("candidate", {}).items():
-            self.stdout.write(f"  {split}: candidate {score:.3f}, production {evaluation['production'][split]:.3f} "
-                              f"({evaluation['deltas'][split]:+.3f})")
-        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; "
-                          f"{len(evaluation.get('failing_examples', []))} failing examples listed for reviewers")
+        if candidate is not None and production is not None and None not in (candidate.score, production.score):
+            self.stdout.write(f"  test: candidate {candidate.score:.3f}, production {production.score:.3f} "
+                              f"({candidate.score - production.score:+.3f}) on {candidate.examples} examples, "
+                              f"{candidate.errors} errors (system evaluations {candidate.pk} and {production.pk})")
+        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; {recommendation_text(cr.comparison)}")
 
 
 def _program(slug: str) -> Program:
