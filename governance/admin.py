@@ -22,6 +22,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from governance.models import (
     AccountState,
+    ApiKey,
     AuditCheckpoint,
     AuditEvent,
     Candidate,
@@ -32,6 +33,7 @@ from governance.models import (
     EvaluationResult,
     Example,
     Export,
+    LoginThrottle,
     OptimizationRun,
     Program,
     PromptVersion,
@@ -306,3 +308,19 @@ class AccountStateAdmin(ReadOnlyHistoryAdmin):
     list_filter = ("active", "must_change_password")
     search_fields = ("user__username",)
     list_select_related = ("user", "password_set_by")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("prefix", "name", "owner", "bundle_only", "created_at", "expires_at", "last_used_at",
+                    "revoked_at")
+    list_filter = ("bundle_only",)
+    search_fields = ("prefix", "name", "owner__username")
+    list_select_related = ("owner",)
+    exclude = ("key_hash",)
+
+
+@admin.register(LoginThrottle)
+class LoginThrottleAdmin(ReadOnlyAdmin):
+    list_display = ("username", "failures", "lockouts", "locked_until")
+    search_fields = ("username",)

@@ -15,15 +15,17 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model, update_session_auth_hash
+from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from governance.actions import accounts
+from governance.actions import accounts, tokens
 from governance.actions.programs import add_member, remove_member
 from governance.errors import AuthenticationFailed, InvalidInput, NotFound
+from governance.forms import LoginForm
 from governance.models import AccountState, AuditEvent, Program, Role
 from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
 from governance.permissions import has_role, require_role, user_roles
@@ -90,6 +92,37 @@ class OwnPasswordForm(forms.Form):
         if data.get("new_password") and data.get("new_password") != data.get("new_password_again"):
             self.add_error("new_password_again", "The two new passwords differ.")
         return data
+
+
+# --- login with lockout --------------------------------------------------------------------------------------
+
+
+class LockoutLoginView(auth_views.LoginView):
+    """Django's login, refusing a username locked out after repeated failures (429, audited when it locks;
+    governance.actions.accounts.record_login_failure has the back-off)."""
+
+    template_name = "governance/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = request.POST.get("username", "")
+        remaining = accounts.login_lockout_remaining(username)
+        if remaining:
+            return self._locked_out(username, remaining)
+        response = super().post(request, *args, **kwargs)
+        if response.status_code == 302:
+            accounts.clear_login_failures(username)
+            return response
+        locked_for = accounts.record_login_failure(username)
+        return self._locked_out(username, locked_for) if locked_for else response
+
+    def _locked_out(self, username: str, seconds: int) -> HttpResponse:
+        messages.error(self.request, f"Too many failed logins for {username!r}: try again in {seconds} seconds.")
+        form = self.get_form_class()(self.request, initial={"username": username})
+        response = self.render_to_response(self.get_context_data(form=form))
+        response.status_code = 429
+        return response
 
 
 # --- must change password -----------------------------------------------------------------------------------
@@ -191,7 +224,7 @@ def account_create(request: HttpRequest) -> HttpResponse:
 def _detail_context(request: HttpRequest, user: Any, **posted: Any) -> dict[str, Any]:
     member_of = sorted(user.programs.all(), key=lambda p: p.slug)
     return {
-        "account": user, "state": accounts.account_state(user), "tokens": accounts.user_tokens(user),
+        "account": user, "state": accounts.account_state(user), "tokens": list(tokens.active_keys(user)),
         "roles": sorted(g.name for g in user.groups.all()), "member_of": member_of,
         "events": AuditEvent.objects.filter(object_type="User", object_id=str(user.pk)).order_by("-id")[:50],
         "can_manage": has_role(request.user, Role.ADMIN), "is_self": user.pk == request.user.pk,
@@ -219,7 +252,7 @@ ACCOUNT_ACTIONS: dict[str, tuple[type[forms.Form], str, Callable[..., Any], Call
     "reset-password": (ResetPasswordForm, "reset_form", lambda u, a, d: accounts.reset_password(u, actor=a, **d),
                        lambda u, d: f"Password of {u.username} reset: they must change it before signing; "
                                     "their API tokens are revoked."),
-    "revoke-tokens": (ReasonForm, "reason_form", lambda u, a, d: accounts.revoke_tokens(u, actor=a, **d),
+    "revoke-tokens": (ReasonForm, "reason_form", lambda u, a, d: tokens.revoke_tokens(u, actor=a, **d),
                       lambda u, d: f"API tokens of {u.username} revoked."),
     "grant-role": (RoleForm, "role_form", lambda u, a, d: accounts.grant_role(u, actor=a, **d),
                    lambda u, d: f"{u.username} now has the {d['role']} role."),

@@ -4,11 +4,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from governance import portal_accounts, views
-from governance.forms import LoginForm
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="governance/login.html", authentication_form=LoginForm,
-                                                redirect_authenticated_user=True), name="login"),
+    path("login/", portal_accounts.LockoutLoginView.as_view(), name="login"),  # Django's, with lockout
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
     path("programs/", views.program_list, name="program_list"),

@@ -99,6 +99,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+AUTHENTICATION_BACKENDS = ["governance.api.authentication.AccountBackend"]  # ModelBackend + AccountState
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -126,7 +128,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "governance.api.authentication.KeyAuthentication",  # TokenAuthentication with 401 for a bad key
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
+                                   "governance.api.authentication.KeyScope"],  # a key's programs/bundle scope
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
@@ -180,6 +183,21 @@ GOVERNANCE_BUNDLE_CACHE_SECONDS = int(os.environ.get("GOVERNANCE_BUNDLE_CACHE_SE
 # How long a server process may reuse what it read for a fetch (the token's rights and what the label serves)
 # before reading it again; changes made through the same process apply at once. 0 reads on every fetch.
 GOVERNANCE_BUNDLE_STATE_TTL = float(os.environ.get("GOVERNANCE_BUNDLE_STATE_TTL", "2"))
+# Credentials (docs/operations.md). API keys: default and longest lifetime in days (0 = none), how often the
+# last-use time is written; legacy tokens = keys of DRF's authtoken table (plain text at rest): turn off once
+# every client uses an API key. A client sending more than GOVERNANCE_API_AUTH_MAX_FAILURES bad keys within the
+# window gets 429. Portal logins: GOVERNANCE_LOGIN_MAX_FAILURES failures within the window lock the username out
+# for GOVERNANCE_LOGIN_LOCKOUT_SECONDS, doubled per repeated lockout up to the maximum (0 failures = off).
+GOVERNANCE_API_KEY_DEFAULT_DAYS = int(os.environ.get("GOVERNANCE_API_KEY_DEFAULT_DAYS", "90"))
+GOVERNANCE_API_KEY_MAX_DAYS = int(os.environ.get("GOVERNANCE_API_KEY_MAX_DAYS", "365"))
+GOVERNANCE_API_KEY_LAST_USED_RESOLUTION = float(os.environ.get("GOVERNANCE_API_KEY_LAST_USED_RESOLUTION", "60"))
+GOVERNANCE_LEGACY_TOKENS = env_bool("GOVERNANCE_LEGACY_TOKENS", True)
+GOVERNANCE_API_AUTH_MAX_FAILURES = int(os.environ.get("GOVERNANCE_API_AUTH_MAX_FAILURES", "20"))
+GOVERNANCE_API_AUTH_FAILURE_WINDOW = int(os.environ.get("GOVERNANCE_API_AUTH_FAILURE_WINDOW", "300"))
+GOVERNANCE_LOGIN_MAX_FAILURES = int(os.environ.get("GOVERNANCE_LOGIN_MAX_FAILURES", "5"))
+GOVERNANCE_LOGIN_FAILURE_WINDOW = float(os.environ.get("GOVERNANCE_LOGIN_FAILURE_WINDOW", "900"))
+GOVERNANCE_LOGIN_LOCKOUT_SECONDS = float(os.environ.get("GOVERNANCE_LOGIN_LOCKOUT_SECONDS", "60"))
+GOVERNANCE_LOGIN_LOCKOUT_MAX_SECONDS = float(os.environ.get("GOVERNANCE_LOGIN_LOCKOUT_MAX_SECONDS", "3600"))
 # /bench/static-json: the ceiling view of bench/load_bundle.py, only when GOVERNANCE_BENCH_VIEWS=1.
 GOVERNANCE_BENCH_VIEWS = env_bool("GOVERNANCE_BENCH_VIEWS", False)
 

@@ -18,11 +18,12 @@ from governance.actions.reviews import (
 )
 from governance.actions.monitoring import run_drift_check
 from governance.actions.accounts import (
-    change_own_password, check_can_sign, create_user, deactivate_user, grant_role, reactivate_user, reset_password,
-    revoke_role, revoke_tokens, rotate_token, setup_role_groups,
+    change_own_password, check_can_sign, create_service_account, create_user, deactivate_user, grant_role,
+    reactivate_user, reset_password, revoke_role, setup_role_groups,
 )
 from governance.actions.accounts import create_user as create_user_with_roles
 from governance.actions.runs import cancel_run, start_run
+from governance.actions.tokens import create_api_key, revoke_api_key, revoke_tokens, rotate_token
 from governance.actions.versions import (
     active_change_request, can_edit, create_version, edit_version, initial_payload, retire_version,
     submit_for_review, validate_payload, withdraw_version,
@@ -45,7 +46,7 @@ __all__ = [
     # accounts (users, roles, passwords, API tokens)
     "create_user_with_roles", "setup_role_groups", "create_user", "deactivate_user", "reactivate_user",
     "change_own_password", "reset_password", "grant_role", "revoke_role", "rotate_token", "revoke_tokens",
-    "check_can_sign",
+    "check_can_sign", "create_service_account", "create_api_key", "revoke_api_key",
     # optimization runs and monitoring
     "start_run", "cancel_run", "run_drift_check",
 ]

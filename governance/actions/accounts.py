@@ -10,9 +10,12 @@ also revokes the account's API tokens, and a deactivated account's sessions and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
@@ -20,13 +23,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from governance.actions import tokens
 from governance.actions._common import require_text, save, user_ref
 from governance.audit import record_event
 from governance.errors import AuthenticationFailed, IllegalTransition, InvalidInput, PermissionDenied
-from governance.models import AccountState, Role
+from governance.models import AccountState, LoginThrottle, Role
 from governance.permissions import ROLE_NAMES, ensure_role_groups, has_role, require_role
+
+_SIGN_STATE = "_governance_sign_state"
+_MISSING: Any = object()
 
 # --- reading -----------------------------------------------------------------------------------------------
 
@@ -41,6 +47,23 @@ def must_change_password(user: Any) -> bool:
     return AccountState.objects.filter(user_id=user.pk, must_change_password=True).exists()
 
 
+def _sign_state(user: Any) -> dict[str, bool] | None:
+    """The account's password/service state, read once per user instance (pages ask it for every change
+    request they list); actions that change it forget it (`_forget_cached`)."""
+    cached = getattr(user, _SIGN_STATE, _MISSING)
+    if cached is not _MISSING:
+        return cached
+    loaded = getattr(getattr(user, "_state", None), "fields_cache", {})
+    if "account_state" in loaded:  # the session's user came with it (api.authentication.AccountBackend)
+        state = loaded["account_state"]
+        cached = None if state is None else {"must_change_password": state.must_change_password,
+                                             "service_account": state.service_account}
+    else:
+        cached = AccountState.objects.filter(user_id=user.pk).values("must_change_password", "service_account").first()
+    setattr(user, _SIGN_STATE, cached)
+    return cached
+
+
 def check_can_sign(user: Any) -> None:
     """Refuse a signature by an inactive account, or by one whose password an administrator set (Part 11.300:
     only the owner may know the password that signs). Call it before accepting any signature."""
@@ -49,12 +72,11 @@ def check_can_sign(user: Any) -> None:
         raise PermissionDenied("an anonymous user cannot sign")
     if not user.is_active:
         raise PermissionDenied(f"user {name!r} is deactivated and cannot sign")
-    if must_change_password(user):
+    state = _sign_state(user)
+    if state and state["service_account"]:
+        raise PermissionDenied(f"user {name!r} is a service account and cannot sign")
+    if state and state["must_change_password"]:
         raise PermissionDenied(f"user {name!r} must change the password an administrator set before signing")
-
-
-def user_tokens(user: Any) -> list[Token]:
-    return list(Token.objects.filter(user=user).order_by("created"))
 
 
 # --- users -------------------------------------------------------------------------------------------------
@@ -115,7 +137,7 @@ def deactivate_user(user: Any, *, actor: Any, reason: str = "") -> Any:
     _require_another_admin(user, doing="deactivate")
     user.is_active = False
     save(user, actor=actor, fields=["is_active"])
-    revoked = _revoke_tokens(user)
+    revoked = tokens.revoke_all(user, actor=actor)
     _record_state(user, actor=actor)
     record_event("user.deactivated", actor=actor, obj=user, object_type="User", reason=reason,
                  before={"active": True}, after={"active": False, "tokens_revoked": revoked})
@@ -181,7 +203,7 @@ def reset_password(user: Any, *, actor: Any, password: str, reason: str = "") ->
     _validate_password(password, user, field="password")
     user.set_password(password)
     save(user, actor=actor, fields=["password"])
-    revoked = _revoke_tokens(user)
+    revoked = tokens.revoke_all(user, actor=actor)
     _record_state(user, actor=actor, must_change_password=True, password_set_by=actor,
                   password_set_at=timezone.now())
     record_event("user.password_reset", actor=actor, obj=user, object_type="User", reason=reason,
@@ -214,6 +236,8 @@ def revoke_role(user: Any, *, actor: Any, role: str, reason: str = "") -> Any:
     if role not in _group_roles(user):
         raise IllegalTransition(f"user {user.get_username()!r} does not have the {role} role")
     if role == Role.ADMIN.value:
+        if user.pk == actor.pk:
+            raise IllegalTransition("you cannot remove your own administrator role")
         _require_another_admin(user, doing="remove the administrator role of")
     before = sorted(_group_roles(user))
     user.groups.remove(Group.objects.get(name=role))
@@ -227,44 +251,78 @@ def _role_changed(user: Any, actor: Any, action: str, role: str, before: list[st
     return user
 
 
-# --- API tokens --------------------------------------------------------------------------------------------
-
-
-def rotate_token(*, actor: Any, password: str) -> Token:
-    """Replace the actor's API token with a new one (the old key stops working at once).
-
-    A wrong password is recorded as "api_token.denied" (committed) and refused.
-    """
-    if not getattr(actor, "is_authenticated", False) or not actor.is_active:
-        raise PermissionDenied("only an active, signed-in user may create an API token")
-    if not password or not actor.check_password(password):
-        with transaction.atomic():
-            record_event("api_token.denied", actor=actor, obj=actor, object_type="User", reason="wrong password")
-        raise AuthenticationFailed(f"wrong password for user {actor.get_username()!r} (the attempt was recorded)",
-                                   field="password")
-    with transaction.atomic():
-        replaced = Token.objects.filter(user=actor).delete()[0] > 0
-        token = Token.objects.create(user=actor)
-        record_event("api_token.rotated" if replaced else "api_token.created", actor=actor, obj=actor,
-                     object_type="User", after={"replaced": replaced})
-    return token
+# --- service accounts --------------------------------------------------------------------------------------
 
 
 @transaction.atomic
-def revoke_tokens(user: Any, *, actor: Any, reason: str = "") -> int:
-    """An administrator (or the owner) revokes the user's API tokens; 409 when there is none."""
-    if getattr(actor, "pk", None) != user.pk:
-        _require_admin(actor, "revoke other users' API tokens")
-    revoked = _revoke_tokens(user)
-    if not revoked:
-        raise IllegalTransition(f"user {user.get_username()!r} has no API token to revoke")
-    record_event("api_token.revoked", actor=actor, obj=user, object_type="User", reason=reason,
-                 after={"tokens_revoked": revoked})
-    return revoked
+def create_service_account(*, actor: Any, username: str, roles: Iterable[str] = (), first_name: str = "",
+                           last_name: str = "") -> Any:
+    """A machine principal (a production service fetching bundles, a CI job): no usable password, so it never
+    logs in or signs; an administrator gives it roles, memberships and API keys (governance.actions.tokens)."""
+    _require_admin(actor, "create service accounts")
+    username = require_text(username, field="username", max_length=150)
+    roles = _known_roles(roles, field="roles")
+    if get_user_model().objects.filter(username=username).exists():
+        raise InvalidInput(f"user {username!r} already exists", field="username")
+    user = get_user_model()(username=username, first_name=first_name, last_name=last_name)
+    user.set_unusable_password()
+    save(user, actor=actor)
+    groups = ensure_role_groups()
+    user.groups.add(*(groups[r] for r in roles))
+    _record_state(user, actor=actor, service_account=True)
+    record_event("service_account.created", actor=actor, obj=user, object_type="User", after={
+        "username": username, "name": user.get_full_name(), "roles": roles})
+    return user
 
 
-def _revoke_tokens(user: Any) -> int:
-    return Token.objects.filter(user=user).delete()[0]
+# --- portal login lockout --------------------------------------------------------------------------------
+
+
+def login_lockout_remaining(username: str) -> int:
+    """Seconds the username is still locked out of the portal login (0: it is not)."""
+    row = LoginThrottle.objects.filter(username=_login_key(username)).only("locked_until").first()
+    if row is None or row.locked_until is None:
+        return 0
+    return max(0, math.ceil((row.locked_until - timezone.now()).total_seconds()))
+
+
+@transaction.atomic
+def record_login_failure(username: str) -> int:
+    """Count a failed portal login of `username`. The GOVERNANCE_LOGIN_MAX_FAILURES-th failure within
+    GOVERNANCE_LOGIN_FAILURE_WINDOW seconds locks it out for GOVERNANCE_LOGIN_LOCKOUT_SECONDS, doubled for each
+    earlier lockout since the last successful login (at most GOVERNANCE_LOGIN_LOCKOUT_MAX_SECONDS); each
+    lockout is audited as "auth.locked_out". Returns the lockout's length in seconds (0: not locked out)."""
+    limit = int(getattr(settings, "GOVERNANCE_LOGIN_MAX_FAILURES", 5))
+    if limit <= 0 or not username:
+        return 0
+    now = timezone.now()
+    row = LoginThrottle.objects.select_for_update().get_or_create(username=_login_key(username))[0]
+    window = timedelta(seconds=float(getattr(settings, "GOVERNANCE_LOGIN_FAILURE_WINDOW", 900)))
+    if row.first_failure_at is None or now - row.first_failure_at > window:
+        row.failures, row.first_failure_at = 0, now
+    row.failures += 1
+    seconds = 0
+    if row.failures >= limit:
+        base = float(getattr(settings, "GOVERNANCE_LOGIN_LOCKOUT_SECONDS", 60))
+        seconds = int(min(base * 2 ** row.lockouts, float(getattr(settings, "GOVERNANCE_LOGIN_LOCKOUT_MAX_SECONDS",
+                                                                      3600))))
+        row.lockouts += 1
+        row.failures, row.first_failure_at, row.locked_until = 0, None, now + timedelta(seconds=seconds)
+        user = get_user_model().objects.filter(username=username).first()
+        record_event("auth.locked_out", actor=None, obj=user, object_type="User",
+                     object_id=user.pk if user else row.username, reason=f"{limit} failed portal logins",
+                     after={"username": row.username, "seconds": seconds, "lockout": row.lockouts})
+    row.save()
+    return seconds
+
+
+def clear_login_failures(username: str) -> None:
+    """A successful login forgets the failures and the back-off."""
+    LoginThrottle.objects.filter(username=_login_key(username)).delete()
+
+
+def _login_key(username: str) -> str:
+    return (username or "").strip().casefold()[:150]
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -276,8 +334,8 @@ def _require_admin(actor: Any, doing: str) -> None:
 
 def _locked(user: Any) -> Any:
     """The user re-read under a row lock, so two administrators' changes serialize on it. The caller's instance
-    forgets its cached roles (permissions.user_roles), since the action is about to change them."""
-    user.__dict__.pop("_governance_roles", None)
+    forgets what it cached (roles, signing state), since the action is about to change them."""
+    _forget_cached(user)
     return get_user_model()._default_manager.select_for_update().get(pk=user.pk)
 
 
@@ -319,5 +377,15 @@ def _record_state(user: Any, *, actor: Any, **changes: Any) -> AccountState:
     for name, value in changes.items():
         setattr(state, name, value)
     save(state, actor=actor)
-    user.__dict__.pop("_governance_roles", None)  # permissions.user_roles caches the roles on the instance
+    _forget_cached(user)
     return state
+
+
+def _forget_cached(user: Any) -> None:
+    """Drop what this module and permissions.user_roles cached on the instance (also through a lazy request.user)."""
+    for name in ("_governance_roles", _SIGN_STATE):
+        try:
+            delattr(user, name)
+        except AttributeError:
+            pass
+    getattr(getattr(user, "_state", None), "fields_cache", {}).pop("account_state", None)

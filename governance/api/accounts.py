@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model, update_session_auth_hash
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -19,11 +20,11 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from governance.actions import accounts
-from governance.api.serializers import UserRefSerializer, reason_field
+from governance.actions import accounts, tokens
+from governance.api.serializers import UserRefSerializer, VisibleProgramField, reason_field
 from governance.audit import printed_name
 from governance.errors import NotFound
-from governance.models import AccountState, Role
+from governance.models import AccountState, ApiKey, Role
 from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
 from governance.permissions import ROLE_NAMES, has_role, require_role, user_roles, visible_programs
 
@@ -85,10 +86,49 @@ class TokenSerializer(serializers.Serializer):
     created = serializers.DateTimeField()
 
 
-class TokenInfoSerializer(serializers.Serializer):
-    """A token as administrators see it: never the key."""
+class ApiKeySerializer(serializers.ModelSerializer):
+    """An API key as lists show it: the prefix, scope and dates, never the key."""
 
-    created = serializers.DateTimeField()
+    programs = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "prefix", "name", "programs", "bundle_only", "active", "created_at", "expires_at",
+                  "last_used_at", "revoked_at")
+        read_only_fields = fields
+
+    def get_active(self, key: ApiKey) -> bool:
+        return key.revoked_at is None and (key.expires_at is None or key.expires_at > timezone.now())
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(help_text="Send as `Authorization: Token <key>`; shown once, stored only hashed.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = ("key", *ApiKeySerializer.Meta.fields)
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    programs = serializers.ListField(child=VisibleProgramField(), required=False, default=list,
+                                     help_text="Limit the key to these programs (empty: all the owner may see).")
+    bundle_only = serializers.BooleanField(required=False, default=False,
+                                           help_text="The key only fetches release bundles.")
+    expires_in_days = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                               help_text="Default: GOVERNANCE_API_KEY_DEFAULT_DAYS.")
+
+
+class OwnApiKeyCreateSerializer(ApiKeyCreateSerializer):
+    password = password_field("Your current password.")
+
+
+class ServiceAccountCreateSerializer(serializers.Serializer):
+    username = serializers.RegexField(rf"^{USERNAME_PATTERN}$", max_length=150)
+    roles = serializers.ListField(child=serializers.ChoiceField(choices=Role.choices), required=False, default=list)
+    first_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
+    last_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=150)
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -101,11 +141,13 @@ class AccountSerializer(serializers.ModelSerializer):
     password_set_by = serializers.SerializerMethodField()
     password_set_at = serializers.SerializerMethodField()
     programs = serializers.SerializerMethodField(help_text="Programs the user is a member of.")
-    tokens = serializers.SerializerMethodField()
+    service_account = serializers.SerializerMethodField()
+    tokens = serializers.SerializerMethodField(help_text="The live API keys (never the keys themselves).")
 
     class Meta:
         model = User
-        fields = ("id", "username", "name", "first_name", "last_name", "email", "active", "is_superuser", "roles",
+        fields = ("id", "username", "name", "first_name", "last_name", "email", "active", "service_account",
+                  "is_superuser", "roles",
                   "must_change_password", "password_set_by", "password_set_at", "programs", "tokens",
                   "date_joined", "last_login")
         read_only_fields = fields
@@ -136,8 +178,11 @@ class AccountSerializer(serializers.ModelSerializer):
     def get_programs(self, user: Any) -> list[str]:
         return sorted(p.slug for p in user.programs.all())
 
+    def get_service_account(self, user: Any) -> bool:
+        return self._state(user).service_account
+
     def get_tokens(self, user: Any) -> list[dict[str, Any]]:
-        return TokenInfoSerializer(accounts.user_tokens(user), many=True).data
+        return ApiKeySerializer(tokens.active_keys(user).prefetch_related("programs"), many=True).data
 
 
 class UserCreateSerializer(serializers.Serializer):
@@ -197,9 +242,27 @@ class AccountViewSet(viewsets.GenericViewSet):
     def token(self, request: Request) -> Response:
         """Create or rotate your API token (the old one stops working); needs your password."""
         data = self._parse(TokenRequestSerializer)
-        token = accounts.rotate_token(actor=request.user, password=data["password"])
-        return Response(TokenSerializer({"token": token.key, "created": token.created}).data,
+        row, key = tokens.rotate_token(actor=request.user, password=data["password"])
+        return Response(TokenSerializer({"token": key, "created": row.created_at}).data,
                         status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["get"], request=None, responses=ApiKeySerializer(many=True))
+    @extend_schema(methods=["post"], request=OwnApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
+    @action(detail=False, methods=["get", "post"], url_path="me/keys", pagination_class=None)
+    def my_keys(self, request: Request) -> Response:
+        """Your API keys; POST makes a named, optionally scoped and expiring one (needs your password)."""
+        if request.method == "GET":
+            return Response(ApiKeySerializer(tokens.user_keys(request.user), many=True).data)
+        return self._issue(request.user, self._parse(OwnApiKeyCreateSerializer))
+
+    @extend_schema(request=AccountReasonSerializer, responses=ApiKeySerializer, operation_id="users_me_keys_revoke",
+                   parameters=[OpenApiParameter("key_id", int, OpenApiParameter.PATH)])
+    @action(detail=False, methods=["delete"], url_path=r"me/keys/(?P<key_id>[0-9]+)")
+    def revoke_my_key(self, request: Request, key_id: str = "") -> Response:
+        """Revoke one of your API keys."""
+        key = self._key(request.user, key_id)
+        data = self._parse(AccountReasonSerializer)
+        return Response(ApiKeySerializer(tokens.revoke_api_key(key, actor=request.user, **data)).data)
 
     @extend_schema(request=OwnPasswordSerializer, responses=MeSerializer)
     @action(detail=False, methods=["post"], url_path="me/password")
@@ -268,17 +331,42 @@ class AccountViewSet(viewsets.GenericViewSet):
         data = self._parse(AccountReasonSerializer)
         return self._account(accounts.revoke_role(self._user(username), actor=request.user, role=role, **data))
 
-    @extend_schema(methods=["get"], request=None, responses=TokenInfoSerializer(many=True))
+    @extend_schema(methods=["get"], request=None, responses=ApiKeySerializer(many=True))
     @extend_schema(methods=["delete"], request=AccountReasonSerializer, responses={204: None})
     @action(detail=True, methods=["get", "delete"], pagination_class=None)
     def tokens(self, request: Request, username: str = "") -> Response:
-        """The user's API tokens (never the keys); DELETE revokes them all."""
+        """The user's API keys, revoked and expired ones too (never the keys); DELETE revokes every live one."""
         user = self._user_for_tokens(username)
         if request.method == "GET":
-            return Response(TokenInfoSerializer(accounts.user_tokens(user), many=True).data)
+            return Response(ApiKeySerializer(tokens.user_keys(user), many=True).data)
         data = self._parse(AccountReasonSerializer)
-        accounts.revoke_tokens(user, actor=request.user, **data)
+        tokens.revoke_tokens(user, actor=request.user, **data)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=AccountReasonSerializer, responses=ApiKeySerializer, operation_id="users_tokens_revoke_one",
+                   parameters=[OpenApiParameter("key_id", int, OpenApiParameter.PATH)])
+    @action(detail=True, methods=["delete"], url_path=r"tokens/(?P<key_id>[0-9]+)")
+    def revoke_key(self, request: Request, username: str = "", key_id: str = "") -> Response:
+        """Revoke one API key of the user."""
+        require_role(request.user, Role.ADMIN, doing="revoke other users' API keys")
+        key = self._key(self._user(username), key_id)
+        data = self._parse(AccountReasonSerializer)
+        return Response(ApiKeySerializer(tokens.revoke_api_key(key, actor=request.user, **data)).data)
+
+    @extend_schema(request=ApiKeyCreateSerializer, responses={201: ApiKeyCreatedSerializer})
+    @action(detail=True, methods=["post"])
+    def keys(self, request: Request, username: str = "") -> Response:
+        """Make an API key for a service account (administrators; people make their own under me/keys)."""
+        require_role(request.user, Role.ADMIN, doing="create API keys for service accounts")
+        return self._issue(self._user(username), self._parse(ApiKeyCreateSerializer))
+
+    @extend_schema(request=ServiceAccountCreateSerializer, responses={201: AccountSerializer})
+    @action(detail=False, methods=["post"], url_path="service-accounts")
+    def service_accounts(self, request: Request) -> Response:
+        """Create a service account: no password, never signs, authenticates with API keys."""
+        require_role(request.user, Role.ADMIN, doing="create service accounts")
+        data = self._parse(ServiceAccountCreateSerializer)
+        return self._account(accounts.create_service_account(actor=request.user, **data), status.HTTP_201_CREATED)
 
     # -- plumbing
 
@@ -302,6 +390,17 @@ class AccountViewSet(viewsets.GenericViewSet):
         else:
             require_role(self.request.user, Role.ADMIN, doing="revoke other users' API tokens")
         return self._user(username)
+
+    def _key(self, owner: Any, key_id: str) -> ApiKey:
+        key = ApiKey.objects.filter(owner=owner, pk=int(key_id)).select_related("owner").first()
+        if key is None:
+            raise NotFound(f"no API key {key_id} of user {owner.get_username()!r}", field="key_id")
+        return key
+
+    def _issue(self, owner: Any, data: dict[str, Any]) -> Response:
+        row, key = tokens.create_api_key(owner, actor=self.request.user, **data)
+        body = {"key": key, **ApiKeySerializer(row).data}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     def _parse(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
         serializer = serializer_class(data=self.request.data, context=self.get_serializer_context())

@@ -20,6 +20,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -27,10 +28,12 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from governance.actions.exports import export_label
-from governance.models import Program, PromptVersion, ReleaseLabel, Role
+from governance.actions.tokens import KEY_PREFIX, hash_key
+from governance.models import ApiKey, Program, PromptVersion, ReleaseLabel, Role
 
 CACHE_PREFIX = "governance:bundle:v1"
 BUILD_REASON = "signed bundle built for production fetches of the label (served from cache until the label moves)"
@@ -76,8 +79,8 @@ class FetchState:
     user_id: int
 
 
-@functools.lru_cache(maxsize=1)
-def _fetch_sql() -> str:
+def _rights_sql(principal: str) -> str:
+    """The fetch query over a principal (`FROM ... u ...` naming the user u and the key's conditions)."""
     user_model = get_user_model()
     members = Program.members.through._meta.db_table
     groups = user_model.groups.through._meta.db_table
@@ -87,28 +90,68 @@ def _fetch_sql() -> str:
                 OR u.is_superuser
                 OR EXISTS (SELECT 1 FROM {members} m WHERE m.program_id = p.id AND m.user_id = u.id)
                 OR EXISTS (SELECT 1 FROM {groups} ug JOIN auth_group g ON g.id = ug.group_id
-                           WHERE ug.user_id = u.id AND g.name IN (%s, %s))) AS allowed
+                           WHERE ug.user_id = u.id AND g.name IN (%s, %s))) AS allowed,
+               {principal}"""
+
+
+@functools.lru_cache(maxsize=1)
+def _key_sql() -> str:
+    """An API key (by hash): live (not revoked, not expired), its owner active, the program within its scope.
+    Also the key's id and whether its last-use time is older than the resolution (then it is written)."""
+    key_field = ApiKey.programs.field
+    scope, key_column, program_column = key_field.m2m_db_table(), key_field.m2m_column_name(), \
+        key_field.m2m_reverse_name()
+    return _rights_sql(f"""k.id, (k.last_used_at IS NULL OR k.last_used_at < %s) AS stale
+        FROM {ApiKey._meta.db_table} k
+        JOIN {get_user_model()._meta.db_table} u ON u.id = k.owner_id
+        {_LABEL_JOINS}
+        WHERE k.key_hash = %s AND u.is_active AND k.revoked_at IS NULL
+          AND (k.expires_at IS NULL OR k.expires_at > %s)
+          AND (NOT EXISTS (SELECT 1 FROM {scope} s WHERE s.{key_column} = k.id)
+               OR EXISTS (SELECT 1 FROM {scope} s WHERE s.{key_column} = k.id AND s.{program_column} = p.id))""")
+
+
+@functools.lru_cache(maxsize=1)
+def _legacy_sql() -> str:
+    """A key of DRF's authtoken table (plain text), while GOVERNANCE_LEGACY_TOKENS allows them."""
+    return _rights_sql(f"""NULL, 0
         FROM {Token._meta.db_table} t
-        JOIN {user_model._meta.db_table} u ON u.id = t.user_id
-        JOIN {Program._meta.db_table} p ON p.slug = %s
+        JOIN {get_user_model()._meta.db_table} u ON u.id = t.user_id
+        {_LABEL_JOINS}
+        WHERE t.key = %s AND u.is_active""")
+
+
+_LABEL_JOINS = f"""JOIN {Program._meta.db_table} p ON p.slug = %s
         JOIN {ReleaseLabel._meta.db_table} l ON l.program_id = p.id AND l.name = %s
         JOIN {PromptVersion._meta.db_table} v ON v.id = l.version_id
-        LEFT JOIN {PromptVersion._meta.db_table} fv ON fv.id = l.fallback_version_id
-        WHERE t.key = %s AND u.is_active"""
+        LEFT JOIN {PromptVersion._meta.db_table} fv ON fv.id = l.fallback_version_id"""
 
 
 def fetch_state(token_key: str, slug: str, label: str) -> FetchState | None:
-    """The hot path of a service's fetch, in one indexed query: the token's active user, the label, and whether
-    the user may see the program (the rule of governance.permissions.is_member: member, owner, admin, auditor).
+    """The hot path of a service's fetch, in one indexed query: the key's active owner within the key's scope,
+    the label, and whether the owner may see the program (the rule of governance.permissions.is_member:
+    member, owner, admin, auditor).
 
-    None when anything is missing or not allowed; the caller then lets the regular view explain why.
+    None when anything is missing, expired, revoked or not allowed; the caller then lets the regular view
+    explain why (401 for the key, 403 for its scope, 404 for the label).
     """
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    if token_key.startswith(KEY_PREFIX):
+        stale_before = now - timedelta(seconds=float(getattr(settings, "GOVERNANCE_API_KEY_LAST_USED_RESOLUTION", 60)))
+        sql, params = _key_sql(), [adapt(stale_before), slug, label, hash_key(token_key), adapt(now)]
+    elif getattr(settings, "GOVERNANCE_LEGACY_TOKENS", True):
+        sql, params = _legacy_sql(), [slug, label, token_key]
+    else:
+        return None
     with connection.cursor() as cursor:
-        cursor.execute(_fetch_sql(), [Role.ADMIN.value, Role.AUDITOR.value, slug, label, token_key])
+        cursor.execute(sql, [Role.ADMIN.value, Role.AUDITOR.value, *params])
         row = cursor.fetchone()
     if row is None or not row[6]:
         return None
-    program_id, name, kill_switch, number, fallback_number, user_id, _ = row
+    program_id, name, kill_switch, number, fallback_number, user_id, _, key_id, stale = row
+    if key_id is not None and stale:
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=now)  # no signal: a use is not a change
     serving = fallback_number if kill_switch and fallback_number is not None else number
     return FetchState(program_id, name, serving, bool(kill_switch), user_id)
 
@@ -154,10 +197,10 @@ def _forget_states(**kwargs: Any) -> None:
     _states.clear()
 
 
-for _model in (ReleaseLabel, Token, get_user_model()):
+for _model in (ReleaseLabel, Token, ApiKey, get_user_model()):
     post_save.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-save-{_model.__name__}")
     post_delete.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-delete-{_model.__name__}")
-for _through in (Program.members.through, get_user_model().groups.through):
+for _through in (Program.members.through, get_user_model().groups.through, ApiKey.programs.through):
     m2m_changed.connect(_forget_states, sender=_through, dispatch_uid=f"bundle-states-m2m-{_through.__name__}")
 
 

@@ -1,6 +1,6 @@
 """Governed entities. Every state change goes through governance.actions, never a bare .save()."""
 
-from governance.models.accounts import AccountState
+from governance.models.accounts import AccountState, ApiKey, LoginThrottle
 from governance.models.audit import GENESIS_HASH, AuditCheckpoint, AuditEvent
 from governance.models.choices import (
     FINISHED_RUN_STATUSES,
@@ -32,7 +32,7 @@ from governance.models.runs import Candidate, OptimizationRun, Trial
 from governance.models.versions import PromptVersion, payload_hash
 
 __all__ = [
-    "AccountState",
+    "AccountState", "ApiKey", "LoginThrottle",
     "GENESIS_HASH", "AuditCheckpoint", "AuditEvent", "FINISHED_RUN_STATUSES", "FROZEN_STATUSES", "CandidateKind",
     "ChangeRequestStatus", "Decision", "EvaluationStatus", "LIVE_EVALUATION_STATUSES", "Evaluation",
     "EvaluationResult", "ImpactClass", "ReleaseAction", "Role", "RunStatus", "Schedule",

@@ -25,6 +25,8 @@ class AccountState(models.Model):
                                         related_name="+", help_text="Empty: the owner, or the system.")
     password_set_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True, help_text="Mirror of User.is_active, for the history timeline.")
+    service_account = models.BooleanField(
+        default=False, help_text="A machine principal: no password, never signs, authenticates with API keys.")
     roles = models.JSONField(default=list, blank=True, help_text="The user's global roles (sorted), as granted.")
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
@@ -34,6 +36,54 @@ class AccountState(models.Model):
 
     def __str__(self) -> str:
         return f"account state of {self.user}"
+
+
+
+class ApiKey(models.Model):
+    """An API key, stored as its SHA-256 hash and a short public prefix (the key is shown once, at creation).
+
+    The key acts as its owner (a person or a service account), narrowed by its scope: `programs` (empty = every
+    program the owner may see) and `bundle_only` (only GET of release bundles). It stops at `expires_at`, on
+    revocation, and as soon as its owner is deactivated.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, help_text="The key's public start, to recognize it.")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key (hex).")
+    programs = models.ManyToManyField("governance.Program", blank=True, related_name="+",
+                                      help_text="Empty: every program the owner may see.")
+    bundle_only = models.BooleanField(default=False, help_text="Only fetches release bundles (read-only).")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    history = HistoricalRecords(excluded_fields=["last_used_at"])
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}\u2026 ({self.name}) of {self.owner}"
+
+
+class LoginThrottle(models.Model):
+    """Failed portal logins of one username: after too many, the username is locked out with a back-off that
+    doubles with each lockout (settings GOVERNANCE_LOGIN_*). Cleared by a successful login."""
+
+    username = models.CharField(max_length=150, unique=True, help_text="Case-folded, as typed.")
+    failures = models.PositiveIntegerField(default=0)
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    lockouts = models.PositiveIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"login throttle of {self.username}"
 
 
 # Session key read by the portal's MustChangePasswordMiddleware: set at login, so pages cost no extra query. The

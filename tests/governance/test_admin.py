@@ -9,7 +9,10 @@ from django.urls import reverse
 
 from governance.actions.datasets import import_dataset
 from governance.actions.exports import export_version
+from governance.actions.accounts import record_login_failure
 from governance.actions.programs import create_review_policy
+from governance.actions.tokens import create_api_key
+from governance.audit import write_checkpoint
 from governance.models import (
     AuditEvent,
     Candidate,
@@ -24,6 +27,7 @@ from governance.models import (
     WebhookSubscription,
 )
 from tests.governance.export_helpers import (  # noqa: F401  (fast_password_hashing is an autouse fixture)
+    PASSWORD,
     approved,
     draft,
     fast_password_hashing,
@@ -52,6 +56,9 @@ def world(tmp_path):
     release(team, version)
     with signing_key_settings(tmp_path):
         export_version(version, actor=team.releaser)
+        write_checkpoint(origin="manual")
+    create_api_key(team.author, actor=team.author, name="ci", password=PASSWORD)  # AccountState rows: every user
+    record_login_failure("someone")
     # No actions write these yet (the optimizer task and webhook sender do): rows made directly for the pages.
     Trial.objects.create(run=run, number=0, kind="full", score=0.8)
     Candidate.objects.create(run=run, predictor="classify", kind="instruction", index=0, content="Route it.")

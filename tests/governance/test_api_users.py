@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-from rest_framework.authtoken.models import Token
+import hashlib
 
-from governance.models import AuditEvent
+import pytest
+
+from governance.models import ApiKey, AuditEvent
 from tests.governance.api_support import V1, error
 
 pytest_plugins = ["tests.governance.api_fixtures"]
@@ -30,8 +31,11 @@ def test_token_create_and_rotate_with_password(api, program, reviewer1, pw):
     assert token_client.get(f"{V1}/users/me/").json()["username"] == "reviewer1"
     rotated = token_client.post(f"{V1}/users/me/token/", {"password": pw(reviewer1)}, format="json")
     second = rotated.json()["token"]
-    assert second != first and Token.objects.get(user=reviewer1).key == second
-    assert token_client.get(f"{V1}/users/me/").status_code in (401, 403)  # the old key stopped working
+    assert second != first and second.startswith("pgk_")
+    live = ApiKey.objects.get(owner=reviewer1, revoked_at__isnull=True)
+    assert live.key_hash == hashlib.sha256(second.encode()).hexdigest() and second.startswith(live.prefix)
+    assert not ApiKey.objects.filter(key_hash__in=[first, second]).exists()  # stored only hashed
+    assert token_client.get(f"{V1}/users/me/").status_code == 401  # the old key stopped working
     actions = list(AuditEvent.objects.filter(action__startswith="api_token").values_list("action", flat=True))
     assert actions == ["api_token.created", "api_token.rotated"]
     assert all(second not in str(e.after) and first not in str(e.after)
@@ -44,6 +48,6 @@ def test_token_refused_without_the_right_password(api, program, reviewer1):
                             "detail": "wrong password for user 'reviewer1' (the attempt was recorded)",
                             "errors": {"password": ["wrong password for user 'reviewer1' (the attempt was recorded)"]}}
     assert AuditEvent.objects.filter(action="api_token.denied", actor=reviewer1).count() == 1
-    assert not Token.objects.filter(user=reviewer1).exists()
+    assert not ApiKey.objects.filter(owner=reviewer1).exists()
     missing = api(reviewer1).post(f"{V1}/users/me/token/", {}, format="json")
     assert missing.status_code == 400 and missing.json()["field"] == "password"

@@ -87,8 +87,7 @@ def test_a_password_reset_forces_the_owner_to_change_it_before_anything_else(use
                                               "new_password_again": "mine-only-pass-9", "next": "/programs/"})
     assert done.status_code == 302 and done["Location"] == "/programs/"
     assert client.get("/programs/").status_code == 200  # same session, no longer forced
-    reviewer.refresh_from_db()
-    check_can_sign(reviewer)
+    check_can_sign(type(reviewer).objects.get(pk=reviewer.pk))
 
 
 def test_an_open_session_of_a_deactivated_user_stops(users, admin):
@@ -116,3 +115,35 @@ def test_admin_creates_a_user_who_must_change_the_password(users, admin):
     assert taken.status_code == 400 and b"user &#x27;carol&#x27; already exists" in taken.content
     carol = signed_in(type(admin).objects.get(username="carol"), ADMIN_SET)
     assert carol.get("/").status_code == 302
+
+
+def test_repeated_failed_logins_lock_the_username_out_with_back_off_audited(users, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from governance.models import LoginThrottle
+
+    settings.GOVERNANCE_LOGIN_MAX_FAILURES = 3
+    settings.GOVERNANCE_LOGIN_LOCKOUT_SECONDS = 60
+    reviewer = users["reviewer1"]
+    client = Client()
+
+    def attempt(secret: str):
+        return client.post("/login/", {"username": "reviewer1", "password": secret})
+
+    assert [attempt("guess").status_code for _ in range(2)] == [200, 200]
+    locked = attempt("guess")
+    assert locked.status_code == 429 and b"Too many failed logins" in locked.content
+    assert attempt(password(reviewer)).status_code == 429  # even the right password, while locked out
+    event = AuditEvent.objects.get(action="auth.locked_out")
+    assert (event.object_id, event.after) == (str(reviewer.pk), {"username": "reviewer1", "seconds": 60,
+                                                                 "lockout": 1})
+
+    LoginThrottle.objects.update(locked_until=timezone.now() - timedelta(seconds=1))  # the minute passes
+    assert [attempt("guess").status_code for _ in range(3)] == [200, 200, 429]
+    assert AuditEvent.objects.filter(action="auth.locked_out").order_by("-id").first().after["seconds"] == 120
+
+    LoginThrottle.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+    assert attempt(password(reviewer)).status_code == 302
+    assert not LoginThrottle.objects.exists()  # a successful login forgets the failures and the back-off
