@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +135,23 @@ def record_event(action: str, *, actor: Any, obj: Any = None, program: Program |
     event.hash = compute_hash(previous, event_content(event))
     event.seal, event.seal_key_id = seal(key, event.hash), key.key_id
     event.save(force_insert=True)
-    if settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY > 0:
-        # robust: whatever goes wrong there is logged; the change itself has committed by then.
-        transaction.on_commit(partial(checkpoint_if_due, event.pk), robust=True)
+    if settings.GOVERNANCE_AUDIT_CHECKPOINT_EVERY > 0 and not _checkpoint_queued():
+        # Once per transaction, whatever number of events it writes. robust: whatever goes wrong there is logged;
+        # the change itself has committed by then.
+        transaction.on_commit(_checkpoint_after_commit, robust=True)
     return event
+
+
+def _checkpoint_queued() -> bool:
+    """Already queued in this (save)point of the transaction: one check per block, not one per event."""
+    current = set(connection.savepoint_ids)
+    return any(callback is _checkpoint_after_commit and sids == current
+               for sids, callback, *_ in connection.run_on_commit)
+
+
+def _checkpoint_after_commit() -> AuditCheckpoint | None:
+    latest = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    return checkpoint_if_due(latest) if latest is not None else None
 
 
 # --- the audit key (HMAC seals) ------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.dispatch import receiver
+from django.utils import timezone
 
 from governance.actions import evaluations as evaluation_actions
 from governance.actions import reviews as review_actions
@@ -46,6 +48,18 @@ def dispatch_evaluation(evaluation_id: int) -> None:
     else:
         local_executor().submit(_pool_key(evaluation_id),
                                 lambda: execute_evaluation(evaluation_id, worker=worker_name("local-eval")))
+
+
+def redispatch_waiting(queued_after: float) -> list[int]:
+    """Send again the job of every evaluation queued for longer than `queued_after` seconds (its message may be
+    lost: a broker restarted without persistence, a local pool gone with its process). A duplicate is harmless:
+    claiming is atomic, so exactly one executor runs it."""
+    since = timezone.now() - timedelta(seconds=queued_after)
+    waiting = list(Evaluation.objects.filter(status=EvaluationStatus.QUEUED, created_at__lt=since, run__isnull=True)
+                   .values_list("pk", flat=True))
+    for evaluation_id in waiting:
+        dispatch_evaluation(evaluation_id)
+    return waiting
 
 
 def _pool_key(evaluation_id: int) -> str:

@@ -538,6 +538,8 @@ def recover_stale_runs(*, stale_after: float | None = None, attempts: int | None
         if run_actions.redispatch_run(run_id, queued_after=queued_after):
             outcomes[run_id] = "redispatched"
             logger.warning("run %s: queued too long, task sent again", run_id)
+    for evaluation_id in evaluator.redispatch_waiting(queued_after):
+        logger.warning("evaluation %s: queued too long, job sent again", evaluation_id)
     return outcomes
 
 

@@ -29,6 +29,7 @@ from governance.actions._common import (
     send_on_commit,
     user_ref,
 )
+from governance.actions.accounts import check_can_sign
 from governance.actions.datasets import active_datasets, examples_for
 from governance.actions.evaluations import aligned_scores, request_evaluation
 from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, initial_payload, version_state
@@ -114,6 +115,7 @@ def _username(user: Any) -> str:
 
 def check_reviewer(program: Program, actor: Any) -> None:
     """The reviewer role (or the policy's reviewer group, which replaces it) and membership of the program."""
+    check_can_sign(actor)  # an inactive account, a service account, or a password someone else set never signs
     policy = program.review_policy
     if policy is not None and policy.reviewer_group_id:
         if not actor.groups.filter(pk=policy.reviewer_group_id).exists():

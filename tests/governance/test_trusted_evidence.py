@@ -49,7 +49,8 @@ def test_the_gate_uses_the_systems_evaluation_not_what_a_version_carries(make_cr
     assert candidate.results.count() == production.results.count() == candidate.examples == 8
     assert candidate.lm_config == {"api_base": cr.program.lm_config["api_base"], "model": cr.program.lm_config["model"],
                                    "temperature": 0.0, "max_tokens": 256}
-    assert candidate.calls + candidate.cached_calls >= 8 and candidate.prompt_tokens > 0
+    assert candidate.calls + candidate.cached_calls == 8  # one per test row (a cached answer costs nothing)
+    assert candidate.prompt_tokens > 0 or candidate.calls == 0
     approve(cr, reviewer1)
     approve(cr, reviewer2)
 
@@ -182,3 +183,16 @@ def test_candidate_checks_are_recorded_on_the_change_request(make_cr, make_versi
     assert client.login(username="reviewer1", password=pw(reviewer1))
     page = client.get(f"/change-requests/{cr.pk}/").content.decode()
     assert "the instruction looks cut off" in page and "score-like text" in page
+
+
+def test_an_evaluation_whose_job_was_lost_is_sent_again_by_the_recovery_job(make_cr, monkeypatch):
+    from governance import evaluator, runner
+
+    cr = make_cr(evaluated=False)
+    sent: list[int] = []
+    monkeypatch.setattr(evaluator, "dispatch_evaluation", sent.append)
+    runner.recover_stale_runs(queued_after=600)
+    assert sent == [], "a freshly queued evaluation is left alone"
+    Evaluation.objects.update(created_at=cr.created_at.replace(year=2020))  # set-up: an old, forgotten job
+    runner.recover_stale_runs(queued_after=600)
+    assert sorted(sent) == sorted([cr.candidate_evaluation_id, cr.baseline_evaluation_id])

@@ -453,9 +453,13 @@ def timeline(response) -> str:
 
 
 def test_audit_trail_filters_verifies_and_downloads(client, auditor, author, pw, cr):
+    from django.core.management import call_command
+
     login(client, auditor, pw)
+    assert 'id="chain-status"' in client.get("/audit/").content.decode()  # "no checkpoint yet"
+    call_command("audit_checkpoint", stdout=io.StringIO())
     page = client.get("/audit/").content.decode()
-    assert "All " in page and "verified" in page and "change_request.opened" in page
+    assert "verified" in page and "signature valid" in page and "change_request.opened" in page
     filtered = timeline(client.get("/audit/", {"action": "review.approved"}))
     assert filtered.count('class="when"') == 2  # the production version's two approvals
     by_actor = timeline(client.get("/audit/", {"actor": "releaser"}))
@@ -477,13 +481,14 @@ def test_audit_trail_filters_verifies_and_downloads(client, auditor, author, pw,
     assert program_csv.status_code == 200 and b"run.started" in program_csv.content
 
 
-def test_audit_page_reports_a_broken_chain(client, auditor, pw, cr, monkeypatch):
-    from governance.audit import ChainBreak
+def test_audit_page_reports_a_broken_checkpoint(client, auditor, pw, cr, monkeypatch):
+    from governance.audit import CheckpointStatus
 
-    monkeypatch.setattr("governance.views.verify_chain", lambda: ChainBreak(3, "event 3 (x) was altered"))
+    broken = CheckpointStatus(None, ["the latest checkpoint: event #3 no longer has the hash it recorded"], 40, 0)
+    monkeypatch.setattr("governance.views.checkpoint_status", lambda: broken)
     login(client, auditor, pw)
     page = client.get("/audit/").content.decode()
-    assert "First broken link at event #3" in page and "chain-status" not in page
+    assert "event #3 no longer has the hash it recorded" in page and "chain-status" not in page
 
 
 # --- query counts -----------------------------------------------------------------------------------------------

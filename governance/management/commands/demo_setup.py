@@ -69,9 +69,6 @@ class Command(BaseCommand):
         parser.add_argument("--model", default=None,
                             help=f"LM for the program (default: {settings.GOVERNANCE_DEFAULT_MODEL}).")
         parser.add_argument("--api-base", default=None, help="api_base of an OpenAI-compatible endpoint.")
-        parser.add_argument("--skip-baseline-scores", action="store_true",
-                            help="Do not score v1 on val/test with the model (faster; the score gate then has "
-                                 "no production test score to compare against).")
         parser.add_argument("--no-run", action="store_true",
                             help="Do not start the demo optimization run (the author can start one in the portal).")
         parser.add_argument("--fast", action="store_true", default=os.environ.get("DEMO_FAST") == "1",
@@ -85,7 +82,7 @@ class Command(BaseCommand):
         program = Program.objects.filter(slug=SLUG).first()
         if program is None:
             program = self._program(users, options)
-            self._baseline(program, users, score=not options["skip_baseline_scores"])
+            self._baseline(program, users)
         else:
             self.stdout.write(f"demo program {SLUG!r} already exists; kept as it is")
         if not options["no_run"]:
@@ -133,19 +130,27 @@ class Command(BaseCommand):
             self.stdout.write(f"imported {dataset.row_count} {split} examples (hash {dataset.content_hash[:12]})")
         return program
 
-    def _baseline(self, program: Program, users: dict[str, Any], *, score: bool) -> PromptVersion:
-        payload = initial_payload(program)
-        scores = self._scores(program, payload) if score else {}
-        version = create_version(program, actor=users["author"], payload=payload, scores=scores,
+    def _baseline(self, program: Program, users: dict[str, Any]) -> PromptVersion:
+        """v1 = the program's own instructions, evaluated by the system on the test set, approved by two
+        reviewers (with the content hash they were shown) and released: the production the run competes with."""
+        from governance.evaluator import finish_pending  # the LM layer: loaded only when the demo evaluates
+
+        version = create_version(program, actor=users["author"], payload=initial_payload(program),
                                  note="Baseline: the program's hand-written instructions, zero-shot.")
-        evaluation = {"candidate": scores} if scores else None
         cr = open_change_request(version, actor=users["author"], title="Baseline: hand-written instructions",
                                  description="The first production version, before any optimization.",
-                                 ticket_ref="DEMO-1", impact="low", evaluation=evaluation)
+                                 ticket_ref="DEMO-1", impact="low")
+        started = time.monotonic()
+        finish_pending([cr.candidate_evaluation, cr.baseline_evaluation])
+        cr.refresh_from_db()
+        evaluation = cr.candidate_evaluation
+        self.stdout.write(f"system evaluation {evaluation.pk}: v1 scores {evaluation.score or 0:.1%} on "
+                          f"{evaluation.examples} test examples ({evaluation.status}, "
+                          f"{time.monotonic() - started:.1f} s with {evaluation.lm_config.get('model')})")
         try:
             for reviewer in ("reviewer1", "reviewer2"):
                 approve_change_request(cr, actor=users[reviewer], password=demo_password(reviewer),
-                                       reason="Baseline reviewed for the demo.")
+                                       content_hash=version.content_hash, reason="Baseline reviewed for the demo.")
                 cr.refresh_from_db()
             version.refresh_from_db()
             release_version(version, actor=users["releaser"], label="production",
@@ -155,29 +160,8 @@ class Command(BaseCommand):
         assert version.status == VersionStatus.APPROVED
         self.stdout.write(f"v1 approved by {users['reviewer1'].get_full_name()} and "
                           f"{users['reviewer2'].get_full_name()}, released to production by "
-                          f"{users['releaser'].get_full_name()}"
-                          + (f" (val {scores['val']:.1%}, test {scores['test']:.1%})" if scores else ""))
+                          f"{users['releaser'].get_full_name()}")
         return version
-
-    def _scores(self, program: Program, payload: dict[str, Any]) -> dict[str, float]:
-        """Score the baseline on val and test with the program's model (the same settings a run uses)."""
-        from governance.actions.runs import task_lm_config
-        from optimizer import LM, LMConfig, evaluate, examples_from_records, resolve_metric
-        from optimizer import Program as SpecProgram
-
-        spec = SpecProgram.from_dict(payload["program"])
-        config = {**task_lm_config(program, None), "cache_path": settings.GOVERNANCE_LM_CACHE_PATH}
-        metric = resolve_metric(program.metric)
-        scores = {}
-        with LM(LMConfig(**config)) as lm:
-            for split in ("val", "test"):
-                rows = [json.loads(line) for line in (DEMO_DIR / f"{split}.jsonl").read_text().splitlines() if line]
-                started = time.monotonic()
-                result = evaluate(spec, examples_from_records(rows, spec), metric, lm)
-                scores[split] = round(result.score, 6)
-                self.stdout.write(f"baseline v1 scores {result.score:.1%} on {split} ({len(rows)} examples, "
-                                  f"{time.monotonic() - started:.1f} s with {config['model']})")
-        return scores
 
     def _optimize(self, program: Program, *, fast: bool) -> None:
         """A light optimization run by the author, in the foreground with a progress bar (manage.py optimize),
