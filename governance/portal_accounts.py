@@ -26,9 +26,9 @@ from governance.actions import accounts, tokens
 from governance.actions.programs import add_member, remove_member
 from governance.errors import AuthenticationFailed, InvalidInput, NotFound
 from governance.forms import LoginForm
-from governance.models import AccountState, AuditEvent, Program, Role
+from governance.models import AccountState, ApiKey, AuditEvent, Program, Role
 from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
-from governance.permissions import has_role, require_role, user_roles
+from governance.permissions import has_role, require_role, user_roles, visible_programs
 from governance.views import portal_view
 
 User = get_user_model()
@@ -79,6 +79,39 @@ class RoleForm(forms.Form):
 class MembershipForm(forms.Form):
     prefix = "member"
     program = forms.ModelChoiceField(queryset=Program.objects.order_by("slug"), to_field_name="slug")
+    reason = _reason_field()
+
+
+class ServiceAccountForm(forms.Form):
+    username = forms.RegexField(r"^[\w.@+-]+$", max_length=150,
+                                help_text="Letters, digits and @ . + - _ only. A service account has no password.")
+    first_name = forms.CharField(max_length=150, required=False, label="Name")
+    roles = forms.MultipleChoiceField(choices=ROLE_CHOICES, required=False, widget=forms.CheckboxSelectMultiple)
+
+
+class ApiKeyForm(forms.Form):
+    """A new API key of `owner`: its name, scope and lifetime (the programs offered are those it may see)."""
+
+    prefix = "key"
+    name = forms.CharField(max_length=100, help_text="What uses it, e.g. \u201cproduction fetch\u201d.")
+    programs = forms.ModelMultipleChoiceField(queryset=Program.objects.none(), to_field_name="slug", required=False,
+                                              widget=forms.CheckboxSelectMultiple,
+                                              help_text="None ticked: every program the owner may see.")
+    bundle_only = forms.BooleanField(required=False, label="Only fetches release bundles")
+    expires_in_days = forms.IntegerField(min_value=1, required=False, label="Expires in (days)",
+                                         help_text="Empty: the default lifetime.")
+
+    def __init__(self, *args: Any, owner: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["programs"].queryset = visible_programs(owner).order_by("slug")
+
+
+class OwnApiKeyForm(ApiKeyForm):
+    password = _password_field("Your password", "current-password", "Re-enter your password to create a key.")
+
+
+class RevokeKeyForm(forms.Form):
+    key_id = forms.IntegerField(widget=forms.HiddenInput)
     reason = _reason_field()
 
 
@@ -232,6 +265,8 @@ def _detail_context(request: HttpRequest, user: Any, **posted: Any) -> dict[str,
         "reset_form": posted.get("reset_form") or ResetPasswordForm(),
         "role_form": posted.get("role_form") or RoleForm(),
         "member_form": posted.get("member_form") or MembershipForm(),
+        "keys": tokens.user_keys(user),
+        "key_form": posted.get("key_form") or ApiKeyForm(owner=user),
     }
 
 
@@ -258,6 +293,9 @@ ACCOUNT_ACTIONS: dict[str, tuple[type[forms.Form], str, Callable[..., Any], Call
                    lambda u, d: f"{u.username} now has the {d['role']} role."),
     "revoke-role": (RoleForm, "role_form", lambda u, a, d: accounts.revoke_role(u, actor=a, **d),
                     lambda u, d: f"{u.username} no longer has the {d['role']} role."),
+    "revoke-key": (RevokeKeyForm, "revoke_key_form",
+                   lambda u, a, d: tokens.revoke_api_key(_owned_key(u, d["key_id"]), actor=a, reason=d["reason"]),
+                   lambda u, d: f"API key {d['key_id']} of {u.username} revoked."),
     "add-member": (MembershipForm, "member_form",
                    lambda u, a, d: add_member(d["program"], actor=a, user=u, reason=d["reason"]),
                    lambda u, d: f"{u.username} is now a member of {d['program'].slug}."),
@@ -265,6 +303,13 @@ ACCOUNT_ACTIONS: dict[str, tuple[type[forms.Form], str, Callable[..., Any], Call
                       lambda u, a, d: remove_member(d["program"], actor=a, user=u, reason=d["reason"]),
                       lambda u, d: f"{u.username} is no longer a member of {d['program'].slug}."),
 }
+
+
+def _owned_key(owner: Any, key_id: int) -> ApiKey:
+    key = ApiKey.objects.select_related("owner").filter(pk=key_id, owner=owner).first()
+    if key is None:
+        raise NotFound(f"no API key {key_id} of user {owner.get_username()!r}")
+    return key
 
 
 @portal_view
@@ -285,4 +330,85 @@ def account_action(request: HttpRequest, username: str, action: str) -> HttpResp
             messages.success(request, done(user, form.cleaned_data))
             return redirect("account_detail", username=user.username)
     return render(request, "governance/accounts_detail.html", _detail_context(request, user, **{name: form}),
+                  status=400)
+
+
+# --- API keys -----------------------------------------------------------------------------------------------
+
+
+def _key_created(request: HttpRequest, owner: Any, key: ApiKey, secret: str) -> HttpResponse:
+    """The only page that ever shows the key; never cached, never put in a message (messages may be cookies)."""
+    response = render(request, "governance/accounts_key_created.html",
+                      {"owner": owner, "key": key, "secret": secret, "is_self": owner.pk == request.user.pk})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _issue(request: HttpRequest, owner: Any, form: ApiKeyForm) -> HttpResponse | None:
+    """Create the key the valid form describes; None (errors on the form) when the action refuses the input."""
+    data = dict(form.cleaned_data)
+    try:
+        key, secret = tokens.create_api_key(owner, actor=request.user, **data)
+    except InvalidInput as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+    except AuthenticationFailed as exc:
+        form.add_error("password", exc.message)
+    else:
+        return _key_created(request, owner, key, secret)
+    return None
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def my_keys(request: HttpRequest) -> HttpResponse:
+    """Your API keys; make a named, scoped, expiring one with your password."""
+    form = OwnApiKeyForm(request.POST or None, owner=request.user)
+    if request.method == "POST" and form.is_valid():
+        created = _issue(request, request.user, form)
+        if created is not None:
+            return created
+    return render(request, "governance/accounts_keys.html",
+                  {"form": form, "keys": tokens.user_keys(request.user)},
+                  status=400 if request.method == "POST" else 200)
+
+
+@portal_view
+@require_POST
+def my_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = get_object_or_404(ApiKey.objects.select_related("owner"), pk=key_id, owner=request.user)
+    tokens.revoke_api_key(key, actor=request.user, reason=request.POST.get("reason", ""))
+    messages.success(request, f"API key {key.prefix} revoked.")
+    return redirect("my_keys")
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def service_account_create(request: HttpRequest) -> HttpResponse:
+    require_role(request.user, Role.ADMIN, doing="create service accounts")
+    form = ServiceAccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = accounts.create_service_account(actor=request.user, **form.cleaned_data)
+        except InvalidInput as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, f"Service account {user.username} created: give it program memberships and "
+                                      "an API key.")
+            return redirect("account_detail", username=user.username)
+    return render(request, "governance/accounts_create.html", {"form": form, "service": True},
+                  status=400 if request.method == "POST" else 200)
+
+
+@portal_view
+@require_POST
+def account_key_create(request: HttpRequest, username: str) -> HttpResponse:
+    """An administrator makes a key for a service account (people make their own)."""
+    require_role(request.user, Role.ADMIN, doing="create API keys for service accounts")
+    user = _account(username)
+    form = ApiKeyForm(request.POST, owner=user)
+    if form.is_valid():
+        created = _issue(request, user, form)
+        if created is not None:
+            return created
+    return render(request, "governance/accounts_detail.html", _detail_context(request, user, key_form=form),
                   status=400)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model, update_session_auth_hash
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -99,7 +98,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_active(self, key: ApiKey) -> bool:
-        return key.revoked_at is None and (key.expires_at is None or key.expires_at > timezone.now())
+        return key.state == "live"
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):

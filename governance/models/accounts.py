@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.db import models
 from django.dispatch import receiver
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 
@@ -70,6 +71,13 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}\u2026 ({self.name}) of {self.owner}"
+
+    @property
+    def state(self) -> str:
+        """live, expired or revoked (the owner's activity aside)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at is not None and self.expires_at <= timezone.now() else "live"
 
 
 class LoginThrottle(models.Model):

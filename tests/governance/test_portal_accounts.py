@@ -147,3 +147,47 @@ def test_repeated_failed_logins_lock_the_username_out_with_back_off_audited(user
     LoginThrottle.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
     assert attempt(password(reviewer)).status_code == 302
     assert not LoginThrottle.objects.exists()  # a successful login forgets the failures and the back-off
+
+
+def test_a_person_makes_a_scoped_key_shown_once_and_revokes_it(users, program):
+    from governance.models import ApiKey
+
+    reviewer = users["reviewer1"]
+    client = signed_in(reviewer)
+    assert client.get("/account/keys/").status_code == 200
+    wrong = client.post("/account/keys/", {"key-name": "ci", "key-password": "guess"})
+    assert wrong.status_code == 400 and b"wrong password" in wrong.content
+    made = client.post("/account/keys/", {"key-name": "ci", "key-programs": ["support"], "key-bundle_only": "on",
+                                          "key-password": password(reviewer)})
+    assert made.status_code == 200 and made["Cache-Control"] == "no-store"
+    key = ApiKey.objects.get(owner=reviewer)
+    secret = made.context["secret"]
+    assert secret.encode() in made.content and key.bundle_only and [p.slug for p in key.programs.all()] == ["support"]
+    listing = client.get("/account/keys/")
+    assert key.prefix.encode() in listing.content and secret.encode() not in listing.content
+
+    assert client.post(f"/account/keys/{key.pk}/revoke/").status_code == 302
+    key.refresh_from_db()
+    assert key.state == "revoked"
+    assert signed_in(users["author"]).post(f"/account/keys/{key.pk}/revoke/").status_code == 404  # not theirs
+
+
+def test_admin_creates_a_service_account_and_its_key(users, admin, program):
+    from governance.models import ApiKey
+
+    client = signed_in(admin)
+    created = client.post("/accounts/new-service/", {"username": "svc-fetch", "first_name": "Fetch"})
+    assert created.status_code == 302 and created["Location"] == "/accounts/svc-fetch/"
+    assert client.post("/accounts/svc-fetch/add-member/", {"member-program": "support"}).status_code == 302
+    page = client.get("/accounts/svc-fetch/")
+    assert b"service account" in page.content and b"Reset password" not in page.content
+    made = client.post("/accounts/svc-fetch/keys/", {"key-name": "prod", "key-bundle_only": "on"})
+    assert made.status_code == 200 and made.context["secret"].startswith("pgk_")
+    key = ApiKey.objects.get(owner__username="svc-fetch")
+    assert key.created_by == admin
+    person = client.post("/accounts/reviewer1/keys/", {"key-name": "x"})
+    assert person.status_code == 403 and b"only they create their API keys" in person.content
+    revoked = client.post("/accounts/svc-fetch/revoke-key/", {"key_id": key.pk})
+    assert revoked.status_code == 302
+    key.refresh_from_db()
+    assert key.state == "revoked" and key.revoked_by == admin
