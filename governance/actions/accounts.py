@@ -1,4 +1,5 @@
-"""Principals as governed objects: users, their global roles, passwords and API tokens.
+"""Principals as governed objects: users and service accounts, their global roles, passwords, portal login
+lockout (API keys are governance.actions.tokens).
 
 Each change is one action (permission check, state check, change, audit event, AccountState history row, one
 transaction), whether it comes from the portal, the API or a management command; the Django admin only reads.
