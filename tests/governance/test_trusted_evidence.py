@@ -196,3 +196,20 @@ def test_an_evaluation_whose_job_was_lost_is_sent_again_by_the_recovery_job(make
     Evaluation.objects.update(created_at=cr.created_at.replace(year=2020))  # set-up: an old, forgotten job
     runner.recover_stale_runs(queued_after=600)
     assert sorted(sent) == sorted([cr.candidate_evaluation_id, cr.baseline_evaluation_id])
+
+
+def test_a_reviewer_whose_password_an_admin_reset_cannot_sign_until_they_change_it(make_cr, approve, reviewer1,
+                                                                                   admin, users):
+    from governance.actions.accounts import change_own_password, reset_password
+    from governance.errors import PermissionDenied
+
+    cr = make_cr()
+    reset_password(reviewer1, actor=admin, password="Admin-Chosen-Pass-7", reason="locked out")
+    reviewer1.refresh_from_db()
+    with pytest.raises(PermissionDenied, match="must change the password an administrator set before signing"):
+        approve_change_request(cr, actor=reviewer1, password="Admin-Chosen-Pass-7", content_hash=seen(cr))
+    assert not Review.objects.exists()
+    change_own_password(reviewer1, old_password="Admin-Chosen-Pass-7", new_password="Only-I-Know-This-9")
+    reviewer1.refresh_from_db()
+    review = approve_change_request(cr, actor=reviewer1, password="Only-I-Know-This-9", content_hash=seen(cr))
+    assert review.decision == "approve"
