@@ -170,12 +170,8 @@ def change_own_password(user: Any, *, old_password: str, new_password: str) -> A
     """
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         raise PermissionDenied("only an active, signed-in user may change their password")
-    if not old_password or not user.check_password(old_password):
-        with transaction.atomic():
-            record_event("user.password_change_denied", actor=user, obj=user, object_type="User",
-                         reason="wrong current password")
-        raise AuthenticationFailed(f"wrong current password for user {user.get_username()!r} "
-                                   "(the attempt was recorded)", field="old_password")
+    verify_password(user, old_password, denied="user.password_change_denied", field="old_password",
+                    what="current password")
     if new_password == old_password:
         raise InvalidInput("the new password must differ from the current one", field="new_password")
     _validate_password(new_password, user, field="new_password")
@@ -189,6 +185,24 @@ def change_own_password(user: Any, *, old_password: str, new_password: str) -> A
         record_event("user.password_changed", actor=user, obj=user, object_type="User",
                      after={"by": "owner", "cleared_must_change": had_flag})
     return user
+
+
+def verify_password(user: Any, password: str | None, *, denied: str, field: str = "password",
+                    what: str = "password") -> None:
+    """Re-authentication outside the login page (API tokens and keys, password change): a wrong password is
+    recorded as `denied` (committed) and counts towards the same lockout as failed portal logins, so the API
+    is no way around it; a locked-out user is refused before the password is even checked."""
+    name = user.get_username()
+    remaining = login_lockout_remaining(name)
+    if remaining:
+        raise AuthenticationFailed(f"user {name!r} is locked out after repeated wrong passwords: try again in "
+                                   f"{remaining} seconds", field=field)
+    if password and user.check_password(password):
+        return
+    with transaction.atomic():
+        record_event(denied, actor=user, obj=user, object_type="User", reason=f"wrong {what}")
+    record_login_failure(name)
+    raise AuthenticationFailed(f"wrong {what} for user {name!r} (the attempt was recorded)", field=field)
 
 
 @transaction.atomic

@@ -25,7 +25,7 @@ from rest_framework.authtoken.models import Token
 
 from governance.actions._common import create, require_text, save
 from governance.audit import record_event
-from governance.errors import AuthenticationFailed, IllegalTransition, InvalidInput, PermissionDenied
+from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import AccountState, ApiKey, Program, Role
 from governance.permissions import has_role, is_member, require_role
 
@@ -119,11 +119,9 @@ def _check_issuer(owner: Any, actor: Any, password: str | None, *, doing: str) -
         if not is_service_account(owner):
             raise PermissionDenied(f"user {owner.get_username()!r} is a person: only they create their API keys")
         return
-    if not password or not actor.check_password(password):
-        with transaction.atomic():
-            record_event("api_token.denied", actor=actor, obj=actor, object_type="User", reason="wrong password")
-        raise AuthenticationFailed(f"wrong password for user {actor.get_username()!r} (the attempt was recorded)",
-                                   field="password")
+    from governance.actions.accounts import verify_password  # (accounts imports this module)
+
+    verify_password(actor, password, denied="api_token.denied")
 
 
 def _expiry(days: int | None) -> datetime | None:

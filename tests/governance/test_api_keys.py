@@ -154,3 +154,18 @@ def test_bad_keys_are_401_and_a_client_sending_many_is_throttled(api, settings, 
         assert bad.status_code == 401 and bad["WWW-Authenticate"] == "Token"
     throttled = good.get(f"{V1}/users/me/")
     assert throttled.status_code == 429 and "Retry-After" in throttled
+
+
+def test_password_guesses_through_the_api_count_towards_the_login_lockout(api, settings, program, reviewer1):
+    settings.GOVERNANCE_LOGIN_MAX_FAILURES = 2
+    me = api(reviewer1)
+    guesses = [me.post(f"{V1}/users/me/token/", {"password": "guess"}, format="json"),
+               me.post(f"{V1}/users/me/password/", {"old_password": "guess", "new_password": "x-new-pass-123"},
+                       format="json")]
+    assert [error(g)["status"] for g in guesses] == [403, 403]
+    locked = me.post(f"{V1}/users/me/token/", {"password": password(reviewer1)}, format="json")
+    assert error(locked)["status"] == 403 and "is locked out after repeated wrong passwords" in error(locked)["detail"]
+    assert AuditEvent.objects.filter(action="auth.locked_out", object_id=str(reviewer1.pk)).count() == 1
+    assert [e.action for e in AuditEvent.objects.filter(action__endswith="denied").order_by("id")] == [
+        "api_token.denied", "user.password_change_denied"]
+    assert not ApiKey.objects.filter(owner=reviewer1).exists()
