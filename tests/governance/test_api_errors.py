@@ -52,3 +52,32 @@ def test_malformed_bodies_and_unknown_paths(api, program, author):
     assert client.get(f"{V1}/versions/?run=abc").json()["field"] == "run"
     nul = client.post(f"{V1}/versions/", {"program": "support", "payload": {"program": "\x00"}}, format="json")
     assert nul.status_code == 400 and nul.json()["field"] == "payload"
+
+
+def test_error_messages_that_echo_a_lone_surrogate_still_render():
+    response = exception_handler(exceptions.ValidationError({"events": ['"\ud800" is not a valid choice.']}), {})
+    assert response.data["errors"] == {"events": ['"?" is not a valid choice.']}  # encodable text
+    assert response.data["detail"].encode("utf-8") == b'events: "?" is not a valid choice.'
+
+
+def test_json_bodies_are_bounded_and_unicode_safe(api, program, author):
+    client = api(author)
+    deep = client.generic("POST", f"{V1}/versions/", "[" * 2000 + "]" * 2000, content_type="application/json")
+    assert error(deep) == {"status": 400, "code": "parse_error",
+                           "detail": "JSON parse error - nested deeper than 32 levels"}
+    surrogate = client.generic("POST", f"{V1}/versions/", '{"program": "\\ud800"}', content_type="application/json")
+    assert error(surrogate)["field"] == "program" and "unpaired surrogate" in error(surrogate)["detail"]
+    infinite = client.generic("POST", f"{V1}/versions/", '{"program": NaN}', content_type="application/json")
+    assert error(infinite)["code"] == "parse_error"
+
+
+def test_query_parameters_are_checked_before_the_database(api, program, author):
+    client = api(author)
+    assert error(client.get(f"{V1}/versions/?program=sup%00port")) == {
+        "status": 400, "code": "invalid", "detail": "program: must not contain NUL characters", "field": "program",
+        "errors": {"program": ["program: must not contain NUL characters"]}}
+    assert error(client.get(f"{V1}/versions/?offset=99999999999999999999"))["field"] == "offset"
+    assert client.get(f"{V1}/versions/?limit=99999999999999999999").status_code == 200  # capped at max_limit
+    assert client.get(f"{V1}/audit-events/?created_at_after=2026-01-01T00:00:00%2B20:45").status_code == 200
+    assert error(client.get(f"{V1}/audit-events/?created_at_after=9999-12-31T23:59:59-05:00"))["field"] == \
+        "created_at"
