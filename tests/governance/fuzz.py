@@ -29,7 +29,8 @@ def run_schemathesis(base_url: str, token: str, report_dir: Path, *, max_time: i
                "--url", base_url, "--checks", "all", "--max-time", str(max_time), "--seed", str(seed),
                "--workers", "1", "--mode", "all", "--phases", "examples,coverage,fuzzing,stateful",
                "--request-timeout", "30", "--suppress-health-check", "all", "--no-color",
-               "-H", f"Authorization: Token {token}", "--exclude-path-regex", REVOKES_OWN_KEY, "--report", "junit", "--report-junit-path", str(junit)]
+               "-H", f"Authorization: Token {token}", "--exclude-path-regex", REVOKES_OWN_KEY,
+               "--report", "junit", "--report-junit-path", str(junit)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=max_time * 4 + 120,
                             env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     output = result.stdout + result.stderr
