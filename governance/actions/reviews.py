@@ -29,7 +29,7 @@ from governance.actions._common import (
     send_on_commit,
     user_ref,
 )
-from governance.actions.accounts import check_can_sign
+from governance.actions.accounts import check_can_sign, login_lockout_remaining, record_login_failure
 from governance.actions.datasets import active_datasets, examples_for
 from governance.actions.evaluations import aligned_scores, request_evaluation
 from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, initial_payload, version_state
@@ -215,16 +215,23 @@ def check_seen(version: PromptVersion, content_hash: str | None, *, doing: str) 
 def reauthenticate(cr: ChangeRequest, actor: Any, password: str | None, *, doing: str) -> None:
     """Check the signer's password; a failure is recorded as "signature.failed" and then raised.
 
-    The failure event is written in its own atomic block before the error propagates, so it is committed
-    (or, under a caller's outer transaction, kept in it) rather than rolled back with the refused action.
-    Callers must therefore not run this inside an atomic block they later roll back.
+    Wrong signing passwords count towards the same lockout as failed logins (a locked-out user is refused before
+    the password is checked), so signing is no way to guess a password. The failure event is written in its own
+    atomic block before the error propagates, so it is committed (or, under a caller's outer transaction, kept in
+    it) rather than rolled back with the refused action. Callers must therefore not run this inside an atomic
+    block they later roll back.
     """
+    remaining = login_lockout_remaining(actor.get_username())
+    if remaining:
+        raise AuthenticationFailed(f"user {_username(actor)} is locked out after repeated wrong passwords: try again "
+                                   f"in {remaining} seconds", field="password")
     if password and actor.check_password(password):
         return
     with transaction.atomic():
         record_event("signature.failed", actor=actor, obj=cr, program=cr.program, reason="wrong password",
                      after={"change_request": cr.pk, "version": cr.version.number, "attempted": doing,
                             "auth_method": "password"})
+    record_login_failure(actor.get_username())
     raise AuthenticationFailed(f"re-authentication failed for user {_username(actor)}: wrong password "
                                "(the attempt was recorded)")
 

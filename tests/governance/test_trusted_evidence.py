@@ -213,3 +213,17 @@ def test_a_reviewer_whose_password_an_admin_reset_cannot_sign_until_they_change_
     reviewer1.refresh_from_db()
     review = approve_change_request(cr, actor=reviewer1, password="Only-I-Know-This-9", content_hash=seen(cr))
     assert review.decision == "approve"
+
+
+def test_wrong_signing_passwords_lock_the_signer_out_like_failed_logins(make_cr, reviewer1, pw, settings):
+    from governance.errors import AuthenticationFailed
+
+    settings.GOVERNANCE_LOGIN_MAX_FAILURES = 3
+    cr = make_cr()
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed, match="wrong password"):
+            approve_change_request(cr, actor=reviewer1, password="guess", content_hash=seen(cr))
+    with pytest.raises(AuthenticationFailed, match="is locked out after repeated wrong passwords"):
+        approve_change_request(cr, actor=reviewer1, password=pw(reviewer1), content_hash=seen(cr))
+    assert AuditEvent.objects.filter(action="signature.failed", actor=reviewer1).count() == 3
+    assert not Review.objects.exists()
