@@ -227,3 +227,28 @@ def test_wrong_signing_passwords_lock_the_signer_out_like_failed_logins(make_cr,
         approve_change_request(cr, actor=reviewer1, password=pw(reviewer1), content_hash=seen(cr))
     assert AuditEvent.objects.filter(action="signature.failed", actor=reviewer1).count() == 3
     assert not Review.objects.exists()
+
+
+# --- the evidence itself cannot be rewritten --------------------------------------------------------------------
+
+
+def test_a_finished_evaluation_and_its_results_refuse_raw_rewrites(make_cr):
+    from django.db import DatabaseError, connection, transaction
+
+    cr = make_cr()
+    evaluation = cr.candidate_evaluation
+    attacks = [
+        f"UPDATE governance_evaluation SET score = 1.0 WHERE id = {evaluation.pk}",
+        f"DELETE FROM governance_evaluation WHERE id = {evaluation.pk}",
+        f"UPDATE governance_evaluationresult SET score = 1.0 WHERE evaluation_id = {evaluation.pk}",
+        f"DELETE FROM governance_evaluationresult WHERE evaluation_id = {evaluation.pk}",
+    ]
+    if connection.vendor == "sqlite":
+        attacks.append(f"INSERT OR REPLACE INTO governance_evaluation SELECT * FROM governance_evaluation "
+                       f"WHERE id = {evaluation.pk}")
+    for statement in attacks:
+        with pytest.raises(DatabaseError, match="evaluation|append-only"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+    evaluation.refresh_from_db()
+    assert evaluation.score == 0.0 and evaluation.results.count() == 8
