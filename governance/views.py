@@ -464,6 +464,7 @@ def _evidence(cr: ChangeRequest) -> dict[str, Any]:
     candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
     return {"candidate": candidate, "baseline": baseline, "comparison": cr.comparison,
             "recommendation": recommendation_text(cr.comparison), "checks": cr.checks,
+            "p_value": f"{cr.comparison['p_value']:.3g}" if cr.comparison else None,
             "delta": (candidate.score - baseline.score) if candidate and baseline and candidate.score is not None
             and baseline.score is not None else None,
             "can_reevaluate": cr.status in (ChangeRequestStatus.OPEN, ChangeRequestStatus.CHANGES_REQUESTED) and any(
