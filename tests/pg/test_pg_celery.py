@@ -2,8 +2,10 @@
 
 Workers are `celery -A governance worker` subprocesses pointed at this session's test database; the fake LM
 server runs in this process and answers them over loopback HTTP. Tests commit (transaction=True), since the
-workers can only see committed rows. A missing Redis or RabbitMQ fails the tests: the scale path is never
-skipped silently.
+workers can only see committed rows. The system evaluations a change request waits for run on the workers too
+(task governance.tasks.run_evaluation); a run's final evaluations run inside the run, on its worker. Workers
+inherit the audit key from this process's environment (tests/conftest.py). A missing Redis or RabbitMQ fails
+the tests: the scale path is never skipped silently.
 """
 
 from __future__ import annotations
@@ -21,12 +23,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from governance import runner
-from governance.actions import create_program, import_dataset, start_run
-from governance.models import AuditEvent, ChangeRequest, OptimizationRun, PromptVersion, RunStatus, Trial
-from tests.governance.conftest import USERS
+from governance.actions import (
+    approve_change_request,
+    create_program,
+    create_version,
+    import_dataset,
+    open_change_request,
+    start_run,
+)
+from governance.errors import IllegalTransition
+from governance.models import (
+    AuditEvent,
+    ChangeRequest,
+    Evaluation,
+    OptimizationRun,
+    PromptVersion,
+    RunStatus,
+    Trial,
+)
+from tests.governance.conftest import USERS, WINNING_INSTRUCTIONS, password, payload_with, seen
 from tests.optimizer.fake_lm import FakeLMServer
 from tests.optimizer.simulated import DEMO_DIR, NearTies, load_rows
 
@@ -125,7 +143,7 @@ def lm_server() -> Iterator[FakeLMServer]:
 
 @pytest.fixture(autouse=True)
 def through_the_broker(settings, monkeypatch):
-    settings.CELERY_BROKER_URL = REDIS_URL  # runner.dispatch_run: publish instead of the local pool
+    settings.CELERY_BROKER_URL = REDIS_URL  # dispatch_run, dispatch_evaluation: publish instead of the local pool
     settings.GOVERNANCE_LM_CACHE_PATH = "/nonexistent/not-used-here"  # this process never calls the model
     monkeypatch.setattr(SlowClassifier, "delay", 0.0)
 
@@ -147,6 +165,7 @@ def worker_env(directory: Path, cache: str = "shared") -> dict[str, str]:
             "GOVERNANCE_LM_CACHE_PATH": str(directory / f"lm_cache_{cache}.sqlite3"), "GOVERNANCE_LM_API_KEY": "x",
             "GOVERNANCE_RUN_HEARTBEAT_SECONDS": "1", "GOVERNANCE_RUN_STALE_SECONDS": str(STALE_SECONDS),
             "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DJANGO_SETTINGS_MODULE": "governance.settings",
+            "GOVERNANCE_AUDIT_KEY": os.environ["GOVERNANCE_AUDIT_KEY"],  # every audited write is sealed with it
             "DB_CONN_MAX_AGE": "0", "LOG_LEVEL": "INFO", "GOVERNANCE_RUN_PATIENCE": "0"}
 
 
@@ -204,8 +223,18 @@ def assert_proposed_once(run: OptimizationRun) -> ChangeRequest:
     numbers = list(run.trials.values_list("number", "kind"))
     assert len(numbers) == len(set(numbers)) and numbers, "each trial recorded once"
     version = PromptVersion.objects.get(run=run)
-    assert version.origin == "optimizer" and version.status == "in_review" and set(version.scores) == {"val", "test"}
-    return ChangeRequest.objects.get(version=version, status="open")
+    assert version.origin == "optimizer" and version.status == "in_review" and set(version.scores) == {"test"}
+    cr = ChangeRequest.objects.get(version=version, status="open")
+    # The run evaluated candidate and production itself, on its worker and inside its budget; the change request
+    # reuses those evaluations (same content, data and model) instead of asking a worker again.
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    assert candidate.status == baseline.status == "succeeded" and candidate.run == baseline.run == run
+    assert candidate.worker == baseline.worker == f"run-{run.pk}"
+    assert candidate.content_hash == version.content_hash and version.scores["test"] == candidate.score
+    assert candidate.examples == baseline.examples == candidate.results.count() == 20
+    assert cr.comparison["candidate_evaluation"] == candidate.pk and cr.evaluation["run"]["id"] == run.pk
+    assert Evaluation.objects.filter(run=run).count() == 2, "each version evaluated once"
+    return cr
 
 
 # --- tests ------------------------------------------------------------------------------------------------------
@@ -223,7 +252,8 @@ def test_a_run_completes_through_redis_and_a_worker(team, lm_server, redis_worke
     wait_for(lambda: finished(run), 180, "the run to finish", redis_workers)
     cr = assert_proposed_once(run)
     assert run.worker.split(":")[1] in {"w1@" + socket.gethostname(), "w2@" + socket.gethostname()}
-    assert cr.opened_by == team["author"] and cr.evaluation["candidate"]["test"] >= 0.8 and cr.recommended
+    assert cr.opened_by == team["author"] and cr.candidate_evaluation.score >= 0.8 and cr.recommended
+    assert cr.baseline_evaluation.score < cr.candidate_evaluation.score and cr.comparison["significant_gain"]
     actions = list(AuditEvent.objects.filter(object_type="OptimizationRun").values_list("action", flat=True))
     assert actions == ["run.started", "run.executing", "run.succeeded"]
 
@@ -251,6 +281,41 @@ def test_trials_of_one_run_spread_over_two_workers(team, lm_server, redis_worker
     assert len(workers) == 2 and all(count >= 1 for count in workers.values()), workers
     assert run.trials.count() >= 10
     assert len({w.split(":")[1] for w in workers}) == 2, "owner and helper ran on different workers"
+
+
+def test_a_change_requests_evaluations_run_on_the_workers(team, lm_server, redis_workers):
+    program = make_program(team, lm_server)
+    version = create_version(program, actor=team["author"], payload=payload_with(program, WINNING_INSTRUCTIONS))
+    with transaction.atomic():  # the jobs are published when this commits: until then nothing can run them
+        cr = open_change_request(version, actor=team["author"], title="Name the categories")
+        evaluations = [cr.candidate_evaluation, cr.baseline_evaluation]
+        assert all(e.status == "queued" for e in evaluations)
+        with pytest.raises(IllegalTransition, match=r"^the evaluation of the candidate \(evaluation \d+\) is queued "):
+            approve_change_request(cr, actor=team["reviewer1"], password=password(team["reviewer1"]),
+                                   content_hash=seen(cr))
+
+    def done() -> bool:
+        for evaluation in evaluations:
+            evaluation.refresh_from_db()
+        return all(e.is_finished for e in evaluations)
+
+    wait_for(done, 180, "both evaluations to finish on the workers", redis_workers)
+    nodes = {f"{name}@{socket.gethostname()}" for name in ("w1", "w2")}
+    for evaluation in evaluations:
+        assert evaluation.status == "succeeded", evaluation.error
+        assert evaluation.worker.startswith("evaluation:") and evaluation.worker.split(":")[1] in nodes
+        assert evaluation.examples_done == evaluation.results.count() == 20
+        assert evaluation.calls + evaluation.cached_calls >= 20, "the worker asked the model (or its cache)"
+    assert evaluations[0].calls > 0, "new content reached the fake model over loopback HTTP"
+    cr.refresh_from_db()
+    assert cr.candidate_evaluation.score >= 0.8 > cr.baseline_evaluation.score  # NearTies: a fifth always wrong
+    assert cr.comparison["significant_gain"] and cr.recommended, "the worker recorded the paired comparison"
+    started = AuditEvent.objects.filter(action="evaluation.started", actor__isnull=True)
+    assert sorted(e.after["worker"] for e in started) == sorted(e.worker for e in evaluations)
+    for reviewer in (team["reviewer1"], team["reviewer2"]):
+        approve_change_request(cr, actor=reviewer, password=password(reviewer), content_hash=seen(cr))
+    version.refresh_from_db()
+    assert version.status == "approved"
 
 
 @pytest.fixture

@@ -50,6 +50,12 @@ def test_export_and_offline_verify_on_postgresql(tmp_path):
 
     verified = verify_bundle(bundle, trusted_public_key=public_key())
     assert verified.payload == version.payload
+    cr = version.change_requests.get()  # evaluated by the system on the program's test rows before approval
+    evidence = verified.manifest["evaluation"]
+    assert evidence["candidate"]["id"] == cr.candidate_evaluation_id and evidence["candidate"]["status"] == "succeeded"
+    assert evidence["candidate"]["content_hash"] == version.content_hash
+    assert evidence["baseline"]["dataset_hash"] == cr.eval_dataset.content_hash
+    assert verified.manifest["provenance"]["scores"] == {"test": cr.candidate_evaluation.score}
     assert [a["name"] for a in verified.approvals] == ["Ada Reviewer", "Bo Compliance"]
     assert Export.objects.get().manifest_hash
     assert AuditEvent.objects.filter(action="version.exported", object_id=str(version.pk)).count() == 1

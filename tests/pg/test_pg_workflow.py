@@ -1,7 +1,9 @@
 """The review workflow on PostgreSQL: the full flow, the integrity triggers, and real concurrency.
 
 Concurrency tests run with committed transactions (`transaction=True`) and one database connection per
-thread, so row locks and READ COMMITTED visibility are the server's, not a simulation.
+thread, so row locks and READ COMMITTED visibility are the server's, not a simulation. Change requests are
+evaluated by the system (a loopback fake model, export_helpers.lm_server) on the program's test rows before
+anyone approves, and every signature names the content hash the reviewer saw.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from governance.actions import (
     create_program,
     create_user_with_roles,
     create_version,
+    import_dataset,
     initial_payload,
     open_change_request,
     release_version,
@@ -28,8 +31,26 @@ from governance.actions import (
 )
 from governance.audit import verify_chain
 from governance.errors import GovernanceError, IllegalTransition
-from governance.models import AuditEvent, ChangeRequest, PromptVersion, ReleaseLabel, Review, VersionStatus
-from tests.governance.conftest import demo_spec, password, payload_with
+from governance.models import (
+    AuditEvent,
+    ChangeRequest,
+    Evaluation,
+    PromptVersion,
+    ReleaseLabel,
+    Review,
+    VersionStatus,
+)
+from tests.governance.conftest import (
+    FAKE_MODEL,
+    TEST_ROWS,
+    WINNING_INSTRUCTIONS,
+    demo_spec,
+    password,
+    payload_with,
+    seen,
+)
+from tests.governance.export_helpers import evaluate, lm_server
+from tests.optimizer.simulated import load_rows
 
 ROLES = {"author": ["author"], "reviewer1": ["reviewer"], "reviewer2": ["reviewer"], "reviewer3": ["reviewer"],
          "releaser": ["releaser"]}
@@ -57,18 +78,24 @@ def _world() -> dict[str, Any]:
                                           first_name=name.capitalize(), last_name="Example")
              for name, roles in ROLES.items()}
     program = create_program(actor=users["author"], slug="support", name="Support triage", spec=demo_spec(),
+                             metric="choice", lm_config={"model": FAKE_MODEL, "api_base": lm_server().url},
                              members=[u for name, u in users.items() if name != "author"])
+    import_dataset(program, actor=users["author"], split="test", name="test slice",
+                   rows=load_rows("test")[:TEST_ROWS])
     return {**users, "program": program}
 
 
-def _version_in_review(world: dict[str, Any], instructions: str = "Classify carefully.") -> ChangeRequest:
+def _version_in_review(world: dict[str, Any], instructions: str = "Classify carefully.", *,
+                       evaluated: bool = True) -> ChangeRequest:
+    """A version in review; its change request evaluated by the system (as the job backend would) unless not."""
     version = create_version(world["program"], actor=world["author"], payload=payload_with(world["program"],
                                                                                            instructions))
-    return open_change_request(version, actor=world["author"], title=f"Review v{version.number}")
+    cr = open_change_request(version, actor=world["author"], title=f"Review v{version.number}")
+    return evaluate(cr) if evaluated else cr
 
 
 def _approve(cr: ChangeRequest, user: Any) -> None:
-    approve_change_request(cr, actor=user, password=password(user))
+    approve_change_request(cr, actor=user, password=password(user), content_hash=seen(cr))
 
 
 def _run_together(workers: list[Callable[[], Any]]) -> list[Any]:
@@ -103,6 +130,10 @@ def test_runs_on_postgresql():
 def test_full_flow_author_reviewers_releaser():
     world = _world()
     cr = _version_in_review(world)
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    assert candidate.status == baseline.status == "succeeded" and candidate.examples == TEST_ROWS
+    assert candidate.content_hash == cr.version.content_hash and candidate.results.count() == TEST_ROWS
+    assert cr.eval_dataset.split == "test" and cr.comparison["examples"] == TEST_ROWS and cr.recommended is False
     _approve(cr, world["reviewer1"])
     _approve(cr, world["reviewer2"])
     version = PromptVersion.objects.get(pk=cr.version_id)
@@ -110,8 +141,11 @@ def test_full_flow_author_reviewers_releaser():
     release = release_version(version, actor=world["releaser"], reason="go live")
     assert ReleaseLabel.objects.get(program=world["program"], name="production").version == version
 
-    second = _version_in_review(world, "Classify, and prefer refund for returns.")
+    second = _version_in_review(world, WINNING_INSTRUCTIONS)
     assert second.base_version == version
+    assert second.baseline_evaluation == candidate, "production's evaluation is reused (same content, data, model)"
+    assert second.candidate_evaluation.score == 1.0 and second.comparison["significant_gain"] is True
+    assert second.recommended is True
     _approve(second, world["reviewer2"])
     _approve(second, world["reviewer3"])
     release_version(second.version, actor=world["releaser"], reason="better refunds")
@@ -122,7 +156,25 @@ def test_full_flow_author_reviewers_releaser():
     actions = list(AuditEvent.objects.filter(program=world["program"]).values_list("action", flat=True))
     assert actions.count("version.approved") == 2 and actions.count("release.created") == 2
     assert actions[-1] == "release.rolled_back"
+    assert actions.count("evaluation.succeeded") == 3 == Evaluation.objects.filter(status="succeeded").count()
     assert verify_chain() is None
+
+
+@pytest.mark.django_db
+def test_approval_waits_for_the_system_evaluation():
+    world = _world()
+    cr = _version_in_review(world, evaluated=False)  # no job ran: this test's transaction never commits
+    assert cr.candidate_evaluation.status == cr.baseline_evaluation.status == "queued"
+    with pytest.raises(IllegalTransition, match=rf"^the evaluation of the candidate \(evaluation "
+                                                rf"{cr.candidate_evaluation_id}\) is queued \(0 of {TEST_ROWS} "):
+        _approve(cr, world["reviewer1"])
+    assert not Review.objects.filter(change_request=cr).exists()
+    _approve(evaluate(cr), world["reviewer1"])
+    stale = "0" * 64
+    with pytest.raises(IllegalTransition, match=f"^version {cr.version.number} changed since you reviewed it"):
+        approve_change_request(cr, actor=world["reviewer2"], password=password(world["reviewer2"]),
+                               content_hash=stale)
+    assert Review.objects.filter(change_request=cr).count() == 1
 
 
 @pytest.mark.django_db
@@ -159,13 +211,17 @@ def test_audit_trigger_refuses_update_and_delete():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_approvals_make_exactly_one_transition():
     world = _world()
-    cr = _version_in_review(world)
+    cr = _version_in_review(world)  # committed: the local pool ran its evaluations, `evaluate` waited for them
+    assert cr.candidate_evaluation.status == cr.baseline_evaluation.status == "succeeded"
+    assert cr.candidate_evaluation.worker.startswith("local-eval"), "the committed open dispatched the job"
     reviewers = [world["reviewer1"], world["reviewer2"], world["reviewer3"]]
+    content_hash = seen(cr)
 
     def approver(user_pk: int) -> Callable[[], Any]:
         def work() -> Any:
             user = get_user_model().objects.get(pk=user_pk)
-            return approve_change_request(ChangeRequest.objects.get(pk=cr.pk), actor=user, password=password(user))
+            return approve_change_request(ChangeRequest.objects.get(pk=cr.pk), actor=user, password=password(user),
+                                          content_hash=content_hash)
         return work
 
     results = _run_together([approver(user.pk) for user in reviewers])
