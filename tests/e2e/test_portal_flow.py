@@ -2,10 +2,11 @@
 
 The whole governed flow through the browser: the author starts an optimization run and watches its progress
 (the run executes in the server's local pool against the loopback fake LM answering like a small model);
-two reviewers approve the change request it opens, re-entering their passwords; the releaser releases it;
-the auditor reads the trail, verifies the chain and downloads the CSV; the signed bundle of the approved
-version downloads and verifies offline. Along the way: the author sees no approve button and a forced POST is
-refused with 403 and the domain message. Screenshots of the main pages go to docs/screenshots/.
+two reviewers wait for the system's evaluation of the change request it opens and approve it, re-entering their
+passwords (the page's hidden content hash binds each signature to what it showed); the releaser releases it;
+the auditor reads the trail, sees it covered by a signed checkpoint and downloads the CSV; the signed bundle of
+the approved version downloads and verifies offline. Along the way: the author sees no approve button and a
+forced POST is refused with 403 and the domain message. Screenshots of the main pages go to docs/screenshots/.
 
 Chromium comes from the distribution (/usr/bin/chromium); `playwright install` is never needed.
 """
@@ -13,17 +14,16 @@ Chromium comes from the distribution (/usr/bin/chromium); `playwright install` i
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from governance.actions import (
     approve_change_request,
@@ -38,6 +38,8 @@ from governance.actions import (
 )
 from governance.models import AuditEvent, ChangeRequest, OptimizationRun, PromptVersion, RunStatus
 from optimizer.bundle import generate_private_key, private_key_pem, verify_bundle
+from tests.governance.conftest import flush_past_integrity_triggers
+from tests.governance.export_helpers import evaluate
 from tests.optimizer.fake_lm import FakeLMServer
 from tests.optimizer.simulated import DEMO_DIR, SimulatedClassifier, load_rows
 
@@ -49,7 +51,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 FAKE_MODEL = "text-completion-openai/fake"
 SIZES = {"train": 60, "val": 20, "test": 20}  # slices of the demo data: a run costs a few hundred fake calls
-TRIGGERS = importlib.import_module("governance.migrations.0002_integrity_triggers")
 VIEWPORT = {"width": 1366, "height": 900}  # a laptop
 
 USERS = {  # username -> (first, last, roles)
@@ -75,30 +76,11 @@ if not CHROMIUM.exists():
 
 @pytest.fixture
 def committed(transactional_db) -> Iterator[None]:
-    """Committed rows (the live server and the run pool read them from other threads); the append-only and
-    frozen-version triggers are lifted only to empty the database afterwards (SQLite refuses the flush)."""
+    """Committed rows (the live server, the run pool and the evaluation jobs read them from other threads); the
+    integrity triggers are lifted only to empty the database afterwards (SQLite refuses the flush). The test
+    database is a file (tests/conftest.py), so those threads wait on SQLite's busy timeout, never fail at once."""
     yield
-    if connection.vendor != "sqlite":
-        return
-    with connection.cursor() as cursor:
-        for statement in TRIGGERS.SQLITE_DROP:
-            cursor.execute(statement)
-    call_command("flush", interactive=False, verbosity=0)
-    with connection.cursor() as cursor:
-        for statement in TRIGGERS.SQLITE_CREATE:
-            cursor.execute(statement)
-
-
-@pytest.fixture
-def shared_reads(committed) -> None:
-    """The live server's threads share this thread's connection to the in-memory test database (shared
-    cache), while the run executes on a connection of its own. In shared-cache mode a read that meets the
-    runner's open write transaction fails at once ("database table is locked"; the busy timeout does not
-    apply), so the portal's connection reads without table read-locks. A file database, as in deployments,
-    waits on its busy timeout instead."""
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA read_uncommitted = 1")
+    flush_past_integrity_triggers()
 
 
 @pytest.fixture
@@ -126,9 +108,9 @@ def portal_settings(settings, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def world(committed, shared_reads, portal_settings, lm_server) -> dict[str, Any]:
-    """Users, the support-ticket program on the fake LM, its datasets, and baseline v1 approved and released,
-    all through the real actions."""
+def world(committed, portal_settings, lm_server) -> dict[str, Any]:
+    """Users, the support-ticket program on the fake LM, its datasets, and baseline v1 evaluated by the system,
+    approved and released, all through the real actions."""
     setup_role_groups()
     users = {name: create_user_with_roles(actor=None, username=name, password=password(name), roles=roles,
                                           first_name=first, last_name=last)
@@ -143,10 +125,10 @@ def world(committed, shared_reads, portal_settings, lm_server) -> dict[str, Any]
         import_dataset(program, actor=users["author"], split=split, name=f"support tickets ({split})",
                        rows=load_rows(split)[:size])
     v1 = create_version(program, actor=users["author"], payload=initial_payload(program),
-                        scores={"val": 0.2, "test": 0.2}, note="Baseline: hand-written instructions.")
-    cr = open_change_request(v1, actor=users["author"], title="Baseline", impact="low")
+                        note="Baseline: hand-written instructions.")
+    cr = evaluate(open_change_request(v1, actor=users["author"], title="Baseline", impact="low"))
     for name in ("reviewer1", "reviewer2"):
-        approve_change_request(cr, actor=users[name], password=password(name))
+        approve_change_request(cr, actor=users[name], password=password(name), content_hash=v1.content_hash)
         cr.refresh_from_db()
     v1.refresh_from_db()
     release_version(v1, actor=users["releaser"], reason="Baseline release.")
@@ -193,6 +175,20 @@ class Portal:
 
 def expect_text(page: Any, text: str) -> None:
     sync_api.expect(page.locator("main")).to_contain_text(text)
+
+
+def wait_for_system_evaluation(page: Any, timeout: float = 120) -> None:
+    """Reload the change request page until the system's evaluations of both versions have succeeded (until then
+    it says "The system is evaluating..." and approval waits), as a reviewer would."""
+    deadline = time.monotonic() + timeout
+    while "The system is evaluating" in page.locator("#recommendation").inner_text():
+        assert time.monotonic() < deadline, f"the system evaluation did not finish in {timeout}s"
+        page.wait_for_timeout(500)
+        page.reload()
+    statuses = page.locator("#evaluations tbody td:first-of-type")
+    sync_api.expect(statuses).to_have_count(2)
+    for status in statuses.all():
+        sync_api.expect(status).to_contain_text("Succeeded", ignore_case=True)
 
 
 # --- the flow -------------------------------------------------------------------------------------------------
@@ -248,6 +244,10 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     sync_api.expect(page.locator("main")).to_contain_text(f"CR-{cr.pk}")
     first.shot("dashboard")
     page.get_by_role("link", name=f"Review CR-{cr.pk}").click()
+    wait_for_system_evaluation(page)
+    sync_api.expect(page.locator("#recommendation")).to_contain_text("Recommended: +")
+    shown = page.locator("input[name=approve-content_hash]")  # the hidden field the page came with
+    assert shown.input_value() == cr.version.content_hash
     expect_text(page, "What changes")
     sync_api.expect(page.locator("ins.diff-ins, .demo-list.added li").first).to_be_visible()
     page.get_by_label("Re-enter your password").fill("wrong password")
@@ -264,6 +264,7 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     second = Portal(browser, base, "reviewer2")
     page = second.page
     page.goto(f"/change-requests/{cr.pk}/")
+    wait_for_system_evaluation(page)
     sync_api.expect(page.locator(".signature")).to_contain_text("Ravi Patel")
     expect_text(page, "I approve this prompt version for release")
     expect_text(page, cr.version.content_hash)
@@ -288,7 +289,8 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     releaser.shot("releases")
     releaser.close()
 
-    # 6. The auditor reads the trail, sees the chain intact, filters it, and downloads the CSV.
+    # 6. The auditor reads the trail, sees it verified by a signed checkpoint, filters it, and downloads the CSV.
+    call_command("audit_checkpoint", stdout=io.StringIO())  # as celery beat would; the page shows its status
     auditor = Portal(browser, base, "auditor", keyboard=True)
     page = auditor.page
     page.keyboard.press("Tab")  # the first stop is the skip link, visible when focused
