@@ -140,8 +140,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "governance.api.errors.exception_handler",
     "DEFAULT_PARSER_CLASSES": [  # JSON bounded in depth and Unicode-safe (governance/api/parsers.py)
         "governance.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "governance.api.parsers.CheckedFormParser",
+        "governance.api.parsers.CheckedMultiPartParser",
     ],
 }
 REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "governance.api.filtersets.BoundedLimitOffsetPagination"

@@ -21,7 +21,7 @@ from typing import Any
 from django.core.exceptions import BadRequest, ImproperlyConfigured, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
@@ -96,6 +96,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body("conflict", "the request conflicts with data that already exists "
                                                "(a unique or integrity rule of the database refused it)"),
                         status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, DataError):  # a value the database refuses (e.g. PostgreSQL: NUL, out of range)
+        logger.warning("database refused a value: %s", exc)
+        return Response(error_body("invalid", "a value in the request cannot be stored or compared by the "
+                                              "database (NUL character, or a number or date out of range)"),
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, OptimizerError):  # e.g. a spec or bundle the optimizer library refused
         return Response(error_body("invalid", str(exc)), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ImproperlyConfigured):  # e.g. no signing key: the server's fault, said plainly

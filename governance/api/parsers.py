@@ -3,7 +3,9 @@
 DRF's JSONParser hands `json.load` whatever arrives: 1,000 nested arrays end in a RecursionError (a 500), a
 ``"\\ud800"`` escape becomes a lone surrogate that cannot be encoded back to UTF-8 (a 500 wherever it is echoed
 or stored), and ``"\\u0000"`` is a NUL that PostgreSQL refuses in text and jsonb. This parser refuses all three
-with a 400 that names the top-level field holding the bad value. Registered in settings.REST_FRAMEWORK.
+with a 400 that names the top-level field holding the bad value. Form and multipart bodies get the same text
+check on their fields (a NUL in a form field once reached PostgreSQL as a 500). Registered in
+settings.REST_FRAMEWORK.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from typing import Any
 
 from rest_framework import exceptions
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import DataAndFiles, FormParser, JSONParser, MultiPartParser
 
 MAX_JSON_DEPTH = 32  # deeper than any program spec or payload; the serializers apply the same bound per field
 NON_FIELD = "non_field_errors"
@@ -35,6 +37,33 @@ class BoundedJSONParser(JSONParser):
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
         check_json_value(data)
         return data
+
+
+class CheckedFormParser(FormParser):
+    """URL-encoded forms whose field names and values are safe text."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        check_form_fields(data)
+        return data
+
+
+class CheckedMultiPartParser(MultiPartParser):
+    """Multipart bodies whose (non-file) field names and values are safe text; file contents are the importer's
+    to check (datasets report the row and reason)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
+        parsed = super().parse(stream, media_type, parser_context)
+        check_form_fields(parsed.data)
+        return parsed
+
+
+def check_form_fields(data: Any) -> None:
+    for key, values in data.lists():
+        problem = _text_problem(key) or next((p for v in values if (p := _text_problem(v))), None)
+        if problem:
+            field = key if _text_problem(key) is None else NON_FIELD
+            raise exceptions.ValidationError({field: [problem]})
 
 
 def _refuse_constant(name: str) -> None:

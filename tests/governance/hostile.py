@@ -169,8 +169,22 @@ def _nul() -> list[Case]:
              expect=400),
         Case("key NUL", "POST", f"{V1}/versions/", _json('{"a\\u0000": 1}'), expect=400),
         Case("portal program NUL", "GET", "/programs/sup%00port/"),
+        Case("form webhook program NUL", "POST", f"{V1}/webhooks/", b"program=a%00b&url=https%3A%2F%2Fx.example&"
+             b"events=release.created", {"Content-Type": "application/x-www-form-urlencoded"}, expect=400),
+        Case("multipart program NUL", "POST", f"{V1}/programs/", _multipart(slug="a\x00b", name="x",
+                                                                         review_policy="p\x00"),
+             {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, expect=400),
     ]
     return cases
+
+
+BOUNDARY = "hostile-boundary-0"
+
+
+def _multipart(**fields: str) -> bytes:
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+             for name, value in fields.items()]
+    return ("".join(parts) + f"--{BOUNDARY}--\r\n").encode("utf-8")
 
 
 def _datetimes() -> list[Case]:
