@@ -9,4 +9,5 @@ class GovernanceConfig(AppConfig):
     def ready(self) -> None:
         from governance import signals  # noqa: F401  (registers receivers)
         from governance import evaluator  # noqa: F401  (hands requested evaluations to the job backend)
+        from governance import runner  # noqa: F401  (hands requested runs to the job backend)
         from governance import webhooks  # noqa: F401  (webhook receivers of the domain signals)

@@ -48,8 +48,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from governance.errors import GovernanceError
-from governance.middleware import current_request_context
 from governance.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, Program
+from governance.request_context import current_request_context
 from governance.signing import signing_key
 from optimizer.bundle import key_fingerprint, parse_public_key, public_key_raw
 from optimizer.errors import BundleError

@@ -14,14 +14,16 @@ from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.dispatch import receiver
 from django.utils import timezone
 
 from governance.actions import evaluations as evaluation_actions
+from governance.actions import monitoring
 from governance.actions import reviews as review_actions
 from governance.actions.datasets import examples_for
-from governance.models import Evaluation, EvaluationStatus
+from governance.errors import GovernanceError
+from governance.models import Dataset, Evaluation, EvaluationStatus, Program, PromptVersion
+from governance import jobs
 from governance.jobs import guarded_lm, lm_config_from, local_executor, worker_name
 from governance.signals import evaluation_requested
 from optimizer import StopRequested, Usage, examples_from_records, resolve_metric
@@ -36,18 +38,13 @@ ProgressCallback = Callable[[int, int, Usage], None]
 
 @receiver(evaluation_requested)
 def _on_requested(sender: Any, evaluation_id: int, **kwargs: Any) -> None:
-    dispatch_evaluation(evaluation_id)
+    dispatch_evaluation(evaluation_id)  # looked up at call time: tests replace dispatch_evaluation
 
 
 def dispatch_evaluation(evaluation_id: int) -> None:
     """Hand a queued evaluation to Celery, or to the local pool when no broker is configured (on commit)."""
-    if settings.CELERY_BROKER_URL:
-        from governance.tasks import run_evaluation  # tasks import this module
-
-        run_evaluation.delay(evaluation_id)
-    else:
-        local_executor().submit(_pool_key(evaluation_id),
-                                lambda: execute_evaluation(evaluation_id, worker=worker_name("local-eval")))
+    jobs.enqueue("governance.tasks.run_evaluation", evaluation_id, key=_pool_key(evaluation_id),
+                 local=lambda: execute_evaluation(evaluation_id, worker=worker_name("local-eval")))
 
 
 def redispatch_waiting(queued_after: float) -> list[int]:
@@ -150,3 +147,30 @@ def _end(evaluation: Evaluation, lm: Any, before: Usage, started: float, error: 
     logger.warning("evaluation %s ended without a score: %s", evaluation.pk, error)
     evaluation_actions.fail_evaluation(evaluation, error=error, usage=lm.usage() - before,
                                        seconds=time.monotonic() - started, cancelled=cancelled)
+
+
+# --- drift check: a scheduled job that evaluates the production version on new labeled data ------------------
+
+
+def run_drift_check(program: Program, *, actor: Any = None,
+                    dataset: Dataset | None = None) -> monitoring.DriftCheck | None:
+    """Re-evaluate the production version on the newest fresh labeled dataset (or `dataset`); None when there is
+    nothing to check (see governance.actions.monitoring.drift_subject)."""
+    subject = monitoring.drift_subject(program, actor=actor, dataset=dataset)
+    if subject is None:
+        return None
+    version, dataset, baseline = subject
+    return monitoring.judge_drift(version, dataset, baseline=baseline, current=score_version(version, dataset),
+                                  actor=actor)
+
+
+def score_version(version: PromptVersion, dataset: Dataset) -> float:
+    """A system evaluation of the version's frozen content on `dataset`, with the model it was approved for
+    (reused when the same content, data and model were evaluated before). A broken endpoint fails the check
+    instead of scoring zero and raising a false alert."""
+    evaluation = evaluate_now(evaluation_actions.request_evaluation(version.program, version.payload, dataset,
+                                                                    actor=None, announce=False))
+    if evaluation.status != EvaluationStatus.SUCCEEDED:
+        raise GovernanceError(f"drift check of {version.program.slug} v{version.number} on dataset "
+                              f"{dataset.pk}: evaluation {evaluation.pk} {evaluation.status}: {evaluation.error}")
+    return evaluation.score or 0.0

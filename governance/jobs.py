@@ -85,6 +85,21 @@ def local_executor() -> LocalExecutor:
         return _executor
 
 
+def enqueue(task: str, *args: Any, key: Hashable, local: Callable[[], Any]) -> None:
+    """Hand one job to Celery when a broker is configured, else run `local` in this process's pool under `key`."""
+    if settings.CELERY_BROKER_URL:
+        send_task(task, *args)
+    else:
+        local_executor().submit(key, local)
+
+
+def send_task(task: str, *args: Any) -> None:
+    """Publish a Celery task by its registered name, so this layer never imports the task modules above it."""
+    from governance.celery import app  # start-up cost: web processes without a broker never load Celery
+
+    app.send_task(task, args=list(args))
+
+
 def lm_config_from(values: dict[str, Any]) -> LMConfig:
     """An LMConfig from stored settings: the deployment's cache file, the key from the environment."""
     known = {f.name for f in fields(LMConfig)} - {"api_key", "cache_path"}

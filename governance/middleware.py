@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
@@ -25,23 +24,16 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from governance.request_context import current_request_context, current_request_id  # noqa: F401  (re-exported)
+from governance.request_context import state as _local
+
 logger = logging.getLogger(__name__)
 
-_local = threading.local()
 
 REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def current_request_context() -> dict[str, str | None]:
-    """The IP and request id of the request being served on this thread, if any."""
-    return {"ip": getattr(_local, "ip", None), "request_id": getattr(_local, "request_id", None)}
-
-
-def current_request_id() -> str | None:
-    return getattr(_local, "request_id", None)
 
 
 # --- client address -----------------------------------------------------------------------------------------

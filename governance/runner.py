@@ -20,12 +20,14 @@ from typing import Any, Self
 
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.dispatch import receiver
+from django.utils import timezone
 
-from governance import evaluator
+from governance import evaluator, jobs
 from governance.actions import evaluations as evaluation_actions
 from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
-from governance.actions.datasets import examples_for
+from governance.actions.datasets import active_datasets, examples_for
 from governance.actions.reviews import production_version
 from governance.errors import GovernanceError
 from governance.jobs import (
@@ -47,6 +49,7 @@ from governance.models import (
     RunStatus,
     Schedule,
 )
+from governance.signals import run_requested
 from optimizer import MIPRO, Budget, LMConfig, MIPROConfig, StopRequested, TrialRecord, Usage
 from optimizer.data import Example, examples_from_records, split_train_val
 from optimizer.metrics import Metric, resolve_metric
@@ -82,14 +85,15 @@ def max_attempts() -> int:
 # --- dispatch -----------------------------------------------------------------------------------------------
 
 
-def dispatch_run(run_id: int) -> None:
-    """Hand a queued run to Celery, or to the local pool when no broker is configured (called on commit)."""
-    if settings.CELERY_BROKER_URL:
-        from governance.tasks import run_optimization
+@receiver(run_requested)
+def _on_run_requested(sender: Any, run_id: int, **kwargs: Any) -> None:
+    dispatch_run(run_id)  # looked up at call time: tests replace dispatch_run
 
-        run_optimization.delay(run_id)
-    else:
-        local_executor().submit(run_id, lambda: execute_run(run_id, worker_name=worker_name("local")))
+
+def dispatch_run(run_id: int) -> None:
+    """Hand a queued run to Celery, or to the local pool when no broker is configured (on commit)."""
+    jobs.enqueue("governance.tasks.run_optimization", run_id, key=run_id,
+                 local=lambda: execute_run(run_id, worker_name=worker_name("local")))
 
 
 def spread_run(run_id: int, workers: int = 2) -> int:
@@ -101,12 +105,8 @@ def spread_run(run_id: int, workers: int = 2) -> int:
     if workers < 2:
         return 0
     for _ in range(workers - 1):
-        if settings.CELERY_BROKER_URL:
-            from governance.tasks import run_trials
-
-            run_trials.delay(run_id)
-        else:
-            local_executor().submit(run_id, lambda: join_run(run_id, worker_name=worker_name("local-helper")))
+        jobs.enqueue("governance.tasks.run_trials", run_id, key=run_id,
+                     local=lambda: join_run(run_id, worker_name=worker_name("local-helper")))
     return workers - 1
 
 
@@ -549,10 +549,6 @@ REOPTIMIZE_AFTER = {Schedule.NIGHTLY: 20 * 3600, Schedule.WEEKLY: 6.5 * 86400}  
 def reoptimize_due_programs() -> dict[str, int | str]:
     """Start a run for each program on a schedule whose last run is old enough and whose data changed since
     (the same data, seed and cache would only propose the same prompt again). Started as the owner."""
-    from django.utils import timezone
-
-    from governance.actions.datasets import active_datasets
-
     started: dict[str, int | str] = {}
     for program in Program.objects.exclude(reoptimize_schedule=Schedule.NONE).select_related("owner"):
         last = program.runs.order_by("-created_at").first()

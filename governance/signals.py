@@ -8,5 +8,6 @@ change_request_rejected = Signal()
 version_released = Signal()
 release_rolled_back = Signal()
 drift_alert_raised = Signal()
+run_requested = Signal()         # run_id: a queued run's job is (re)sent to the job backend
 evaluation_requested = Signal()  # evaluation_id: the job backend picks it up
 evaluation_finished = Signal()   # evaluation_id

@@ -13,7 +13,11 @@ import logging
 import os
 from typing import Any
 
+from governance import evaluator, runner
+from governance.actions.monitoring import programs_with_production
+from governance.audit import verify_trail, write_checkpoint
 from governance.celery import app
+from governance.models import Program
 
 logger = logging.getLogger(__name__)
 
@@ -26,64 +30,49 @@ def _worker(task: Any, kind: str) -> str:
 @app.task(bind=True, name="governance.tasks.run_optimization", acks_late=True, reject_on_worker_lost=True)
 def run_optimization(self: Any, run_id: int) -> str:
     """Execute (or resume) optimization run `run_id` as its owner."""
-    from governance.runner import execute_run
-
-    return execute_run(run_id, worker_name=_worker(self, "owner"))
+    return runner.execute_run(run_id, worker_name=_worker(self, "owner"))
 
 
 @app.task(bind=True, name="governance.tasks.run_trials", acks_late=True, reject_on_worker_lost=True)
 def run_trials(self: Any, run_id: int) -> int:
     """Join the study of running run `run_id` and run trials of it (scale-out; see runner.spread_run)."""
-    from governance.runner import join_run
-
-    return join_run(run_id, worker_name=_worker(self, "helper"))
+    return runner.join_run(run_id, worker_name=_worker(self, "helper"))
 
 
 @app.task(bind=True, name="governance.tasks.run_evaluation", acks_late=True, reject_on_worker_lost=True)
 def run_evaluation(self: Any, evaluation_id: int) -> str:
     """Execute system evaluation `evaluation_id` (skipped when another executor claimed it)."""
-    from governance.evaluator import execute_evaluation
-
-    return execute_evaluation(evaluation_id, worker=_worker(self, "evaluation"))
+    return evaluator.execute_evaluation(evaluation_id, worker=_worker(self, "evaluation"))
 
 
 @app.task(name="governance.tasks.recover_stale_runs")
 def recover_stale_runs() -> dict[int, str]:
     """Requeue or fail runs whose worker stopped sending heartbeats (killed, out of memory, machine lost)."""
-    from governance.runner import recover_stale_runs as recover
-
-    return recover()
+    return runner.recover_stale_runs()
 
 
 @app.task(name="governance.tasks.reoptimize_due_programs")
 def reoptimize_due_programs() -> dict[str, Any]:
     """Nightly: start the scheduled re-optimization of every program that is due and has new data."""
-    from governance.runner import reoptimize_due_programs as reoptimize
-
-    return reoptimize()
+    return runner.reoptimize_due_programs()
 
 
 @app.task(name="governance.tasks.drift_check")
 def drift_check(program_id: int | None = None) -> Any:
     """Check one program's production version on newly labeled data; without an id, fan out to every program
     that has a production version (one task each, so one slow program does not hold up the others)."""
-    from governance.actions.monitoring import programs_with_production, run_drift_check
-    from governance.models import Program
-
     if program_id is None:
         ids = list(programs_with_production().values_list("pk", flat=True))
         for pk in ids:
             drift_check.delay(pk)
         return {"enqueued": ids}
-    result = run_drift_check(Program.objects.get(pk=program_id))
+    result = evaluator.run_drift_check(Program.objects.get(pk=program_id))
     return result.summary() if result is not None else None
 
 
 @app.task(name="governance.tasks.audit_checkpoint")
 def audit_checkpoint() -> dict[str, Any] | None:
     """Scheduled: sign a checkpoint of the audit chain's head (nothing when no event came since the last)."""
-    from governance.audit import write_checkpoint
-
     checkpoint = write_checkpoint(origin="schedule")
     if checkpoint is None:
         return None
@@ -94,8 +83,6 @@ def audit_checkpoint() -> dict[str, Any] | None:
 @app.task(name="governance.tasks.verify_audit_trail")
 def verify_audit_trail() -> list[str]:
     """Nightly: walk the whole audit chain (`verify_audit --full`); problems are logged as errors."""
-    from governance.audit import verify_trail
-
     problems = [problem.message for problem in verify_trail(full=True).problems]
     for message in problems:
         logger.error("audit trail verification: %s", message)

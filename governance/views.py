@@ -38,6 +38,7 @@ from governance.actions import (
 )
 from governance.actions.exports import export_version
 from governance.actions.releases import check_releaser
+from governance.actions.runs import cancel_run, start_run
 from governance.actions.reviews import (
     check_decidable,
     check_proposer,
@@ -228,8 +229,6 @@ def program_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @portal_view
 @require_POST
 def start_run_view(request: HttpRequest, slug: str) -> HttpResponse:
-    from governance.actions.runs import start_run  # written alongside; imported where used
-
     program = _program(request, slug)
     form = portal_forms.StartRunForm(request.POST)
     if form.is_valid():
@@ -436,8 +435,6 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view
 @require_POST
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    from governance.actions.runs import cancel_run
-
     run = _run(request, pk)
     cancel_run(run, actor=request.user)
     messages.success(request, f"Cancellation of run {run.pk} requested; it stops within seconds.")

@@ -36,10 +36,8 @@ import base64
 import datetime as dt
 import heapq
 import http.client
-import ipaddress
 import json
 import logging
-import re
 import secrets
 import socket
 import ssl
@@ -57,7 +55,17 @@ from django.dispatch import receiver
 from standardwebhooks.webhooks import Webhook
 
 from governance import signals
+from governance.actions.webhooks import claim_delivery, due_deliveries, queue_deliveries, record_attempt
+from governance.jobs import send_task
 from governance.models import WebhookDelivery, WebhookEvent
+from governance.webhook_checks import (  # noqa: F401  (re-exported: tests and receivers' code use them from here)
+    SECRET_PREFIX,
+    UnsafeDestination,
+    check_url,
+    new_secret,
+    resolve_destination,
+    secret_problem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,26 +74,9 @@ BACKOFF_SECONDS = (10, 30, 120, 600, 1800)  # before attempts 2..6: about 43 min
 TIMEOUT_SECONDS = 5.0
 REPLAY_WINDOW_SECONDS = 300
 USER_AGENT = "prompt-governance-webhooks/2"
-SECRET_PREFIX = "whsec_"
 
 
 # --- signing (Standard Webhooks) ----------------------------------------------------------------------------
-
-
-def new_secret() -> str:
-    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-
-
-def secret_problem(secret: str) -> str | None:
-    """Why `secret` cannot sign, or None. Standard Webhooks base64-decodes the secret after an optional whsec_
-    prefix, so it must be base64 (hex works too: its digits are base64 characters)."""
-    raw = secret.removeprefix(SECRET_PREFIX)
-    if not re.fullmatch(r"[A-Za-z0-9+/]+={0,2}", raw):
-        return "secret must be base64, optionally prefixed whsec_ (a Standard Webhooks secret)"
-    if len(base64.b64decode(raw + "==")) < 16:
-        return "secret must decode to at least 16 bytes"
-    return None
 
 
 def message_id(delivery_id: int) -> str:
@@ -139,58 +130,6 @@ def verify_delivery(secret: str, headers: Mapping[str, str], body: bytes, *,
             raise WebhookVerificationError(f"webhook-id {msg_id} was delivered before (replay)")
         seen_ids.add(msg_id)
     return json.loads(body)
-
-
-# --- destinations -------------------------------------------------------------------------------------------
-
-
-class UnsafeDestination(ValueError):
-    """A webhook URL the server must not call (scheme, or an address inside the network)."""
-
-
-def _blocked_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
-        if getattr(ip, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return None if ip.is_global else "non-public"
-
-
-def check_url(url: str) -> urllib.parse.SplitResult:
-    """The URL's parts, when its shape is acceptable (http(s), a host, no credentials, https unless allowed)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        raise UnsafeDestination(f"url is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeDestination("url must be an http(s) URL with a host")
-    if parts.username or parts.password:
-        raise UnsafeDestination("url must not carry credentials")
-    if parts.scheme == "http" and not (settings.DEBUG or getattr(settings, "GOVERNANCE_WEBHOOK_ALLOW_HTTP", False)):
-        raise UnsafeDestination("url must use https (plain http needs GOVERNANCE_WEBHOOK_ALLOW_HTTP)")
-    return parts
-
-
-def resolve_destination(url: str) -> tuple[urllib.parse.SplitResult, list[str]]:
-    """The URL's parts and the addresses it may be called at: every address its host resolves to must be
-    public unless GOVERNANCE_WEBHOOK_ALLOW_PRIVATE (one internal address among public ones is enough to refuse)."""
-    parts = check_url(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise UnsafeDestination(f"url host {parts.hostname} does not resolve: {exc}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
-    if not getattr(settings, "GOVERNANCE_WEBHOOK_ALLOW_PRIVATE", False):
-        for address in addresses:
-            kind = _blocked_kind(ipaddress.ip_address(address))
-            if kind:
-                raise UnsafeDestination(f"url host {parts.hostname} resolves to {address}, a {kind} address; "
-                                        "webhooks may only call public addresses (GOVERNANCE_WEBHOOK_ALLOW_PRIVATE)")
-    return parts, addresses
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -255,8 +194,6 @@ class Outcome:
 def attempt(delivery_id: int) -> Outcome:
     """One POST of the delivery if it is due and nobody else has it; records the attempt and schedules the next
     one (network errors, 408, 429 and 5xx are retried; other answers and unsafe destinations are final)."""
-    from governance.actions.webhooks import claim_delivery, record_attempt
-
     delivery = claim_delivery(delivery_id)
     if delivery is None:  # delivered, given up, not due yet, or claimed by another sender
         done = WebhookDelivery.objects.filter(pk=delivery_id, delivered_at__isnull=False).exists()
@@ -309,8 +246,7 @@ def dispatch_mode() -> str:
 def send(delivery_id: int) -> None:
     mode = dispatch_mode()
     if mode == "celery":
-        from governance.webhook_tasks import deliver_webhook
-        deliver_webhook.delay(delivery_id)
+        send_task("governance.deliver_webhook", delivery_id)
     elif mode == "inline":
         attempt(delivery_id)
     else:
@@ -319,8 +255,6 @@ def send(delivery_id: int) -> None:
 
 def deliver_due(limit: int = 500) -> list[int]:
     """Send every delivery that is due and not in flight (beat, the local scheduler, after a restart)."""
-    from governance.actions.webhooks import due_deliveries
-
     ids = due_deliveries(limit)
     for delivery_id in ids:
         send(delivery_id)
@@ -400,8 +334,6 @@ def _local_sender() -> LocalSender:
 
 def notify(program: Any, event: str, data: dict[str, Any]) -> list[int]:
     """Record deliveries of `event` for the program's subscribers and send them once the transaction commits."""
-    from governance.actions.webhooks import queue_deliveries
-
     ids = [delivery.pk for delivery in queue_deliveries(program, event, data)]
     for delivery_id in ids:
         transaction.on_commit(lambda delivery_id=delivery_id: send(delivery_id))

@@ -14,9 +14,8 @@ from governance.actions.releases import (
 )
 from governance.actions.reviews import (
     allowed_review_actions, approve_change_request, live_approvals, open_change_request, reject_change_request,
-    request_changes, required_approvals, resubmit_change_request, withdraw_change_request,
+    request_changes, required_approvals, resubmit_change_request, submit_for_review, withdraw_change_request,
 )
-from governance.actions.monitoring import run_drift_check
 from governance.actions.accounts import (
     change_own_password, check_can_sign, create_service_account, create_user, deactivate_user, grant_role,
     reactivate_user, reset_password, revoke_role, setup_role_groups,
@@ -26,7 +25,7 @@ from governance.actions.runs import cancel_run, start_run
 from governance.actions.tokens import create_api_key, revoke_api_key, revoke_tokens, rotate_token
 from governance.actions.versions import (
     active_change_request, can_edit, create_version, edit_version, initial_payload, retire_version,
-    submit_for_review, validate_payload, withdraw_version,
+    validate_payload, withdraw_version,
 )
 
 __all__ = [
@@ -48,5 +47,5 @@ __all__ = [
     "change_own_password", "reset_password", "grant_role", "revoke_role", "rotate_token", "revoke_tokens",
     "check_can_sign", "create_service_account", "create_api_key", "revoke_api_key",
     # optimization runs and monitoring
-    "start_run", "cancel_run", "run_drift_check",
+    "start_run", "cancel_run",
 ]

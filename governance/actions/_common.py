@@ -1,14 +1,16 @@
-"""Helpers shared by the action modules: reasons, locks, status checks, history users, signals on commit."""
+"""Helpers shared by the action modules: reasons, locks, status moves, history users, signals on commit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from django.db import models, transaction
 from django.dispatch import Signal
 
+from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput
+from governance.models.workflow import workflow_of
 
 M = TypeVar("M", bound=models.Model)
 
@@ -48,6 +50,30 @@ def expect_status(current: str, allowed: Iterable[str], *, subject: str, doing: 
     allowed = tuple(str(a) for a in allowed)
     if str(current) not in allowed:
         raise error(f"{subject} is {current}; only {' or '.join(allowed)} {_plural(subject)} can {doing}")
+
+
+def expect_transition(obj: models.Model, to: str, *, doing: str,
+                      error: type[IllegalTransition] = IllegalTransition) -> None:
+    """Raise `error` unless the object's workflow table has an edge from its status to `to`; the message names
+    the states that do ("version 7 is rejected; only in_review versions can be approved")."""
+    workflow = workflow_of(obj)
+    expect_status(obj.status, workflow.sources(to), subject=workflow.subject(obj), doing=doing, error=error)
+
+
+def transition(obj: M, to: str, *, actor: Any, action: str, state: Callable[[M], dict[str, Any]], reason: str = "",
+               doing: str | None = None, after: dict[str, Any] | None = None, **fields: Any) -> M:
+    """Move `obj` along one edge of its workflow (governance.models.workflow): check the edge, set the status
+    and `fields`, save through the model, and write the audit event `action` with `state` before and after
+    (plus `after`), all in the caller's transaction. `doing` words the refusal ("be withdrawn")."""
+    expect_transition(obj, to, doing=doing or f"become {to}")
+    before = state(obj)
+    obj.status = to
+    for name, value in fields.items():
+        setattr(obj, name, value)
+    save(obj, actor=actor, fields=["status", *fields])
+    record_event(action, actor=actor, obj=obj, program=obj.program, before=before,
+                 after={**state(obj), **(after or {})}, reason=reason)
+    return obj
 
 
 def _plural(subject: str) -> str:

@@ -16,10 +16,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from governance.actions._common import PRODUCTION_LABEL, create, send_on_commit
-from governance.actions.evaluations import request_evaluation
 from governance.actions.reviews import production_version
 from governance.audit import record_event
-from governance.errors import GovernanceError
 from governance.models import (
     ChangeRequest,
     ChangeRequestStatus,
@@ -81,43 +79,38 @@ def baseline_score(version: PromptVersion) -> float | None:
     return evaluation.score
 
 
-def run_drift_check(program: Program, *, actor: Any = None, dataset: Dataset | None = None) -> DriftCheck | None:
-    """Re-evaluate the production version on the newest fresh labeled dataset (or `dataset`). None when there
-    is nothing to check: no production version, no baseline score, or no new labeled data."""
+def drift_subject(program: Program, *, actor: Any = None,
+                  dataset: Dataset | None = None) -> tuple[PromptVersion, Dataset, float] | None:
+    """(production version, dataset to check, baseline score) of a drift check: the newest fresh labeled dataset
+    unless `dataset` is given. None when there is nothing to check: no production version, no baseline score,
+    or no new labeled data. The job layer (governance.evaluator.run_drift_check) evaluates and then calls
+    `judge_drift`."""
     if actor is not None:
         require_member(actor, program)
     version = production_version(program)
-    if version is None or baseline_score(version) is None:
+    baseline = baseline_score(version) if version is not None else None
+    if version is None or baseline is None:
         return None
     if dataset is None:
         fresh = fresh_datasets(program, version)
         if not fresh:
             return None
         dataset = fresh[0]
-    baseline, current = baseline_score(version) or 0.0, score_version(version, dataset)
-    check = DriftCheck(version, dataset, baseline, current, program.drift_threshold, None)
-    if check.drop_points > program.drift_threshold:
-        return DriftCheck(version, dataset, baseline, current, program.drift_threshold,
-                          _raise_alert(check, actor=actor))
+    return version, dataset, baseline
+
+
+def judge_drift(version: PromptVersion, dataset: Dataset, *, baseline: float, current: float,
+                actor: Any = None) -> DriftCheck:
+    """The check's outcome; an alert (audited, signalled on commit) when the drop exceeds the threshold."""
+    threshold = version.program.drift_threshold
+    check = DriftCheck(version, dataset, baseline, current, threshold, None)
+    if check.drop_points > threshold:
+        return DriftCheck(version, dataset, baseline, current, threshold, raise_alert(check, actor=actor))
     return check
 
 
-def score_version(version: PromptVersion, dataset: Dataset) -> float:
-    """A system evaluation of the version's frozen content on `dataset`, with the model it was approved for
-    (reused when the same content, data and model were evaluated before). A broken endpoint fails the check
-    instead of scoring zero and raising a false alert."""
-    from governance.evaluator import evaluate_now  # the job layer sits above the actions; a scheduled job calls this
-
-    evaluation = evaluate_now(request_evaluation(version.program, version.payload, dataset, actor=None,
-                                                 announce=False))
-    if evaluation.status != EvaluationStatus.SUCCEEDED:
-        raise GovernanceError(f"drift check of {version.program.slug} v{version.number} on dataset "
-                              f"{dataset.pk}: evaluation {evaluation.pk} {evaluation.status}: {evaluation.error}")
-    return evaluation.score or 0.0
-
-
 @transaction.atomic
-def _raise_alert(check: DriftCheck, *, actor: Any) -> DriftAlert | None:
+def raise_alert(check: DriftCheck, *, actor: Any) -> DriftAlert | None:
     """One alert per (version, dataset): a nightly check on the same data does not alert again."""
     program = Program.objects.select_for_update().get(pk=check.version.program_id)
     if DriftAlert.objects.filter(version=check.version, dataset=check.dataset).exists():

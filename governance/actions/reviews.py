@@ -29,10 +29,19 @@ from governance.actions._common import (
     send_on_commit,
     user_ref,
 )
-from governance.actions.accounts import check_can_sign, login_lockout_remaining, record_login_failure
+from governance.actions.accounts import check_can_sign
+from governance.actions.credentials import login_lockout_remaining, record_login_failure
 from governance.actions.datasets import active_datasets, examples_for
 from governance.actions.evaluations import aligned_scores, request_evaluation
-from governance.actions.versions import ACTIVE_CR_STATUSES, active_change_request, initial_payload, version_state
+from governance.actions.versions import (
+    ACTIVE_CR_STATUSES,
+    active_change_request,
+    close_change_request,
+    cr_state,
+    initial_payload,
+    version_state,
+    void_stale_approvals,
+)
 from governance.audit import printed_name, record_event
 from governance.errors import (
     AuthenticationFailed,
@@ -42,7 +51,6 @@ from governance.errors import (
     PermissionDenied,
     SegregationOfDuties,
 )
-from governance.middleware import current_request_context
 from governance.models import (
     ChangeRequest,
     ChangeRequestStatus,
@@ -60,6 +68,7 @@ from governance.models import (
     VersionStatus,
 )
 from governance.permissions import require_member, require_role
+from governance.request_context import current_request_context
 from governance.signals import change_request_approved, change_request_opened, change_request_rejected
 from optimizer import Program as ProgramSpec
 from optimizer import check_candidate, compare_paired
@@ -87,13 +96,6 @@ def live_approvals(cr: ChangeRequest, content_hash: str) -> QuerySet[Review]:
 def production_version(program: Program) -> PromptVersion | None:
     label = ReleaseLabel.objects.filter(program=program, name=PRODUCTION_LABEL).select_related("version").first()
     return label.version if label else None
-
-
-def cr_state(cr: ChangeRequest) -> dict[str, Any]:
-    return {"status": cr.status, "version": cr.version.number, "content_hash": cr.version.content_hash,
-            "base_version": cr.base_version.number if cr.base_version_id else None, "title": cr.title,
-            "ticket_ref": cr.ticket_ref, "impact": cr.impact, "recommended": cr.recommended,
-            "candidate_evaluation": cr.candidate_evaluation_id, "baseline_evaluation": cr.baseline_evaluation_id}
 
 
 def review_state(review: Review) -> dict[str, Any]:
@@ -267,29 +269,6 @@ def _set_version_status(version: PromptVersion, status: str, *, actor: Any, acti
     save(version, actor=actor, fields=["status", *extra])
     record_event(action, actor=actor, obj=version, program=version.program, before=before,
                  after=version_state(version), reason=reason)
-
-
-def close_change_request(cr: ChangeRequest, *, actor: Any, status: str, reason: str = "") -> None:
-    """Move an active change request to a final status, audited as "change_request.<status>"."""
-    before = cr_state(cr)
-    cr.status = status
-    cr.closed_at = timezone.now()
-    save(cr, actor=actor, fields=["status", "closed_at"])
-    record_event(f"change_request.{status}", actor=actor, obj=cr, program=cr.program, before=before,
-                 after=cr_state(cr), reason=reason)
-
-
-def void_stale_approvals(version: PromptVersion, *, actor: Any, reason: str) -> int:
-    """Void every live approval of `version` bound to content it no longer has; each is audited."""
-    stale = Review.objects.filter(version=version, decision=Decision.APPROVE, voided=False) \
-        .exclude(content_hash=version.content_hash).select_related("reviewer", "version")
-    for review in stale:
-        review.voided = True
-        save(review, actor=actor, fields=["voided"])
-        record_event("review.voided", actor=actor, obj=review, program=version.program,
-                     before={"voided": False, "content_hash": review.content_hash},
-                     after={"voided": True, "content_hash": version.content_hash}, reason=reason)
-    return len(stale)
 
 
 def _locked(cr: ChangeRequest) -> tuple[ChangeRequest, PromptVersion]:
@@ -561,6 +540,16 @@ def withdraw_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") 
         _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
                             reason=reason)
     return cr
+
+
+def submit_for_review(version: PromptVersion, *, actor: Any, title: str = "", description: str = "",
+                      ticket_ref: str = "", impact: str = ImpactClass.MEDIUM) -> ChangeRequest:
+    """The portal's "submit" button: resubmit the version's change request after requested changes, else open one."""
+    existing = active_change_request(version)
+    if existing is not None and existing.status == ChangeRequestStatus.CHANGES_REQUESTED:
+        return resubmit_change_request(existing, actor=actor)
+    return open_change_request(version, actor=actor, title=title or f"Review {version.program.slug} v{version.number}",
+                               description=description, ticket_ref=ticket_ref, impact=impact)
 
 
 def allowed_review_actions(cr: ChangeRequest, user: Any) -> set[str]:

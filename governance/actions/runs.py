@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from governance.actions._common import create, expect_status, lock, save, user_ref
+from governance.actions._common import create, expect_status, lock, save, send_on_commit, user_ref
 from governance.actions.datasets import active_datasets
 from governance.actions.programs import _validate_lm_config
 from governance.actions.reviews import evaluation_dataset, open_change_request, production_version
@@ -40,6 +40,7 @@ from governance.models import (
     VersionOrigin,
 )
 from governance.permissions import require_role
+from governance.signals import run_requested
 from optimizer import Budget, Usage
 from optimizer.search import PRESETS, TrialRecord
 
@@ -151,10 +152,7 @@ def start_run(program: Program, *, actor: Any, preset: str = "light", seed: int 
                  after={**run_state(run), "config": config, "dataset_hashes": hashes, "study_name": run.study_name,
                         "base_version": run.base_version.number if run.base_version_id else None})
     if enqueue:
-        from governance.runner import dispatch_run  # the runner imports this module
-
-        run_id = run.pk
-        transaction.on_commit(lambda: dispatch_run(run_id))
+        send_on_commit(run_requested, OptimizationRun, run_id=run.pk)
     return run
 
 
@@ -339,9 +337,7 @@ def recover_run(run_id: int, *, stale_after: float, max_attempts: int) -> str | 
     save(run, actor=None, fields=["status", "worker", "heartbeat_at", "progress"])
     record_event("run.requeued", actor=None, obj=run, program=run.program, before=before, after=run_state(run),
                  reason=f"{lost}; attempt {run.attempts + 1} of {max_attempts} will resume the study")
-    from governance.runner import dispatch_run  # the runner imports this module
-
-    transaction.on_commit(lambda: dispatch_run(run_id))
+    send_on_commit(run_requested, OptimizationRun, run_id=run_id)
     return RunStatus.QUEUED
 
 
@@ -362,9 +358,7 @@ def redispatch_run(run_id: int, *, queued_after: float) -> bool:
     save(run, actor=None, fields=["heartbeat_at"])
     record_event("run.redispatched", actor=None, obj=run, program=run.program, before=before,
                  after=run_state(run), reason=f"queued for {waited:.0f} s with no executor; task sent again")
-    from governance.runner import dispatch_run  # the runner imports this module
-
-    transaction.on_commit(lambda: dispatch_run(run_id))
+    send_on_commit(run_requested, OptimizationRun, run_id=run_id)
     return True
 
 

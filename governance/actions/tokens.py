@@ -24,6 +24,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from governance.actions._common import create, require_text, save
+from governance.actions.credentials import verify_password
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import AccountState, ApiKey, Program, Role
@@ -119,8 +120,6 @@ def _check_issuer(owner: Any, actor: Any, password: str | None, *, doing: str) -
         if not is_service_account(owner):
             raise PermissionDenied(f"user {owner.get_username()!r} is a person: only they create their API keys")
         return
-    from governance.actions.accounts import verify_password  # (accounts imports this module)
-
     verify_password(actor, password, denied="api_token.denied")
 
 

@@ -1,6 +1,6 @@
 """Prompt versions: created and edited as drafts, submitted for review, withdrawn, retired.
 
-Approval happens in governance.actions.reviews; once approved a version is frozen (model guard + trigger).
+Approval happens in governance.actions.reviews (which builds on this module, never the other way round); once approved a version is frozen (model guard + trigger).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
+from django.utils import timezone
 
 from governance.actions._common import create, expect_status, lock, require_reason, save, user_ref
 from governance.actions.programs import interface, parse_spec
@@ -19,11 +20,12 @@ from governance.models import (
     FROZEN_STATUSES,
     ChangeRequest,
     ChangeRequestStatus,
-    ImpactClass,
+    Decision,
     OptimizationRun,
     Program,
     PromptVersion,
     ReleaseLabel,
+    Review,
     Role,
     VersionOrigin,
     VersionStatus,
@@ -109,6 +111,13 @@ def version_state(version: PromptVersion) -> dict[str, Any]:
             "scores": version.scores, "note": version.note}
 
 
+def cr_state(cr: ChangeRequest) -> dict[str, Any]:
+    return {"status": cr.status, "version": cr.version.number, "content_hash": cr.version.content_hash,
+            "base_version": cr.base_version.number if cr.base_version_id else None, "title": cr.title,
+            "ticket_ref": cr.ticket_ref, "impact": cr.impact, "recommended": cr.recommended,
+            "candidate_evaluation": cr.candidate_evaluation_id, "baseline_evaluation": cr.baseline_evaluation_id}
+
+
 def active_change_request(version: PromptVersion) -> ChangeRequest | None:
     """The version's open or changes-requested change request, if any (at most one exists)."""
     return version.change_requests.filter(status__in=ACTIVE_CR_STATUSES).order_by("-id").first()
@@ -122,6 +131,31 @@ def require_version_author(version: PromptVersion, actor: Any, *, doing: str) ->
 
 
 # --- actions ------------------------------------------------------------------------------------------------
+
+
+def close_change_request(cr: ChangeRequest, *, actor: Any, status: str, reason: str = "") -> None:
+    """Move an active change request to a final status, audited as "change_request.<status>"."""
+    before = cr_state(cr)
+    cr.status = status
+    cr.closed_at = timezone.now()
+    save(cr, actor=actor, fields=["status", "closed_at"])
+    record_event(f"change_request.{status}", actor=actor, obj=cr, program=cr.program, before=before,
+                 after=cr_state(cr), reason=reason)
+
+
+def void_stale_approvals(version: PromptVersion, *, actor: Any, reason: str) -> int:
+    """Void every live approval of `version` bound to content it no longer has; each is audited."""
+    stale = Review.objects.filter(version=version, decision=Decision.APPROVE, voided=False) \
+        .exclude(content_hash=version.content_hash).select_related("reviewer", "version")
+    for review in stale:
+        review.voided = True
+        save(review, actor=actor, fields=["voided"])
+        record_event("review.voided", actor=actor, obj=review, program=version.program,
+                     before={"voided": False, "content_hash": review.content_hash},
+                     after={"voided": True, "content_hash": version.content_hash}, reason=reason)
+    return len(stale)
+
+
 
 
 @transaction.atomic
@@ -170,21 +204,8 @@ def edit_version(version: PromptVersion, *, actor: Any, payload: dict[str, Any] 
     record_event("version.edited", actor=actor, obj=version, program=version.program, before=before, after=after,
                  reason=reason)
     if before["content_hash"] != version.content_hash:
-        from governance.actions.reviews import void_stale_approvals  # reviews imports this module
         void_stale_approvals(version, actor=actor, reason=f"content changed by an edit of version {version.number}")
     return version
-
-
-def submit_for_review(version: PromptVersion, *, actor: Any, title: str = "", description: str = "",
-                      ticket_ref: str = "", impact: str = ImpactClass.MEDIUM) -> ChangeRequest:
-    """The portal's "submit" button: resubmit the version's change request after requested changes, else open one."""
-    from governance.actions.reviews import open_change_request, resubmit_change_request
-
-    existing = active_change_request(version)
-    if existing is not None and existing.status == ChangeRequestStatus.CHANGES_REQUESTED:
-        return resubmit_change_request(existing, actor=actor)
-    return open_change_request(version, actor=actor, title=title or f"Review {version.program.slug} v{version.number}",
-                               description=description, ticket_ref=ticket_ref, impact=impact)
 
 
 @transaction.atomic
@@ -198,7 +219,6 @@ def withdraw_version(version: PromptVersion, *, actor: Any, reason: str) -> Prom
     expect_status(version.status, [VersionStatus.DRAFT, VersionStatus.IN_REVIEW], subject=f"version {version.number}",
                   doing="be withdrawn")
     if cr is not None and cr.status in ACTIVE_CR_STATUSES:
-        from governance.actions.reviews import close_change_request
         close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
     before = version_state(version)
     version.status = VersionStatus.WITHDRAWN

@@ -20,6 +20,7 @@ from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import Program, Role, WebhookDelivery, WebhookEvent, WebhookSubscription
 from governance.permissions import has_role, require_member
+from governance.webhook_checks import UnsafeDestination, new_secret, resolve_destination, secret_problem
 
 LEASE_SECONDS = 120  # a claimed delivery is not handed out again for this long (longer than one attempt)
 
@@ -50,10 +51,8 @@ def create_subscription(program: Program, *, actor: Any, url: str, events: Itera
     """Subscribe `url` to `events` of `program`. The secret (generated when None) signs every delivery.
 
     The URL must be https (unless allowed) and resolve only to public addresses (unless allowed): the server
-    must not be made to POST into its own network (governance.webhooks.resolve_destination).
+    must not be made to POST into its own network (governance.webhook_checks.resolve_destination).
     """
-    from governance.webhooks import UnsafeDestination, new_secret, resolve_destination, secret_problem
-
     _require_manager(program, actor, "manage webhooks")
     url = (url or "").strip()
     if len(url) > 500:

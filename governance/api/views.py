@@ -31,6 +31,7 @@ from governance.actions import exports as export_actions
 from governance.actions import programs as program_actions
 from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
+from governance.actions import runs as run_actions
 from governance.actions import versions as version_actions
 from governance.actions import webhooks as webhook_actions
 from governance.api import bundles
@@ -280,7 +281,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
     def submit(self, request: Request, pk: str | None = None) -> Response:
         """Submit for review: opens a change request (or resubmits the one that requested changes)."""
         data = self.parse(s.SubmitSerializer)
-        cr = version_actions.submit_for_review(self.get_object(), actor=request.user, **data)
+        cr = review_actions.submit_for_review(self.get_object(), actor=request.user, **data)
         return self.respond(s.ChangeRequestSerializer, cr, status.HTTP_201_CREATED)
 
     @extend_schema(request=s.ReasonSerializer, responses=s.VersionSerializer)
@@ -324,8 +325,6 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewS
     def create(self, request: Request) -> Response:
         data = self.parse(s.RunStartSerializer)
         program = data.pop("program")
-        from governance.actions import runs as run_actions  # imports the optimizer's search: only when used
-
         run = run_actions.start_run(program, actor=request.user, **data)
         run.refresh_from_db()
         return self.respond(s.RunSerializer, run, status.HTTP_201_CREATED)
@@ -335,8 +334,6 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedViewS
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel a queued run now, or ask a running one to stop at the next trial boundary."""
         data = self.parse(s.OptionalReasonSerializer)
-        from governance.actions import runs as run_actions
-
         run = run_actions.cancel_run(self.get_object(), actor=request.user, reason=data["reason"])
         run.refresh_from_db()
         return self.respond(s.RunSerializer, run)

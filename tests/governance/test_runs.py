@@ -19,6 +19,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from governance import runner
+from governance.evaluator import run_drift_check
 from governance.actions import (
     approve_change_request,
     cancel_run,
@@ -27,7 +28,6 @@ from governance.actions import (
     import_dataset,
     initial_payload,
     open_change_request,
-    run_drift_check,
     start_run,
     update_program,
 )

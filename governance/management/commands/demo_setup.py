@@ -38,6 +38,7 @@ from governance.actions import (
 from governance.actions.runs import ACTIVE_RUN_STATUSES
 from governance.actions.versions import ACTIVE_CR_STATUSES
 from governance.errors import GovernanceError
+from governance.evaluator import finish_pending
 from governance.models import ChangeRequest, OptimizationRun, Program, PromptVersion, VersionStatus
 
 DEMO_DIR = Path(settings.BASE_DIR) / "demo" / "support_tickets"
@@ -133,8 +134,6 @@ class Command(BaseCommand):
     def _baseline(self, program: Program, users: dict[str, Any]) -> PromptVersion:
         """v1 = the program's own instructions, evaluated by the system on the test set, approved by two
         reviewers (with the content hash they were shown) and released: the production the run competes with."""
-        from governance.evaluator import finish_pending  # the LM layer: loaded only when the demo evaluates
-
         version = create_version(program, actor=users["author"], payload=initial_payload(program),
                                  note="Baseline: the program's hand-written instructions, zero-shot.")
         cr = open_change_request(version, actor=users["author"], title="Baseline: hand-written instructions",

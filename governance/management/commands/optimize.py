@@ -11,9 +11,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from governance.actions.reviews import recommendation_text
 from governance.actions.runs import start_run
 from governance.errors import GovernanceError
 from governance.models import OptimizationRun, Program, RunStatus
+from governance.runner import change_request_of, execute_run, worker_name
 
 
 class Command(BaseCommand):
@@ -52,8 +54,6 @@ class Command(BaseCommand):
     def _execute(self, run: OptimizationRun) -> None:
         from tqdm import tqdm
 
-        from governance.runner import execute_run, worker_name
-
         with tqdm(total=run.config["num_trials"], desc=f"run {run.pk}", unit="trial", file=self.stderr._out,
                   dynamic_ncols=True) as bar:
             def on_trial(record: Any, outcome: Any) -> None:
@@ -64,9 +64,6 @@ class Command(BaseCommand):
             execute_run(run.pk, worker_name=worker_name("cli"), on_trial=on_trial)
 
     def _report(self, run: OptimizationRun) -> None:
-        from governance.actions.reviews import recommendation_text
-        from governance.runner import change_request_of
-
         run.refresh_from_db()
         summary = (f"run {run.pk} {run.status}: {run.stop_reason or '-'}; {run.trials.count()} trials, "
                    f"{run.calls} calls ({run.cached_calls} cached), {run.prompt_tokens + run.completion_tokens} "
