@@ -49,22 +49,30 @@ MAX_OFFSET = 2**31 - 1  # far beyond any table here, and inside every database's
 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
-    """DRF's limit/offset pagination with a ceiling on `limit` and a checked `offset` (400 when out of range)."""
+    """DRF's limit/offset pagination, strict: `limit` an integer >= 1 (above max_limit it is capped) and `offset`
+    an integer from 0 to MAX_OFFSET, else 400 naming the parameter (DRF silently ignored bad values)."""
 
     max_limit = 1000
 
+    def get_limit(self, request: Any) -> int | None:
+        if self.limit_query_param not in request.query_params:
+            return self.default_limit
+        return min(_integer_param(request, self.limit_query_param, 1, None), self.max_limit)
+
     def get_offset(self, request: Any) -> int:
-        raw = request.query_params.get(self.offset_query_param)
-        if raw is None or raw == "":
+        if self.offset_query_param not in request.query_params:
             return 0
-        try:
-            offset = int(raw)
-        except ValueError:
-            offset = -1
-        if not 0 <= offset <= MAX_OFFSET:
-            raise serializers.ValidationError({self.offset_query_param: [
-                f"must be an integer from 0 to {MAX_OFFSET}"]})
-        return offset
+        return _integer_param(request, self.offset_query_param, 0, MAX_OFFSET)
+
+
+def _integer_param(request: Any, name: str, low: int, high: int | None) -> int:
+    """The integer query parameter `name` within [low, high] (no upper bound when high is None), else 400."""
+    raw = request.query_params.get(name, "").strip()
+    value = int(raw) if raw.isdigit() and len(raw) <= 30 else -1
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise serializers.ValidationError({name: [f"must be an integer {bounds}"]})
+    return value
 
 
 class UTCDateTimeField(IsoDateTimeField):

@@ -81,3 +81,11 @@ def test_query_parameters_are_checked_before_the_database(api, program, author):
     assert client.get(f"{V1}/audit-events/?created_at_after=2026-01-01T00:00:00%2B20:45").status_code == 200
     assert error(client.get(f"{V1}/audit-events/?created_at_after=9999-12-31T23:59:59-05:00"))["field"] == \
         "created_at"
+
+
+def test_limit_and_offset_must_be_integers_in_range(api, program, author):
+    client = api(author)
+    for query, field in (("limit=abc", "limit"), ("limit=0", "limit"), ("limit=", "limit"), ("limit=1.5", "limit"),
+                         ("offset=", "offset"), ("offset=-3", "offset"), ("offset=x", "offset")):
+        assert error(client.get(f"{V1}/versions/?{query}"))["field"] == field, query
+    assert client.get(f"{V1}/versions/?limit=5&offset=0").status_code == 200
