@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from governance.actions._common import create, expect_status, save, send_on_commit
+from governance.actions._common import create, expect_status, expect_transition, save, send_on_commit, transition
 from governance.audit import record_event
 from governance.errors import IllegalTransition
 from governance.models import (
@@ -107,12 +107,8 @@ def claim_evaluation(evaluation_id: int, *, worker: str) -> Evaluation | None:
     evaluation = Evaluation.objects.select_for_update().filter(pk=evaluation_id).first()
     if evaluation is None or evaluation.status != EvaluationStatus.QUEUED:
         return None
-    before = evaluation_state(evaluation)
-    evaluation.status, evaluation.worker, evaluation.started_at = EvaluationStatus.RUNNING, worker, timezone.now()
-    save(evaluation, actor=None, fields=["status", "worker", "started_at"])
-    record_event("evaluation.started", actor=None, obj=evaluation, program=evaluation.program, before=before,
-                 after={**evaluation_state(evaluation), "worker": worker})
-    return evaluation
+    return transition(evaluation, EvaluationStatus.RUNNING, actor=None, action="evaluation.started",
+                      state=evaluation_state, after={"worker": worker}, worker=worker, started_at=timezone.now())
 
 
 def record_evaluation_progress(evaluation_id: int, *, done: int, usage: Usage) -> None:
@@ -149,15 +145,14 @@ def fail_evaluation(evaluation: Evaluation, *, error: str, usage: Usage, seconds
                     cancelled: bool = False) -> Evaluation:
     """running (or queued) -> failed | cancelled with the reason; no per-example results are kept."""
     evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
-    expect_status(evaluation.status, [EvaluationStatus.QUEUED, EvaluationStatus.RUNNING],
-                  subject=f"evaluation {evaluation.pk}", doing="end")
     status = EvaluationStatus.CANCELLED if cancelled else EvaluationStatus.FAILED
+    expect_transition(evaluation, status, doing="end")
     return _finish(evaluation, status, usage=usage, seconds=seconds, error=error)
 
 
 def _locked_running(evaluation: Evaluation, *, doing: str) -> Evaluation:
     evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
-    expect_status(evaluation.status, [EvaluationStatus.RUNNING], subject=f"evaluation {evaluation.pk}", doing=doing)
+    expect_transition(evaluation, EvaluationStatus.SUCCEEDED, doing=doing)
     return evaluation
 
 

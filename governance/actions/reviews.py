@@ -22,11 +22,13 @@ from governance.actions._common import (
     PRODUCTION_LABEL,
     create,
     expect_status,
+    expect_transition,
     lock,
     require_reason,
     require_text,
     save,
     send_on_commit,
+    transition,
     user_ref,
 )
 from governance.actions.accounts import check_can_sign
@@ -73,6 +75,12 @@ from governance.signals import change_request_approved, change_request_opened, c
 from optimizer import Program as ProgramSpec
 from optimizer import check_candidate, compare_paired
 
+# What each decision does: how refusals word it, and the change request's and the version's next states.
+DECISION_MOVES = {
+    Decision.APPROVE: ("be approved", ChangeRequestStatus.APPROVED, VersionStatus.APPROVED),
+    Decision.REJECT: ("be rejected", ChangeRequestStatus.REJECTED, VersionStatus.REJECTED),
+    Decision.REQUEST_CHANGES: ("have changes requested", ChangeRequestStatus.CHANGES_REQUESTED, VersionStatus.DRAFT),
+}
 # The signature meaning each decision carries; a signature's meaning must match what it does.
 MEANINGS = {Decision.APPROVE: SignatureMeaning.APPROVAL, Decision.REJECT: SignatureMeaning.REJECTION,
             Decision.REQUEST_CHANGES: SignatureMeaning.REVIEW}
@@ -142,10 +150,9 @@ def check_segregation(cr: ChangeRequest, version: PromptVersion, actor: Any) -> 
 
 def check_decidable(cr: ChangeRequest, version: PromptVersion, actor: Any, decision: str) -> None:
     """State, segregation of duties and (for approvals) one live approval per reviewer and content."""
-    doing = {Decision.APPROVE: "be approved", Decision.REJECT: "be rejected",
-             Decision.REQUEST_CHANGES: "have changes requested"}[decision]
-    expect_status(cr.status, [ChangeRequestStatus.OPEN], subject=f"change request {cr.pk}", doing=doing)
-    expect_status(version.status, [VersionStatus.IN_REVIEW], subject=f"version {version.number}", doing=doing)
+    doing, cr_to, version_to = DECISION_MOVES[decision]
+    expect_transition(cr, cr_to, doing=doing)
+    expect_transition(version, version_to, doing=doing)
     check_segregation(cr, version, actor)
     if decision != Decision.APPROVE:
         return
@@ -262,13 +269,7 @@ def _sign(cr: ChangeRequest, version: PromptVersion, actor: Any, *, decision: st
 
 def _set_version_status(version: PromptVersion, status: str, *, actor: Any, action: str, reason: str = "",
                         **extra: Any) -> None:
-    before = version_state(version)
-    version.status = status
-    for field, value in extra.items():
-        setattr(version, field, value)
-    save(version, actor=actor, fields=["status", *extra])
-    record_event(action, actor=actor, obj=version, program=version.program, before=before,
-                 after=version_state(version), reason=reason)
+    transition(version, status, actor=actor, action=action, state=version_state, reason=reason, **extra)
 
 
 def _locked(cr: ChangeRequest) -> tuple[ChangeRequest, PromptVersion]:
@@ -397,8 +398,7 @@ def open_change_request(version: PromptVersion, *, actor: Any, title: str, descr
     if existing is not None:
         raise IllegalTransition(f"version {version.number} already has change request {existing.pk} "
                                 f"({existing.status})")
-    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}",
-                  doing="be submitted for review")
+    expect_transition(version, VersionStatus.IN_REVIEW, doing="be submitted for review")
     evaluation_dataset(version.program)  # refuse before writing anything
     cr = create(ChangeRequest, by=actor, program=version.program, version=version,
                 base_version=production_version(version.program), title=title, description=description or "",
@@ -496,11 +496,8 @@ def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str
     check_seen(version, content_hash, doing="request changes")
     review = _sign(cr, version, actor, decision=Decision.REQUEST_CHANGES, reason=reason, meaning=meaning,
                    auth_method=auth_method)
-    before = cr_state(cr)
-    cr.status = ChangeRequestStatus.CHANGES_REQUESTED
-    save(cr, actor=actor, fields=["status"])
-    record_event("change_request.changes_requested", actor=actor, obj=cr, program=cr.program, before=before,
-                 after=cr_state(cr), reason=reason)
+    transition(cr, ChangeRequestStatus.CHANGES_REQUESTED, actor=actor, action="change_request.changes_requested",
+               state=cr_state, reason=reason)
     _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
                         reason=reason)
     return review
@@ -512,9 +509,8 @@ def resubmit_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") 
     evaluates the new content (and production, which may have moved) again."""
     cr, version = _locked(cr)
     check_proposer(cr, actor, doing="resubmit it")
-    expect_status(cr.status, [ChangeRequestStatus.CHANGES_REQUESTED], subject=f"change request {cr.pk}",
-                  doing="be resubmitted")
-    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}", doing="be resubmitted")
+    expect_transition(cr, ChangeRequestStatus.OPEN, doing="be resubmitted")
+    expect_transition(version, VersionStatus.IN_REVIEW, doing="be resubmitted")
     evaluation_dataset(cr.program)
     void_stale_approvals(version, actor=actor, reason=f"change request {cr.pk} resubmitted with new content")
     before = cr_state(cr)
@@ -534,7 +530,7 @@ def withdraw_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") 
     """The proposer takes the change back; an in-review version returns to draft (it can be proposed again)."""
     cr, version = _locked(cr)
     check_proposer(cr, actor, doing="withdraw it")
-    expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be withdrawn")
+    expect_transition(cr, ChangeRequestStatus.WITHDRAWN, doing="be withdrawn")
     close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
     if version.status == VersionStatus.IN_REVIEW:
         _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from governance.actions._common import create, expect_status, lock, save, send_on_commit, user_ref
+from governance.actions._common import create, expect_transition, lock, save, send_on_commit, transition, user_ref
 from governance.actions.datasets import active_datasets
 from governance.actions.programs import _validate_lm_config
 from governance.actions.reviews import evaluation_dataset, open_change_request, production_version
@@ -45,6 +45,7 @@ from optimizer import Budget, Usage
 from optimizer.search import PRESETS, TrialRecord
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+_USAGE_FIELDS = ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd")
 _BUDGET_FIELDS = ("max_calls", "max_tokens", "max_usd")
 # Share of a token or USD cap kept for the final evaluation (calls are planned exactly, see below): what a
 # test-set pass costs in tokens is only known once the search has chosen how many demos the prompt carries.
@@ -162,7 +163,7 @@ def cancel_run(run: OptimizationRun, *, actor: Any, reason: str = "") -> Optimiz
     next trial boundary, when the runner sees the flag; a finished run cannot be cancelled."""
     run = lock(run)
     require_role(actor, Role.AUTHOR, run.program, doing="cancel optimization runs")
-    expect_status(run.status, ACTIVE_RUN_STATUSES, subject=f"run {run.pk}", doing="be cancelled")
+    expect_transition(run, RunStatus.CANCELLED, doing="be cancelled")
     if run.cancel_requested:
         raise IllegalTransition(f"run {run.pk} is already being cancelled")
     who = actor.get_username()
@@ -202,14 +203,10 @@ def claim_run(run_id: int, *, worker: str, stale_after: float) -> Claim:
     if run.cancel_requested:
         _finish(run, RunStatus.CANCELLED, actor=None, stop_reason="cancelled before it could resume")
         return Claim(None, f"run {run_id} was cancelled before it could resume")
-    before = run_state(run)
     now = timezone.now()
-    resumed = run.attempts > 0
-    run.status, run.worker, run.heartbeat_at, run.attempts = RunStatus.RUNNING, worker, now, run.attempts + 1
-    run.started_at = run.started_at or now
-    save(run, actor=None, fields=["status", "worker", "heartbeat_at", "attempts", "started_at"])
-    record_event("run.resumed" if resumed else "run.executing", actor=None, obj=run, program=run.program,
-                 before=before, after=run_state(run))
+    transition(run, RunStatus.RUNNING, actor=None, action="run.resumed" if run.attempts > 0 else "run.executing",
+               state=run_state, worker=worker, heartbeat_at=now, attempts=run.attempts + 1,
+               started_at=run.started_at or now)
     return Claim(run)
 
 
@@ -330,13 +327,10 @@ def recover_run(run_id: int, *, stale_after: float, max_attempts: int) -> str | 
         _finish(run, RunStatus.FAILED, actor=None, stop_reason="worker lost",
                 error=f"{lost}; gave up after {run.attempts} attempt(s)")
         return RunStatus.FAILED
-    before = run_state(run)
-    run.status, run.worker = RunStatus.QUEUED, ""
-    run.heartbeat_at = timezone.now()  # for a queued run: when its task was last sent (see redispatch_run)
-    run.progress = {**run.progress, "phase": "requeued"}
-    save(run, actor=None, fields=["status", "worker", "heartbeat_at", "progress"])
-    record_event("run.requeued", actor=None, obj=run, program=run.program, before=before, after=run_state(run),
-                 reason=f"{lost}; attempt {run.attempts + 1} of {max_attempts} will resume the study")
+    transition(run, RunStatus.QUEUED, actor=None, action="run.requeued", state=run_state,
+               reason=f"{lost}; attempt {run.attempts + 1} of {max_attempts} will resume the study", worker="",
+               heartbeat_at=timezone.now(),  # for a queued run: when its task was last sent (see redispatch_run)
+               progress={**run.progress, "phase": "requeued"})
     send_on_commit(run_requested, OptimizationRun, run_id=run_id)
     return RunStatus.QUEUED
 
@@ -371,7 +365,7 @@ def finish_run(run: OptimizationRun, status: str, *, stop_reason: str = "", erro
     handed on must not end the run its successor is executing.
     """
     run = lock(run)
-    expect_status(run.status, ACTIVE_RUN_STATUSES, subject=f"run {run.pk}", doing=f"become {status}")
+    expect_transition(run, status, doing=f"become {status}")
     if worker is not None and run.worker != worker:
         raise IllegalTransition(f"run {run.pk} is executed by {run.worker or 'nobody'} now, not by {worker}")
     return _finish(run, status, actor=None, stop_reason=stop_reason, error=error, usage=usage)
@@ -381,22 +375,14 @@ def _finish(run: OptimizationRun, status: str, *, actor: Any, stop_reason: str =
             usage: Usage | None = None, reason: str = "") -> OptimizationRun:
     if status not in FINISHED_RUN_STATUSES:
         raise ValueError(f"{status!r} is not a final run status")
-    before = run_state(run)
-    if usage is not None:
-        for field, value in (("calls", usage.calls), ("cached_calls", usage.cached_calls),
-                             ("prompt_tokens", usage.prompt_tokens), ("completion_tokens", usage.completion_tokens),
-                             ("cost_usd", usage.cost_usd)):
-            setattr(run, field, getattr(run, field) + value)
+    spent = {field: getattr(run, field) + getattr(usage, field) for field in _USAGE_FIELDS} if usage is not None else {}
     now = timezone.now()
-    run.status, run.stop_reason, run.error, run.finished_at = status, stop_reason[:200], error, now
-    run.wall_seconds = (now - run.started_at).total_seconds() if run.started_at else 0.0
-    run.progress = {**run.progress, "phase": status, "eta_seconds": 0}
-    save(run, actor=actor, fields=["status", "stop_reason", "error", "finished_at", "wall_seconds", "progress",
-                                   "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd"])
-    record_event(f"run.{status}", actor=actor, obj=run, program=run.program, before=before,
-                 after={**run_state(run), "trials": run.trials.count(), "wall_seconds": round(run.wall_seconds, 2)},
-                 reason=reason or stop_reason or error[:500])
-    return run
+    wall_seconds = (now - run.started_at).total_seconds() if run.started_at else 0.0
+    return transition(run, status, actor=actor, action=f"run.{status}", state=run_state,
+                      reason=reason or stop_reason or error[:500],
+                      after={"trials": run.trials.count(), "wall_seconds": round(wall_seconds, 2)},
+                      stop_reason=stop_reason[:200], error=error, finished_at=now, wall_seconds=wall_seconds,
+                      progress={**run.progress, "phase": status, "eta_seconds": 0}, **spent)
 
 
 def store_candidates(run: OptimizationRun, candidates: dict[str, Any]) -> int:
@@ -448,7 +434,7 @@ def complete_run(run: OptimizationRun, *, worker: str, proposal: Proposal, usage
     A cancel requested meanwhile wins (the run ends cancelled, no version). Returns the change request.
     """
     run = lock(run)
-    expect_status(run.status, [RunStatus.RUNNING], subject=f"run {run.pk}", doing="complete")
+    expect_transition(run, RunStatus.SUCCEEDED, doing="complete")
     if run.worker != worker:
         raise IllegalTransition(f"run {run.pk} is executed by {run.worker or 'nobody'} now, not by {worker}")
     store_candidates(run, proposal.candidates)
@@ -472,7 +458,7 @@ def end_cancelled(run: OptimizationRun, *, candidates: dict[str, Any] | None, st
                   usage: Usage) -> OptimizationRun:
     """The search stopped on a cancel request: keep what it considered, propose nothing."""
     run = lock(run)
-    expect_status(run.status, ACTIVE_RUN_STATUSES, subject=f"run {run.pk}", doing="be cancelled")
+    expect_transition(run, RunStatus.CANCELLED, doing="be cancelled")
     if candidates:
         store_candidates(run, candidates)
     return _finish(run, RunStatus.CANCELLED, actor=None, stop_reason=stop_reason, usage=usage)

@@ -12,7 +12,16 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from governance.actions._common import create, expect_status, lock, require_reason, save, user_ref
+from governance.actions._common import (
+    create,
+    expect_status,
+    expect_transition,
+    lock,
+    require_reason,
+    save,
+    transition,
+    user_ref,
+)
 from governance.actions.programs import interface, parse_spec
 from governance.audit import record_event
 from governance.errors import FrozenVersionError, IllegalTransition, InvalidInput, PermissionDenied
@@ -135,12 +144,8 @@ def require_version_author(version: PromptVersion, actor: Any, *, doing: str) ->
 
 def close_change_request(cr: ChangeRequest, *, actor: Any, status: str, reason: str = "") -> None:
     """Move an active change request to a final status, audited as "change_request.<status>"."""
-    before = cr_state(cr)
-    cr.status = status
-    cr.closed_at = timezone.now()
-    save(cr, actor=actor, fields=["status", "closed_at"])
-    record_event(f"change_request.{status}", actor=actor, obj=cr, program=cr.program, before=before,
-                 after=cr_state(cr), reason=reason)
+    transition(cr, status, actor=actor, action=f"change_request.{status}", state=cr_state, reason=reason,
+               closed_at=timezone.now())
 
 
 def void_stale_approvals(version: PromptVersion, *, actor: Any, reason: str) -> int:
@@ -216,16 +221,11 @@ def withdraw_version(version: PromptVersion, *, actor: Any, reason: str) -> Prom
     cr = active_change_request(version)
     cr = lock(cr) if cr is not None else None  # change request before version: the order approvals lock in
     version = lock(version)
-    expect_status(version.status, [VersionStatus.DRAFT, VersionStatus.IN_REVIEW], subject=f"version {version.number}",
-                  doing="be withdrawn")
+    expect_transition(version, VersionStatus.WITHDRAWN, doing="be withdrawn")
     if cr is not None and cr.status in ACTIVE_CR_STATUSES:
         close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
-    before = version_state(version)
-    version.status = VersionStatus.WITHDRAWN
-    save(version, actor=actor, fields=["status"])
-    record_event("version.withdrawn", actor=actor, obj=version, program=version.program, before=before,
-                 after=version_state(version), reason=reason)
-    return version
+    return transition(version, VersionStatus.WITHDRAWN, actor=actor, action="version.withdrawn", state=version_state,
+                      reason=reason)
 
 
 @transaction.atomic
@@ -235,17 +235,13 @@ def retire_version(version: PromptVersion, *, actor: Any, reason: str) -> Prompt
     require_role(actor, Role.RELEASER, version.program, doing="retire versions")
     lock(version.program)  # releases lock the program too, so no label can move onto this version meanwhile
     version = lock(version)
-    expect_status(version.status, [VersionStatus.APPROVED], subject=f"version {version.number}", doing="be retired")
+    expect_transition(version, VersionStatus.RETIRED, doing="be retired")
     for label in ReleaseLabel.objects.filter(Q(version=version) | Q(fallback_version=version)):
         role = "current version" if label.version_id == version.pk else "pinned fallback"
         raise IllegalTransition(f"version {version.number} is the {role} of label {label.name!r}; "
                                 "move the label first")
-    before = version_state(version)
-    version.status = VersionStatus.RETIRED
-    save(version, actor=actor, fields=["status"])
-    record_event("version.retired", actor=actor, obj=version, program=version.program, before=before,
-                 after={**version_state(version), "retired_by": user_ref(actor)}, reason=reason)
-    return version
+    return transition(version, VersionStatus.RETIRED, actor=actor, action="version.retired", state=version_state,
+                      reason=reason, after={"retired_by": user_ref(actor)})
 
 
 def can_edit(version: PromptVersion, user: Any) -> bool:

@@ -67,7 +67,7 @@ VERSION = Workflow(
     subject=lambda version: f"version {version.number}",
     frozen=(V.APPROVED, V.RETIRED),
     notes={(V.DRAFT, V.IN_REVIEW): "change request opened", (V.IN_REVIEW, V.APPROVED): "last required approval",
-           (V.IN_REVIEW, V.REJECTED): "a reviewer rejects", (V.IN_REVIEW, V.DRAFT): "changes requested",
+           (V.IN_REVIEW, V.REJECTED): "a reviewer rejects", (V.IN_REVIEW, V.DRAFT): "changes requested, or its change request withdrawn",
            (V.DRAFT, V.WITHDRAWN): "author withdraws", (V.IN_REVIEW, V.WITHDRAWN): "author withdraws",
            (V.APPROVED, V.RETIRED): "retired"},
 )
@@ -86,9 +86,9 @@ CHANGE_REQUEST = Workflow(
 RUN = Workflow(
     name="run", statuses=RunStatus, initial=R.QUEUED,
     edges={R.QUEUED: (R.RUNNING, R.FAILED, R.CANCELLED),
-           R.RUNNING: (R.QUEUED, R.SUCCEEDED, R.FAILED, R.CANCELLED)},
+           R.RUNNING: (R.RUNNING, R.QUEUED, R.SUCCEEDED, R.FAILED, R.CANCELLED)},
     subject=lambda run: f"run {run.pk}",
-    notes={(R.QUEUED, R.RUNNING): "a worker claims it", (R.RUNNING, R.QUEUED): "worker lost: requeued",
+    notes={(R.QUEUED, R.RUNNING): "a worker claims it", (R.RUNNING, R.RUNNING): "executor lost: taken over", (R.RUNNING, R.QUEUED): "worker lost: requeued",
            (R.RUNNING, R.SUCCEEDED): "proposal recorded", (R.QUEUED, R.CANCELLED): "cancelled",
            (R.RUNNING, R.CANCELLED): "cancel seen", (R.RUNNING, R.FAILED): "error or gave up",
            (R.QUEUED, R.FAILED): "gave up"},
@@ -115,3 +115,22 @@ def workflow_of(obj: Any) -> Workflow:
         return WORKFLOWS[type(obj).__name__]
     except KeyError:
         raise LookupError(f"{type(obj).__name__} has no workflow") from None
+
+
+def mermaid(workflow: Workflow) -> str:
+    """The workflow as a Mermaid state diagram (docs/architecture.md embeds these; `manage.py workflow_diagram`)."""
+    lines = ["stateDiagram-v2", f"    [*] --> {workflow.initial}"]
+    for source, target in workflow.pairs():
+        note = workflow.notes.get((source, target))
+        lines.append(f"    {source} --> {target}" + (f": {note}" if note else ""))
+    lines += [f"    {state} --> [*]" for state in workflow.terminal]
+    lines += [f"    note right of {state}: frozen (database triggers)" for state in workflow.frozen]
+    return "\n".join(lines)
+
+
+def diagrams_markdown() -> str:
+    """Every workflow's diagram as Markdown, in a fixed order: the block docs/architecture.md carries."""
+    parts = []
+    for workflow in (VERSION, CHANGE_REQUEST, RUN, EVALUATION):
+        parts.append(f"### {workflow.name.capitalize()}\n\n```mermaid\n{mermaid(workflow)}\n```")
+    return "\n\n".join(parts) + "\n"
