@@ -4,7 +4,8 @@ Set 0 is the predictor's current demos (zero-shot for a fresh program), set 1 la
 across the output's choices, set 2 bootstrapped traces topped up with labeled examples, sets 3.. random mixes
 of varied size. Bootstrapping runs a teacher once over a shuffled slice of the trainset and keeps the trace
 of every example the metric passes; all bootstrapped sets draw from that one pool, so extra sets cost no
-extra LM calls (DSPy re-bootstraps for every set).
+extra LM calls (DSPy re-bootstraps for every set). Given a `PromptFitter`, the teacher's demos and every set
+are cut to the model's context window (optimizer.fitting).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from optimizer.metrics import Metric
 from optimizer.program import Demo, Predictor, Program
 
 if TYPE_CHECKING:
+    from optimizer.fitting import PromptFitter
     from optimizer.lm import LM
 
 logger = logging.getLogger(__name__)
@@ -32,17 +34,22 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoSet:
-    """An ordered list of demos for one predictor, and where it came from."""
+    """An ordered list of demos for one predictor, where it came from, and what was done to it (e.g. "fit":
+    demos dropped to fit the context window)."""
 
     demos: tuple[Demo, ...]
     source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "demos": [dict(d) for d in self.demos]}
+        data: dict[str, Any] = {"source": self.source, "demos": [dict(d) for d in self.demos]}
+        if self.metadata:
+            data["metadata"] = dict(self.metadata)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DemoSet:
-        return cls(tuple(data["demos"]), data["source"])
+        return cls(tuple(data["demos"]), data["source"], dict(data.get("metadata") or {}))
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,16 @@ def labeled_pool(program: Program, trainset: Sequence[Example]) -> dict[str, lis
 
 
 def bootstrap_pool(program: Program, trainset: Sequence[Example], metric: Metric, lm: LM,
-                   settings: BootstrapSettings, rng: random.Random) -> dict[str, list[Demo]]:
-    """Run a teacher (the program with balanced labeled demos) and keep the traces the metric passes."""
+                   settings: BootstrapSettings, rng: random.Random,
+                   fitter: PromptFitter | None = None) -> dict[str, list[Demo]]:
+    """Run a teacher (the program with balanced labeled demos, fitted to the context window when `fitter` is
+    given) and keep the traces the metric passes."""
     labeled = labeled_pool(program, trainset)
-    teacher = program.with_choices({}, {p.name: balanced_order(p, labeled[p.name], rng)[:settings.max_labeled]
-                                        for p in program.predictors if labeled[p.name]})
+    teacher_demos = {p.name: balanced_order(p, labeled[p.name], rng)[:settings.max_labeled]
+                     for p in program.predictors if labeled[p.name]}
+    if fitter is not None:
+        teacher_demos = {name: fitter.fit(program.predictor(name), demos) for name, demos in teacher_demos.items()}
+    teacher = program.with_choices({}, teacher_demos)
     candidates = list(trainset)
     rng.shuffle(candidates)
     wanted = settings.max_bootstrapped * 2  # enough for a few distinct bootstrapped sets, at little cost
@@ -138,16 +150,20 @@ def _demo_key(predictor: Predictor, demo: Demo) -> str:
 
 
 def build_demo_sets(program: Program, trainset: Sequence[Example], metric: Metric, lm: LM,
-                    settings: BootstrapSettings, seed: int) -> dict[str, list[DemoSet]]:
-    """The candidate demo sets for every predictor (identical for identical inputs and seed)."""
+                    settings: BootstrapSettings, seed: int,
+                    fitter: PromptFitter | None = None) -> dict[str, list[DemoSet]]:
+    """The candidate demo sets for every predictor (identical for identical inputs and seed), each cut to the
+    context window when `fitter` is given."""
     rng = random.Random(seed)
     if settings.zero_shot:
-        return {p.name: [DemoSet(p.demos, "current")] for p in program.predictors}
-    labeled = labeled_pool(program, trainset)
-    boot = {p.name: [] for p in program.predictors}
-    if not settings.labeled_only and settings.max_bootstrapped > 0:
-        boot = bootstrap_pool(program, trainset, metric, lm, settings, rng)
-    return {p.name: _sets_for(p, labeled[p.name], boot[p.name], settings, rng) for p in program.predictors}
+        sets = {p.name: [DemoSet(p.demos, "current")] for p in program.predictors}
+    else:
+        labeled = labeled_pool(program, trainset)
+        boot: dict[str, list[Demo]] = {p.name: [] for p in program.predictors}
+        if not settings.labeled_only and settings.max_bootstrapped > 0:
+            boot = bootstrap_pool(program, trainset, metric, lm, settings, rng, fitter)
+        sets = {p.name: _sets_for(p, labeled[p.name], boot[p.name], settings, rng) for p in program.predictors}
+    return fitter.fit_sets(program, sets) if fitter is not None else sets
 
 
 def _sets_for(predictor: Predictor, labeled: list[Demo], boot: list[Demo], settings: BootstrapSettings,

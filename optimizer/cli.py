@@ -1,7 +1,8 @@
 """Command line: `python -m optimizer optimize|evaluate|run ...`.
 
-Every expected failure (bad file, unknown field or metric, unreachable model) prints one line naming the
-problem and exits with status 2; a traceback here is a bug.
+Every expected failure (bad file, unknown field or metric, unreachable model, a model that failed
+--max-consecutive-failures calls in a row) prints one line naming the problem and exits with status 2; a
+traceback here is a bug. Failed LM calls are never hidden in a score: both commands print how many there were.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from optimizer.errors import OptimizerError, SpecError
+from optimizer.errors import ModelFailing, OptimizerError, SpecError
 
 EXIT_USAGE = 2
 
@@ -37,6 +38,10 @@ def _lm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="parallel LM calls")
     parser.add_argument("--cache", default=os.environ.get("OPTIMIZER_CACHE", "var/lm_cache.sqlite3"),
                         help="SQLite response cache ('' disables it)")
+    parser.add_argument("--max-consecutive-failures", type=int, default=10,
+                        help="stop after this many failed LM calls in a row (0: never)")
+    parser.add_argument("--context-window", type=int, default=None,
+                        help="tokens the model accepts (default: the local model's n_ctx or litellm's model info)")
 
 
 def _data_arguments(parser: argparse.ArgumentParser, flag: str) -> None:
@@ -117,7 +122,8 @@ def make_lm(args: argparse.Namespace, budget: Any = None, model: str | None = No
     from optimizer.lm import LM, LMConfig
 
     config = LMConfig(model=model or args.model, api_base=args.api_base, temperature=args.temperature,
-                      max_tokens=args.max_tokens, max_concurrency=args.concurrency, cache_path=args.cache or None)
+                      max_tokens=args.max_tokens, max_concurrency=args.concurrency, cache_path=args.cache or None,
+                      max_consecutive_failures=args.max_consecutive_failures, context_window=args.context_window)
     if args.cache:
         Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
     return LM(config, budget)
@@ -146,9 +152,15 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     proposal_lm = make_lm(args, model=args.proposal_model) if args.proposal_model else None
     check_reachable(lm)
     progress = ProgressBar(config.resolved.num_trials, lm, enabled=not args.quiet)
-    with progress:
-        result = MIPRO(metric, lm, config, proposal_lm=proposal_lm, callback=progress.update).compile(
-            program, trainset, valset)
+    try:
+        with progress:
+            result = MIPRO(metric, lm, config, proposal_lm=proposal_lm, callback=progress.update).compile(
+                program, trainset, valset)
+    except ModelFailing as exc:
+        usage = lm.usage()
+        print(f"error: run stopped: {exc} ({usage.calls} LM calls sent, {usage.failed_calls} failed; "
+              f"{progress.trials} trials; nothing written)", file=sys.stderr)
+        return EXIT_USAGE
     write_outputs(args, result)
     return 0
 
@@ -165,7 +177,7 @@ def write_outputs(args: argparse.Namespace, result: Any) -> None:
                            encoding="utf-8")
     usage = result.usage
     print(f"best validation score {result.best_score:.4f} after {len(result.trials)} trials "
-          f"({result.stop_reason}); {usage.calls} LM calls, {usage.cached_calls} cached, "
+          f"({result.stop_reason}); {usage.calls} LM calls, {usage.failed_calls} failed, {usage.cached_calls} cached, "
           f"{usage.prompt_tokens + usage.completion_tokens} tokens, ${usage.cost_usd:.4f}, {result.seconds:.1f}s")
     print(f"wrote {args.out} and {report_path}")
 
@@ -182,10 +194,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_reachable(lm)
     result = evaluate(program, examples, metric, lm)
     usage = lm.usage()
-    print(f"score {result.score:.4f} on {len(examples)} examples ({result.error_count} failed predictions); "
-          f"{usage.calls} LM calls, {usage.cached_calls} cached")
+    print(f"score {result.score:.4f} on {len(examples)} examples ({result.error_count} failed predictions: "
+          f"{result.lm_errors} LM errors, {result.parse_errors} unparseable answers); "
+          f"{usage.calls} LM calls, {usage.failed_calls} failed, {usage.cached_calls} cached")
     if args.out:
-        args.out.write_text(json.dumps({"score": result.score, "results": [r.to_dict() for r in result.results]},
+        summary = {"score": result.score, "errors": result.error_count, "lm_errors": result.lm_errors,
+                   "parse_errors": result.parse_errors}
+        args.out.write_text(json.dumps({**summary, "results": [r.to_dict() for r in result.results]},
                                        indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return 0
 
@@ -225,6 +240,7 @@ class ProgressBar:
         self.lm = lm
         self.enabled = enabled
         self.bar: Any = None
+        self.trials = 0  # trials reported so far, failed ones included
 
     def __enter__(self) -> Self:
         if self.enabled:
@@ -238,6 +254,7 @@ class ProgressBar:
             self.bar.close()
 
     def update(self, record: Any) -> None:
+        self.trials += 1
         if self.bar is None:
             return
         usage = self.lm.usage()

@@ -27,6 +27,20 @@ class LMUnreachableError(LMError):
     """The model endpoint refused the connection or is not configured."""
 
 
+class ModelFailing(LMUnreachableError):
+    """The model failed `failures` calls in a row (`LMConfig.max_consecutive_failures`): a dead endpoint, a
+    revoked key, prompts it refuses. The run stops instead of scoring every later answer as wrong.
+
+    A subclass of LMUnreachableError, so everything that ends a run on an unreachable model ends it on this too.
+    """
+
+    def __init__(self, model: str, failures: int, last_error: BaseException) -> None:
+        super().__init__(f"model {model} failed {failures} calls in a row; last error: {last_error}")
+        self.model = model
+        self.failures = failures
+        self.last_error = last_error
+
+
 class BudgetExceeded(OptimizerError):
     """A hard budget cap (calls, tokens, USD) was reached; the search stops cleanly on it."""
 

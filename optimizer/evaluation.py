@@ -1,4 +1,10 @@
-"""Parallel evaluation that keeps every per-example result."""
+"""Parallel evaluation that keeps every per-example result.
+
+An example whose LM call failed still scores 0 (the mean stays comparable across runs), but it is counted apart:
+`EvaluationResult.lm_errors` against `parse_errors` (answers the model gave in the wrong shape) and
+`metric_errors`. After `LMConfig.max_consecutive_failures` failed calls in a row the evaluation raises
+`ModelFailing` instead of scoring a dead endpoint as a run of wrong answers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import Adapter
 from optimizer.data import Example
-from optimizer.execution import Prediction, run_program
+from optimizer.execution import LM_ERROR, PARSE_ERROR, Prediction, run_program
 from optimizer.metrics import Metric
 from optimizer.program import Program
 
@@ -17,6 +23,9 @@ if TYPE_CHECKING:
     from optimizer.lm import LM
 
 logger = logging.getLogger(__name__)
+
+
+METRIC_ERROR = "metric"
 
 
 @dataclass(frozen=True)
@@ -27,10 +36,17 @@ class ExampleResult:
     score: float
     error: str | None
 
+    @property
+    def error_kind(self) -> str | None:
+        """"lm", "parse", "input" (the prediction's), "metric" (the metric raised) or None."""
+        if self.prediction.error_kind is not None:
+            return self.prediction.error_kind
+        return METRIC_ERROR if self.error else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "inputs": self.example.inputs, "expected": self.example.labels,
                 "predicted": self.prediction.outputs, "score": self.score, "error": self.error,
-                "raw": self.prediction.raw}
+                "error_kind": self.error_kind, "raw": self.prediction.raw}
 
 
 @dataclass(frozen=True)
@@ -44,10 +60,26 @@ class EvaluationResult:
 
     @property
     def error_count(self) -> int:
+        """Examples that failed for any reason (LM, parse, input or metric error); see the counts by kind."""
         return sum(1 for r in self.results if r.error)
+
+    @property
+    def lm_errors(self) -> int:
+        """Examples with no answer because an LM call failed: errors, not wrong answers."""
+        return sum(1 for r in self.results if r.error_kind == LM_ERROR)
+
+    @property
+    def parse_errors(self) -> int:
+        """Examples the model answered in a shape the signature does not accept."""
+        return sum(1 for r in self.results if r.error_kind == PARSE_ERROR)
+
+    @property
+    def metric_errors(self) -> int:
+        return sum(1 for r in self.results if r.error_kind == METRIC_ERROR)
 
     def to_dict(self, *, max_failures: int = 50) -> dict[str, Any]:
         return {"score": self.score, "examples": len(self.results), "errors": self.error_count,
+                "lm_errors": self.lm_errors, "parse_errors": self.parse_errors,
                 "failures": [r.to_dict() for r in self.failures[:max_failures]]}
 
 

@@ -1,13 +1,15 @@
 """Running a program: each predictor in order, later ones reading earlier outputs.
 
-A failure (unparseable answer, LM error after retries) ends that example's run with the reason kept; only
-BudgetExceeded and StopRequested escape, because they end the whole search rather than one example.
+A failure (unparseable answer, LM error after retries) ends that example's run with the reason kept and its
+kind (`Prediction.error_kind`), so an LM failure is counted as an error, never mistaken for a wrong answer.
+BudgetExceeded, StopRequested and LMUnreachableError (ModelFailing included) escape, because they end the whole
+search rather than one example.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from optimizer.adapters import Adapter, ParseError, adapter_for
 from optimizer.errors import BudgetExceeded, LMError, LMUnreachableError, StopRequested
@@ -26,14 +28,21 @@ class TraceStep:
     outputs: dict[str, Any]
 
 
+LM_ERROR = "lm"        # the model call failed (after its retries): no answer at all
+PARSE_ERROR = "parse"  # the model answered, but not in the signature's fields or types
+INPUT_ERROR = "input"  # the program lacked an input a predictor reads
+ErrorKind = Literal["lm", "parse", "input"]
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """The outcome of running a program on one input; `error` is set when it failed."""
+    """The outcome of running a program on one input; `error` is set when it failed, `error_kind` says how."""
 
     outputs: dict[str, Any] = field(default_factory=dict)
     trace: tuple[TraceStep, ...] = ()
     error: str | None = None
     raw: str = ""
+    error_kind: ErrorKind | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,16 +73,17 @@ def run_program(program: Program, inputs: dict[str, Any], lm: LM, adapter: Adapt
         missing = [n for n in predictor.signature.input_names if n not in state]
         if missing:
             return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: missing input(s) "
-                                                                      f"{', '.join(missing)}", raw)
+                                                                      f"{', '.join(missing)}", raw, INPUT_ERROR)
         try:
             raw = call_predictor(predictor, step_inputs, lm, adapter)
             outputs = adapter.parse(predictor, raw)
         except (BudgetExceeded, StopRequested, LMUnreachableError):
             raise  # these end the whole run, not one example
         except ParseError as exc:
-            return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: {exc}", raw)
+            return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: {exc}", raw, PARSE_ERROR)
         except LMError as exc:
-            return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: LM error: {exc}", raw)
+            return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: LM error: {exc}", raw,
+                              LM_ERROR)
         trace.append(TraceStep(predictor.name, step_inputs, outputs))
         state.update(outputs)
     return Prediction(_produced(state, inputs), tuple(trace), None, raw)

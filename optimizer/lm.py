@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Self, TypeVar
 
-from optimizer.errors import BudgetExceeded, LMError, LMUnreachableError
+from optimizer.errors import BudgetExceeded, LMError, LMUnreachableError, ModelFailing
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ CACHE_FORMAT = 1  # part of every cache key: bump it to invalidate all entries i
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 RETRY_AFTER_CAP_SECONDS = 60.0
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10  # the same limit as the Django runner's GuardedLM
+TRIPPED_SECONDS = 30.0  # how long a model that hit its failure limit is refused before one call may probe it
+CHARS_PER_TOKEN = 3  # the fallback token estimate: fewer characters per token than English text has in any
+# common tokenizer (about 4), so the estimate errs on the long side and prompts fitted to it do fit
 
 
 # --- public value types --------------------------------------------------------------------------------------
@@ -65,6 +69,13 @@ class LMConfig:
         max_concurrency: Worker threads used by `LM.map`.
         cache_path: SQLite file of the persistent response cache; None disables caching.
         mode: "chat", "completion" or "auto" (completion for local/* and text-completion-* models, else chat).
+        max_consecutive_failures: After this many failed calls in a row (each after its retries), the next
+            uncached call raises `ModelFailing` without being sent, which ends a search or an evaluation instead
+            of scoring a dead model as a run of wrong answers. A circuit breaker: after TRIPPED_SECONDS calls
+            are let through again (a long-lived Runtime recovers with its endpoint); a success resets the count.
+            0 disables the limit.
+        context_window: Tokens the model accepts (prompt and answer together). None asks the local model's
+            n_ctx or litellm's model info (see `LM.context_window`).
     """
 
     model: str
@@ -77,6 +88,8 @@ class LMConfig:
     max_concurrency: int = 4
     cache_path: str | None = None
     mode: str = "auto"
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES
+    context_window: int | None = None
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -89,6 +102,10 @@ class LMConfig:
         _check(self.num_retries >= 0, f"`num_retries >= 0` must hold, but got num_retries={self.num_retries}.")
         _check(self.max_concurrency >= 1,
                f"`max_concurrency >= 1` must hold, but got max_concurrency={self.max_concurrency}.")
+        _check(self.max_consecutive_failures >= 0, "`max_consecutive_failures >= 0` must hold, but got "
+                                                   f"max_consecutive_failures={self.max_consecutive_failures}.")
+        _check(self.context_window is None or self.context_window >= 1,
+               f"`context_window >= 1` must hold, but got context_window={self.context_window}.")
 
     @property
     def resolved_mode(self) -> str:
@@ -210,11 +227,13 @@ class LM:
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
         self.config = config
         self.budget = budget or Budget()
-        self._meter = _Meter(self.budget)
+        self._meter = _Meter(self.budget, config.max_consecutive_failures)
         self._cache = _ResponseCache(config.cache_path) if config.cache_path else None
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._closed = False
+        self._model_info_lock = threading.Lock()
+        self._model_info: dict[str, Any] | None = None  # litellm's model info, looked up once
 
     def __repr__(self) -> str:
         return f"LM(model={self.config.model!r}, api_base={self.config.api_base!r}, mode={self.config.resolved_mode!r})"
@@ -283,6 +302,59 @@ class LM:
         """A consistent snapshot of the spending so far (safe to call from any thread)."""
         return self._meter.snapshot()
 
+    def set_failure_limit(self, limit: int) -> int:
+        """Change `config.max_consecutive_failures` for the calls from now on (0: no limit); returns the old one."""
+        _check(limit >= 0, f"`max_consecutive_failures >= 0` must hold, but got max_consecutive_failures={limit}.")
+        return self._meter.set_failure_limit(limit)
+
+    def context_window(self) -> int | None:
+        """Tokens the model accepts, prompt and answer together; None when nobody knows.
+
+        In order: `config.context_window`; for local/* models the n_ctx of `optimizer.local_model`; litellm's
+        model info (`litellm.get_model_info`, its ``max_input_tokens``, looked up once, lazily: it imports
+        litellm).
+        """
+        if self.config.context_window is not None:
+            return self.config.context_window
+        if self.config.is_local:
+            from optimizer import local_model
+
+            return local_model.context_window()
+        info = self._litellm_model_info()
+        window = info.get("max_input_tokens") or info.get("max_tokens")
+        return int(window) if window else None
+
+    @property
+    def token_estimator(self) -> str:
+        """How `count_tokens` counts: "litellm" (the model's tokenizer) or "chars/3" (a conservative estimate)."""
+        return "litellm" if self._litellm_model_info() else f"chars/{CHARS_PER_TOKEN}"
+
+    def count_tokens(self, text: str) -> int:
+        """The tokens `text` takes for this model, as an estimate that errs on the long side.
+
+        litellm's `token_counter` for the model when litellm knows the model (its model info); else
+        ``ceil(characters / 3)``, which overestimates English text in every common tokenizer (about 4
+        characters per token), e.g. for self-hosted and local models whose tokenizer litellm does not have.
+        """
+        if self._litellm_model_info():
+            try:
+                return int(_litellm().token_counter(model=self.config.model, text=text))
+            except Exception:  # noqa: BLE001 - a tokenizer litellm cannot load: fall back to the estimate
+                logger.debug("token_counter failed for %s; estimating", self.config.model, exc_info=True)
+        return -(-len(text) // CHARS_PER_TOKEN)
+
+    def _litellm_model_info(self) -> dict[str, Any]:
+        """litellm's model info ({} for models it does not know: self-hosted, fakes, local/*)."""
+        if self.config.is_local:
+            return {}
+        with self._model_info_lock:
+            if self._model_info is None:
+                try:
+                    self._model_info = dict(_litellm().get_model_info(self.config.model) or {})
+                except Exception:  # noqa: BLE001 - litellm raises a bare Exception for unknown models
+                    self._model_info = {}
+            return self._model_info
+
     def close(self) -> None:
         """Close the cache file. Idempotent; the LM cannot be called afterwards."""
         self._closed = True
@@ -302,12 +374,16 @@ class LM:
             self._meter.record_cached()
             logger.debug("cache hit for %s (key %s)", self.config.model, key[:12])
             return hit
+        tripped = self._meter.tripped()
+        if tripped is not None:  # refused unsent: the model failed too many calls in a row just now
+            failures, last_error = tripped
+            raise ModelFailing(self.config.model, failures, last_error) from last_error
         self._meter.reserve()  # raises BudgetExceeded before anything is sent
         started = time.monotonic()
         try:
             response = self._call_with_retries(request)
-        except BaseException:
-            self._meter.record_failure(time.monotonic() - started)
+        except BaseException as exc:
+            self._meter.record_failure(time.monotonic() - started, exc)
             raise
         self._meter.record(response, time.monotonic() - started)
         if self._cache is not None:
@@ -374,11 +450,33 @@ def _request_key(request: dict[str, Any]) -> str:
 class _Meter:
     """Usage counters and budget checks under one lock, so reservations and snapshots are consistent."""
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, failure_limit: int) -> None:
         self._budget = budget
         self._lock = threading.Lock()
         self._calls = self._cached = self._failed = self._prompt_tokens = self._completion_tokens = 0
+        self._consecutive_failures = 0
+        self._failure_limit = failure_limit
+        self._last_failure: BaseException | None = None
+        self._tripped_until = 0.0  # time.monotonic() before which uncached calls are refused
         self._cost = self._seconds = 0.0
+
+    def set_failure_limit(self, limit: int) -> int:
+        with self._lock:
+            previous, self._failure_limit = self._failure_limit, limit
+            self._trip_if_over_limit()
+            return previous
+
+    def tripped(self) -> tuple[int, BaseException] | None:
+        """(failures in a row, the last error) while calls are refused; None when a call may be sent."""
+        with self._lock:
+            if self._last_failure is None or time.monotonic() >= self._tripped_until:
+                return None
+            return self._consecutive_failures, self._last_failure
+
+    def _trip_if_over_limit(self) -> None:
+        """Caller holds the lock."""
+        over = self._failure_limit and self._consecutive_failures >= self._failure_limit
+        self._tripped_until = time.monotonic() + TRIPPED_SECONDS if over else 0.0
 
     def reserve(self) -> None:
         """Check every cap and take one call slot, atomically: concurrent callers cannot overshoot."""
@@ -395,19 +493,26 @@ class _Meter:
 
     def record(self, response: LMResponse, seconds: float) -> None:
         with self._lock:
+            self._consecutive_failures = 0
+            self._tripped_until = 0.0
             self._prompt_tokens += response.prompt_tokens
             self._completion_tokens += response.completion_tokens
             self._cost += response.cost_usd
             self._seconds += seconds
 
-    def record_failure(self, seconds: float) -> None:
+    def record_failure(self, seconds: float, error: BaseException) -> None:
+        """Count a failed call; the one that reaches the limit trips the breaker."""
         with self._lock:
             self._failed += 1
             self._seconds += seconds
+            if isinstance(error, LMError):  # not KeyboardInterrupt and the like: those say nothing of the model
+                self._consecutive_failures += 1
+                self._last_failure = error
+                self._trip_if_over_limit()
 
     def record_cached(self) -> None:
         with self._lock:
-            self._cached += 1
+            self._cached += 1  # not a reset of the failure count: a stored answer says nothing of the model now
 
     def snapshot(self) -> Usage:
         with self._lock:

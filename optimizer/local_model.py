@@ -119,6 +119,15 @@ def generate(prompt: str, *, max_tokens: int, temperature: float = 0.0, stop: li
                       finish_reason=choice.get("finish_reason"))
 
 
+def context_window() -> int:
+    """The n_ctx of the loaded model; before it is loaded, the smallest size it may load with (the loader tries
+    CONTEXT_SIZES largest first), so a prompt fitted to it fits whichever loads. Never loads the model."""
+    with _llama_lock:
+        if _llama is not None:
+            return int(_llama.n_ctx())
+    return min(CONTEXT_SIZES)
+
+
 def unload() -> None:
     """Free the shared model (the next call loads it again). Registered with atexit once it is loaded."""
     global _llama

@@ -3,7 +3,8 @@
 Each proposal prompt carries a dataset summary, a program summary, up to three demos, a random tip, and -
 beyond DSPy - the instructions tried so far with their scores and examples the current best gets wrong
 (failure-aware proposal, as users asked in dspy#9870). Candidate 0 is always the original instruction.
-Prompts are completion-style so base models without a chat template can answer them too.
+Prompts are completion-style so base models without a chat template can answer them too. A prompt that would
+not fit the model's context window shows fewer examples (and, if one is still too long, a cut of it).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from typing import TYPE_CHECKING, Any
 from optimizer.adapters import format_value
 from optimizer.data import Example
 from optimizer.errors import BudgetExceeded, LMError
+from optimizer.fitting import MAX_INSTRUCTION_CHARS, prompt_fits
 from optimizer.program import Demo, Predictor, Program
 
 if TYPE_CHECKING:
     from optimizer.lm import LM
 
 logger = logging.getLogger(__name__)
+
+SUMMARY_TOKENS = 80
+PROPOSAL_TOKENS = 120
+SHORTENED_VALUE_CHARS = 300  # a value kept in a proposal prompt that would not fit with the value whole
 
 TIPS = {
     "none": "",
@@ -71,11 +77,15 @@ def describe_program(program: Program) -> str:
 def summarize_dataset(trainset: Sequence[Example], lm: LM, rng: random.Random, n_examples: int = 8) -> str:
     """One proposal-LM call describing the data; falls back to a field/label census if the answer is empty."""
     sample = rng.sample(list(trainset), min(n_examples, len(trainset)))
-    lines = ["Here are examples from a dataset:", ""]
-    lines += [_render_record(ex.as_record()) + "\n" for ex in sample]
-    lines.append("A one-sentence summary of what this dataset is about and what the task is:")
+    records = [_render_record(ex.as_record()) for ex in sample]
+    prompt = _summary_prompt(records)
+    while len(records) > 1 and not prompt_fits(lm, prompt, SUMMARY_TOKENS):
+        records.pop()  # fewer examples rather than a prompt the model refuses
+        prompt = _summary_prompt(records)
+    if not prompt_fits(lm, prompt, SUMMARY_TOKENS):
+        prompt = _summary_prompt([_render_record(sample[0].as_record(), SHORTENED_VALUE_CHARS)])
     try:
-        answer = lm.complete("\n".join(lines), stop=["\n\n"], max_tokens=80).text
+        answer = lm.complete(prompt, stop=["\n\n"], max_tokens=SUMMARY_TOKENS).text
     except BudgetExceeded:
         raise
     except LMError as exc:
@@ -93,8 +103,15 @@ def _census(trainset: Sequence[Example]) -> str:
     return f"{len(trainset)} examples with inputs {', '.join(trainset[0].inputs)}; " + "; ".join(parts) + "."
 
 
-def _render_record(record: dict[str, Any]) -> str:
-    return "\n".join(f"{k}: {format_value(v)}" for k, v in record.items() if k != "augmented")
+def _summary_prompt(records: Sequence[str]) -> str:
+    lines = ["Here are examples from a dataset:", ""]
+    lines += [record + "\n" for record in records]
+    lines.append("A one-sentence summary of what this dataset is about and what the task is:")
+    return "\n".join(lines)
+
+
+def _render_record(record: dict[str, Any], max_chars: int | None = None) -> str:
+    return "\n".join(f"{k}: {format_value(v)[:max_chars]}" for k, v in record.items() if k != "augmented")
 
 
 def _first_sentence(text: str) -> str:
@@ -102,12 +119,13 @@ def _first_sentence(text: str) -> str:
     return line.strip("\"' ")[:400]
 
 
-def proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: ProposalContext, tip: str) -> str:
+def proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: ProposalContext, tip: str,
+                    max_value_chars: int | None = None) -> str:
     sig = predictor.rendered_signature
     parts = [f"Task data: {context.dataset_summary}", f"Program: {context.program_summary}",
              (f"This step reads {', '.join(f.prefix for f in sig.inputs)} and writes "
              f"{', '.join(f.prefix for f in sig.outputs)}."), "", "Examples:"]
-    parts += [_render_demo(predictor, d) + "\n" for d in list(demos)[:3]]
+    parts += [_render_demo(predictor, d, max_value_chars) + "\n" for d in list(demos)[:3]]
     if context.scored:
         parts.append("Instructions tried so far, with their accuracy:")
         parts += [f"- \"{text}\" ({score:.0%})" for text, score in context.scored[-5:]]
@@ -123,9 +141,24 @@ def proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: Propos
     return "\n".join(parts)
 
 
-def _render_demo(predictor: Predictor, demo: Demo) -> str:
+def _render_demo(predictor: Predictor, demo: Demo, max_chars: int | None = None) -> str:
     fields = predictor.rendered_signature.fields
-    return "\n".join(f"{f.prefix} {format_value(demo[f.name])}" for f in fields if f.name in demo)
+    return "\n".join(f"{f.prefix} {format_value(demo[f.name])[:max_chars]}" for f in fields if f.name in demo)
+
+
+def fitted_proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: ProposalContext, tip: str,
+                           lm: LM) -> str:
+    """The proposal prompt with as many of the demos as fit the LM's window, their values cut if none fits."""
+    shown = list(demos)[:3]
+    prompt = proposal_prompt(predictor, shown, context, tip)
+    while len(shown) > 1 and not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
+        shown.pop()
+        prompt = proposal_prompt(predictor, shown, context, tip)
+    if not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
+        prompt = proposal_prompt(predictor, shown, context, tip, SHORTENED_VALUE_CHARS)
+    if not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
+        prompt = proposal_prompt(predictor, [], context, tip)
+    return prompt
 
 
 _TRAILING_SCORE = re.compile(r"[\"'`]?\s*\(\s*\d{1,3}(\.\d+)?\s*%\s*\)\s*$")
@@ -140,7 +173,7 @@ def clean_instruction(answer: str) -> str:
         line = _TRAILING_SCORE.sub("", line)
         line = line.strip("\"'` ")
         if len(line) >= 20 and len(line.split()) >= 4:
-            return line[:600]
+            return line[:MAX_INSTRUCTION_CHARS]
     return ""
 
 
@@ -161,9 +194,10 @@ def propose_instruction(predictor: Predictor, demos: Sequence[Demo], context: Pr
                         rng: random.Random, index: int, existing: Sequence[str]) -> InstructionCandidate:
     """One proposal-LM call; sampled at temperature 1 with a distinct sample index per candidate."""
     tip = rng.choice(sorted(TIPS))
-    prompt = proposal_prompt(predictor, demos, context, tip)
+    prompt = fitted_proposal_prompt(predictor, demos, context, tip, lm)
     try:
-        answer = lm.complete(prompt, stop=["\n\n"], max_tokens=120, temperature=1.0, sample=index).text
+        answer = lm.complete(prompt, stop=["\n\n"], max_tokens=PROPOSAL_TOKENS, temperature=1.0,
+                             sample=index).text
     except BudgetExceeded:
         raise
     except LMError as exc:

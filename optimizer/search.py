@@ -11,6 +11,9 @@ What differs from DSPy's MIPROv2, and why:
 - The study can live in an optuna storage URL: candidates are stored in the study, so a killed run resumes
   with the same candidates, stale trials are failed by optuna's heartbeat, and several processes can work on
   one study. Budget caps end the search cleanly with the best configuration found so far.
+- Prompts fit the model: every demo set is cut to the context window (optimizer.fitting), and a model that
+  fails `max_consecutive_failures` calls in a row ends the run with `ModelFailing` instead of being scored as
+  a run of wrong answers; failed calls are counted per trial and per run.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from optimizer.bootstrap import BootstrapSettings, DemoSet, build_demo_sets
 from optimizer.data import Example, split_train_val
-from optimizer.errors import BudgetExceeded, OptimizerError, StopRequested
+from optimizer.errors import BudgetExceeded, LMUnreachableError, ModelFailing, OptimizerError, StopRequested
 from optimizer.evaluation import ExampleResult, evaluate, evaluate_example
+from optimizer.fitting import PromptFitter
 from optimizer.metrics import Metric
 from optimizer.program import Program, content_hash
 from optimizer.proposal import (
@@ -86,6 +91,8 @@ class MIPROConfig:
         patience: Stop once this many costly trials in a row (more calls than the first rung), after the prior
             configurations, found no better full-validation score; 0 never stops early. None takes the
             preset's (light 5).
+        max_consecutive_failures: Stop the run with `ModelFailing` once this many LM calls in a row failed; None
+            keeps each LM's own limit (`LMConfig.max_consecutive_failures`, default 10); 0 never stops.
     """
 
     preset: str = "light"
@@ -104,6 +111,7 @@ class MIPROConfig:
     study_name: str | None = None
     sampler_seed: int | None = None
     patience: int | None = None
+    max_consecutive_failures: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -114,6 +122,8 @@ class MIPROConfig:
             raise ValueError(f"`num_trials >= 1` must hold, but got {self.num_trials}")
         if self.patience is not None and self.patience < 0:
             raise ValueError(f"`patience >= 0` must hold, but got {self.patience}")
+        if self.max_consecutive_failures is not None and self.max_consecutive_failures < 0:
+            raise ValueError(f"`max_consecutive_failures >= 0` must hold, but got {self.max_consecutive_failures}")
 
     @property
     def resolved(self) -> Preset:
@@ -154,6 +164,7 @@ class TrialRecord:
     seconds: float
     best_score: float | None
     error: str | None = None
+    failed_calls: int = 0  # LM calls of this trial that failed after their retries (their examples scored 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -195,9 +206,15 @@ class RunResult:
     config: MIPROConfig
     valset_size: int
 
+    @property
+    def failed_calls(self) -> int:
+        """LM calls of the run that failed after their retries: each left an example without an answer."""
+        return self.usage.failed_calls
+
     def report(self) -> dict[str, Any]:
         """A JSON-able run report."""
         return {"best_score": self.best_score, "best_params": self.best_params, "stop_reason": self.stop_reason,
+                "failed_calls": self.failed_calls,
                 "study_name": self.study_name, "seconds": round(self.seconds, 2), "valset_size": self.valset_size,
                 "usage": self.usage.__dict__, "config": self.config.to_dict(),
                 "trials": [t.to_dict() for t in self.trials], "candidates": self.candidates.to_dict()}
@@ -393,7 +410,7 @@ class Objective:
         bars = promotion_bars(self.study, self.state.rungs, len(self.state.valset))
         try:
             outcome = Racer(self.state, bars).run(params, trial.report)
-        except (BudgetExceeded, StopRequested) as exc:
+        except (BudgetExceeded, StopRequested, LMUnreachableError) as exc:  # LMUnreachableError: ModelFailing too
             self._record(trial.number, params, meter, None, error=str(exc))
             raise
         trial.set_user_attr("examples", outcome.examples)
@@ -428,10 +445,10 @@ class Objective:
                              is_full=full is not None, calls=used.calls, cached_calls=used.cached_calls,
                              tokens=used.prompt_tokens + used.completion_tokens, cost_usd=used.cost_usd,
                              seconds=time.monotonic() - meter.started, best_score=best_full_score(self.study, full),
-                             error=error)
+                             error=error, failed_calls=used.failed_calls)
         self.state.records.append(record)
-        logger.info("trial %d %s: score=%s on %d examples (best full %s), %d calls", number, state,
-                    record.score, record.examples, record.best_score, used.calls)
+        logger.info("trial %d %s: score=%s on %d examples (best full %s), %d calls, %d failed", number, state,
+                    record.score, record.examples, record.best_score, used.calls, used.failed_calls)
         if self.callback is not None:
             self.callback(record)
 
@@ -468,7 +485,11 @@ class MIPRO:
         trainset, valset = self._split(list(trainset), list(valset) if valset else None)
         study = self._open_study(self._default_study_name(program, trainset, valset))
         try:
-            return self._search(study, program, trainset, valset, started, usage_before)
+            with _failure_limit({self.lm, self.proposal_lm}, self.config.max_consecutive_failures):
+                return self._search(study, program, trainset, valset, started, usage_before)
+        except ModelFailing as exc:
+            logger.error("run stopped: %s", exc)
+            raise
         finally:
             _close_storage(study)
 
@@ -507,8 +528,10 @@ class MIPRO:
 
     def _default_study_name(self, program: Program, trainset: list[Example], valset: list[Example]) -> str:
         """Same program, data and settings -> same name, so a rerun against a storage resumes, not restarts."""
-        # The sampler seed is left out: processes sharing one study differ only there.
-        settings = {k: v for k, v in self.config.to_dict().items() if k != "sampler_seed"}
+        # The sampler seed is left out: processes sharing one study differ only there. The failure limit changes
+        # nothing that is searched (and leaving it out keeps the names of studies made before it existed).
+        settings = {k: v for k, v in self.config.to_dict().items()
+                    if k not in ("sampler_seed", "max_consecutive_failures")}
         fingerprint = content_hash({"program": program.to_dict(), "config": settings,
                                     "train": [e.as_record() for e in trainset],
                                     "val": [e.as_record() for e in valset]})
@@ -546,7 +569,8 @@ class MIPRO:
                                      max_labeled=self.config.max_labeled_demos,
                                      max_bootstrapped=self.config.max_bootstrapped_demos,
                                      labeled_only=self.config.labeled_only, zero_shot=self.config.zero_shot)
-        demo_sets = build_demo_sets(program, trainset, self.metric, self.lm, settings, self.config.seed)
+        fitter = PromptFitter.for_program(program, [*trainset, *valset], self.lm)
+        demo_sets = build_demo_sets(program, trainset, self.metric, self.lm, settings, self.config.seed, fitter)
         rng = random.Random(self.config.seed + 2)
         summary = summarize_dataset(trainset, self.proposal_lm, rng)
         screen = valset[:self._rungs(len(valset))[0]]
@@ -625,6 +649,20 @@ class PatienceCallback:
             return False
         self.reason = f"stopped early: {since} costly trials in a row found no better validation score"
         return True
+
+
+@contextmanager
+def _failure_limit(lms: set[Any], limit: int | None) -> Iterator[None]:
+    """Apply MIPROConfig.max_consecutive_failures to the run's LMs for the run, then restore their own."""
+    if limit is None:
+        yield
+        return
+    previous = [(lm, lm.set_failure_limit(limit)) for lm in lms if hasattr(lm, "set_failure_limit")]
+    try:
+        yield
+    finally:
+        for lm, old in previous:
+            lm.set_failure_limit(old)
 
 
 def _close_storage(study: optuna.Study) -> None:
