@@ -134,6 +134,7 @@ class AccountSerializer(serializers.ModelSerializer):
     """An account as administrators and auditors see it: roles, activity, password state, memberships, tokens."""
 
     name = serializers.SerializerMethodField()
+    email = serializers.CharField(read_only=True, help_text="Email address; empty when none is known.")
     active = serializers.BooleanField(source="is_active", read_only=True)
     roles = serializers.SerializerMethodField()
     must_change_password = serializers.SerializerMethodField()
@@ -321,7 +322,7 @@ class AccountViewSet(viewsets.GenericViewSet):
         data = self._parse(RoleSerializer)
         return self._account(accounts.grant_role(self._user(username), actor=request.user, **data))
 
-    @extend_schema(request=AccountReasonSerializer, responses=AccountSerializer,
+    @extend_schema(request=AccountReasonSerializer, responses={200: AccountSerializer},
                    parameters=[OpenApiParameter("role", str, OpenApiParameter.PATH, enum=ROLE_NAMES)])
     @action(detail=True, methods=["delete"], url_path=r"roles/(?P<role>[a-z_]+)")
     def revoke_role(self, request: Request, username: str = "", role: str = "") -> Response:

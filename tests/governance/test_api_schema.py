@@ -52,8 +52,10 @@ def test_swagger_ui_is_served_without_a_cdn(client):
 
 
 @pytest.fixture
-def seeded(db, signing, users, program, make_approved, make_cr, make_version, releaser, author):
+def seeded(db, settings, signing, users, program, make_approved, make_cr, make_version, releaser, author):
     """Rows of every kind, through the actions, so generated requests meet real objects."""
+    settings.GOVERNANCE_WEBHOOK_ALLOW_HTTP = True  # the subscription below points at a local receiver
+    settings.GOVERNANCE_WEBHOOK_ALLOW_PRIVATE = True
     from governance.actions import import_dataset, release_version
     from governance.actions.runs import start_run
     from governance.actions.webhooks import create_subscription
@@ -71,8 +73,19 @@ def seeded(db, signing, users, program, make_approved, make_cr, make_version, re
 
 @pytest.fixture
 def api_schema(seeded, settings):
+    """The schema, exercised through the WSGI app inside the test's transaction. Like Django's test client, it
+    must not close the connection at the end of each request (the test database is a file, which a close ends)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
     settings.GOVERNANCE_WEBHOOK_DISPATCH = "inline"
-    return schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 def test_api_conforms_to_its_schema(api_schema, seeded):
