@@ -28,7 +28,11 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+# The public development key signs sessions and CSRF tokens of the demo and the tests only: a server process (WSGI,
+# Celery) refuses to start with it unless DEBUG or GOVERNANCE_ALLOW_DEV_SECRET_KEY=1 (governance/startup.py).
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
+GOVERNANCE_ALLOW_DEV_SECRET_KEY = os.environ.get("GOVERNANCE_ALLOW_DEV_SECRET_KEY") == "1"
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 export LITELLM_LOCAL_MODEL_COST_MAP=True  # litellm must not fetch its cost map from the network
+export GOVERNANCE_ALLOW_DEV_SECRET_KEY="${GOVERNANCE_ALLOW_DEV_SECRET_KEY:-1}"  # a local demo: the public dev key
 
 pick_python() {
     for candidate in "${PYTHON:-}" python3.12 python3.11 python3; do

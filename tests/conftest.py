@@ -10,6 +10,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 TEST_AUDIT_KEY = "a1" * 32
 os.environ.setdefault("GOVERNANCE_AUDIT_KEY", TEST_AUDIT_KEY)
 os.environ.setdefault("GOVERNANCE_AUDIT_ANCHOR_PATH", "")
+# Servers the tests start (live server, gunicorn, Celery workers) run on the public development SECRET_KEY.
+os.environ.setdefault("GOVERNANCE_ALLOW_DEV_SECRET_KEY", "1")
 
 
 def pytest_configure(config):
@@ -18,6 +20,7 @@ def pytest_configure(config):
     if settings.configured:
         settings.GOVERNANCE_AUDIT_KEY = os.environ["GOVERNANCE_AUDIT_KEY"]
         settings.GOVERNANCE_AUDIT_ANCHOR_PATH = os.environ["GOVERNANCE_AUDIT_ANCHOR_PATH"]
+        settings.GOVERNANCE_ALLOW_DEV_SECRET_KEY = os.environ["GOVERNANCE_ALLOW_DEV_SECRET_KEY"] == "1"
 
 
 import pytest  # noqa: E402  (after the environment set-up above, which must precede any Django import)
