@@ -67,6 +67,8 @@ def _optimize_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-calls", type=int, default=None)
     parser.add_argument("--max-total-tokens", type=int, default=None)
     parser.add_argument("--max-usd", type=float, default=None)
+    parser.add_argument("--max-prompt-tokens", type=int, default=None,
+                        help="token budget per prompt: demo sets are cut to it (default: the context window only)")
     parser.add_argument("--storage", default=None, help="optuna storage URL (resume with the same --study)")
     parser.add_argument("--study", default=None, help="study name inside --storage")
     parser.add_argument("--out", type=Path, default=Path("compiled.json"))
@@ -147,7 +149,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     valset = load_examples(args.val, program) if args.val else None
     config = MIPROConfig(preset=args.preset, seed=args.seed, num_trials=args.trials, patience=args.patience,
                          zero_shot=args.zero_shot, labeled_only=args.labeled_only, storage=args.storage,
-                         study_name=args.study)
+                         study_name=args.study, max_prompt_tokens=args.max_prompt_tokens)
     lm = make_lm(args, Budget(args.max_calls, args.max_total_tokens, args.max_usd))
     proposal_lm = make_lm(args, model=args.proposal_model) if args.proposal_model else None
     check_reachable(lm)
@@ -176,9 +178,11 @@ def write_outputs(args: argparse.Namespace, result: Any) -> None:
     report_path.write_text(json.dumps(result.report(), indent=2, ensure_ascii=False, default=str) + "\n",
                            encoding="utf-8")
     usage = result.usage
+    # Tokens first: they are what an API bills.
     print(f"best validation score {result.best_score:.4f} after {len(result.trials)} trials "
-          f"({result.stop_reason}); {usage.calls} LM calls, {usage.failed_calls} failed, {usage.cached_calls} cached, "
-          f"{usage.prompt_tokens + usage.completion_tokens} tokens, ${usage.cost_usd:.4f}, {result.seconds:.1f}s")
+          f"({result.stop_reason}); {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens, "
+          f"${usage.cost_usd:.4f}; {usage.calls} LM calls, {usage.failed_calls} failed, {usage.cached_calls} cached; "
+          f"{result.seconds:.1f}s")
     print(f"wrote {args.out} and {report_path}")
 
 

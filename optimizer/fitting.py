@@ -36,32 +36,35 @@ SAFETY_TOKENS = 16           # BOS/EOS and the like, which no estimate of the te
 
 @dataclass(frozen=True)
 class PromptFitter:
-    """Checks and trims one program's demos against the model's context window.
+    """Checks and trims one program's demos against the model's context window and an optional token cap.
 
     Attributes:
         lm: The task LM (its tokenizer estimate and default max_tokens).
-        context_window: Tokens the model accepts, prompt and answer together.
+        context_window: Tokens the model accepts, prompt and answer together; None when unknown.
         longest_inputs: Per predictor, the input values that render the longest query in the dataset (inputs an
             earlier predictor produces are stood in for by an answer of max_tokens words).
         adapter: How prompts are rendered for this LM.
+        max_prompt_tokens: A cost cap on every prompt (MIPROConfig.max_prompt_tokens); None for none.
     """
 
     lm: LM
-    context_window: int
+    context_window: int | None
     longest_inputs: dict[str, dict[str, Any]]
     adapter: Adapter
+    max_prompt_tokens: int | None = None
 
     @classmethod
-    def for_program(cls, program: Program, examples: Sequence[Example], lm: LM,
-                    adapter: Adapter | None = None) -> PromptFitter | None:
-        """A fitter for `program` on `examples`; None when the model's context window is unknown."""
+    def for_program(cls, program: Program, examples: Sequence[Example], lm: LM, adapter: Adapter | None = None,
+                    *, max_prompt_tokens: int | None = None) -> PromptFitter | None:
+        """A fitter for `program` on `examples`; None when there is nothing to fit to (no known context window
+        and no `max_prompt_tokens`)."""
         window = lm.context_window()
-        if window is None:
+        if window is None and max_prompt_tokens is None:
             logger.info("context window of %s unknown: demo sets are not fitted to it", lm.config.model)
             return None
         produced = " ".join(["word"] * lm.config.max_tokens)  # an earlier predictor's longest possible answer
         longest = {p.name: _longest_inputs(p, examples, produced) for p in program.predictors}
-        return cls(lm, window, longest, adapter or adapter_for(lm.is_chat))
+        return cls(lm, window, longest, adapter or adapter_for(lm.is_chat), max_prompt_tokens)
 
     def prompt_tokens(self, predictor: Predictor, demos: Sequence[Demo]) -> int:
         """Estimated tokens of the longest prompt `predictor` sends with `demos` (longest input, and room for
@@ -75,9 +78,13 @@ class PromptFitter:
         return self.lm.count_tokens(_request_text(request)) + PER_MESSAGE_TOKENS * len(request.messages or ())
 
     def budget(self, predictor: Predictor) -> int:
-        """Prompt tokens allowed: the window minus the answer's max_tokens and a margin."""
-        answer = self.adapter.format(predictor, self.longest_inputs[predictor.name]).max_tokens
-        return self.context_window - (answer or self.lm.config.max_tokens) - SAFETY_TOKENS
+        """Prompt tokens allowed: the window minus the answer's max_tokens and a margin, and at most
+        `max_prompt_tokens`."""
+        limits = [] if self.max_prompt_tokens is None else [self.max_prompt_tokens]
+        if self.context_window is not None:
+            answer = self.adapter.format(predictor, self.longest_inputs[predictor.name]).max_tokens
+            limits.append(self.context_window - (answer or self.lm.config.max_tokens) - SAFETY_TOKENS)
+        return min(limits)
 
     def fit(self, predictor: Predictor, demos: Sequence[Demo]) -> list[Demo]:
         """`demos` without the fewest, longest ones needed to fit; order kept, classes kept balanced."""
@@ -89,7 +96,7 @@ class PromptFitter:
             kept.remove(_next_to_drop(predictor, kept, sizes))
         if not kept and self.prompt_tokens(predictor, kept) > budget:
             logger.warning("predictor %s: the longest input alone (%d tokens) exceeds the prompt budget of %d "
-                           "tokens (context window %d)", predictor.name, self.prompt_tokens(predictor, kept),
+                           "tokens (context window %s)", predictor.name, self.prompt_tokens(predictor, kept),
                            budget, self.context_window)
         return kept
 
@@ -101,9 +108,10 @@ class PromptFitter:
             return demo_set
         budget = self.budget(predictor)
         logger.info("predictor %s: demo set %r cut from %d to %d demos to fit %d prompt tokens (context window "
-                    "%d, %s estimate)", predictor.name, demo_set.source, len(demo_set.demos), len(kept), budget,
+                    "%s, %s estimate)", predictor.name, demo_set.source, len(demo_set.demos), len(kept), budget,
                     self.context_window, self.lm.token_estimator)
-        fit = {"context_window": self.context_window, "prompt_budget": budget, "estimator": self.lm.token_estimator,
+        fit = {"context_window": self.context_window, "max_prompt_tokens": self.max_prompt_tokens,
+               "prompt_budget": budget, "estimator": self.lm.token_estimator,
                "demos_before": len(demo_set.demos), "dropped": dropped}
         return replace(demo_set, demos=tuple(kept), metadata={**demo_set.metadata, "fit": fit})
 

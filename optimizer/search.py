@@ -93,6 +93,10 @@ class MIPROConfig:
             preset's (light 5).
         max_consecutive_failures: Stop the run with `ModelFailing` once this many LM calls in a row failed; None
             keeps each LM's own limit (`LMConfig.max_consecutive_failures`, default 10); 0 never stops.
+        max_prompt_tokens: A token budget per prompt: demo sets are cut to it (longest demos first, classes kept
+            balanced) as they are to the context window, trading demo count and length for input-token cost.
+            Counted for the dataset's longest input and the longest instruction a candidate may have. None: only
+            the context window limits prompts.
     """
 
     preset: str = "light"
@@ -112,6 +116,7 @@ class MIPROConfig:
     sampler_seed: int | None = None
     patience: int | None = None
     max_consecutive_failures: int | None = None
+    max_prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -124,6 +129,8 @@ class MIPROConfig:
             raise ValueError(f"`patience >= 0` must hold, but got {self.patience}")
         if self.max_consecutive_failures is not None and self.max_consecutive_failures < 0:
             raise ValueError(f"`max_consecutive_failures >= 0` must hold, but got {self.max_consecutive_failures}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"`max_prompt_tokens >= 1` must hold, but got {self.max_prompt_tokens}")
 
     @property
     def resolved(self) -> Preset:
@@ -165,6 +172,8 @@ class TrialRecord:
     best_score: float | None
     error: str | None = None
     failed_calls: int = 0  # LM calls of this trial that failed after their retries (their examples scored 0)
+    prompt_tokens: int = 0  # `tokens` split: input tokens are what most APIs bill most for
+    completion_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -445,7 +454,8 @@ class Objective:
                              is_full=full is not None, calls=used.calls, cached_calls=used.cached_calls,
                              tokens=used.prompt_tokens + used.completion_tokens, cost_usd=used.cost_usd,
                              seconds=time.monotonic() - meter.started, best_score=best_full_score(self.study, full),
-                             error=error, failed_calls=used.failed_calls)
+                             error=error, failed_calls=used.failed_calls, prompt_tokens=used.prompt_tokens,
+                             completion_tokens=used.completion_tokens)
         self.state.records.append(record)
         logger.info("trial %d %s: score=%s on %d examples (best full %s), %d calls, %d failed", number, state,
                     record.score, record.examples, record.best_score, used.calls, used.failed_calls)
@@ -529,9 +539,11 @@ class MIPRO:
     def _default_study_name(self, program: Program, trainset: list[Example], valset: list[Example]) -> str:
         """Same program, data and settings -> same name, so a rerun against a storage resumes, not restarts."""
         # The sampler seed is left out: processes sharing one study differ only there. The failure limit changes
-        # nothing that is searched (and leaving it out keeps the names of studies made before it existed).
+        # nothing that is searched, and an unset token cap is left out so that studies made before these
+        # settings existed keep their names.
         settings = {k: v for k, v in self.config.to_dict().items()
-                    if k not in ("sampler_seed", "max_consecutive_failures")}
+                    if k not in ("sampler_seed", "max_consecutive_failures")
+                    and not (k == "max_prompt_tokens" and v is None)}
         fingerprint = content_hash({"program": program.to_dict(), "config": settings,
                                     "train": [e.as_record() for e in trainset],
                                     "val": [e.as_record() for e in valset]})
@@ -569,7 +581,8 @@ class MIPRO:
                                      max_labeled=self.config.max_labeled_demos,
                                      max_bootstrapped=self.config.max_bootstrapped_demos,
                                      labeled_only=self.config.labeled_only, zero_shot=self.config.zero_shot)
-        fitter = PromptFitter.for_program(program, [*trainset, *valset], self.lm)
+        fitter = PromptFitter.for_program(program, [*trainset, *valset], self.lm,
+                                          max_prompt_tokens=self.config.max_prompt_tokens)
         demo_sets = build_demo_sets(program, trainset, self.metric, self.lm, settings, self.config.seed, fitter)
         rng = random.Random(self.config.seed + 2)
         summary = summarize_dataset(trainset, self.proposal_lm, rng)

@@ -187,3 +187,16 @@ def test_unknown_window_changes_nothing(support_program, support_data, fake_serv
         support_program, *support_data)
     assert not any(s.metadata for s in result.candidates.demo_sets["classify"])
     assert json.dumps(result.report(), default=str)
+
+
+def test_a_token_budget_per_prompt_caps_every_prompt_of_the_search(support_program, support_data, fake_server,
+                                                                   fake_lm_config):
+    fake_server.responder = always_right
+    lm = LM(fake_lm_config())  # context window unknown: only the budget limits prompts
+    config = MIPROConfig(num_trials=3, labeled_only=True, max_prompt_tokens=400)
+    result = MIPRO(choice_match, lm, config).compile(support_program, *support_data)
+    classify = [b["prompt"] for b in fake_server.requests if b["prompt"].rstrip().endswith("Category:")]
+    assert classify and all(lm.count_tokens(p) <= 400 for p in classify)
+    fits = [s.metadata["fit"] for s in result.candidates.demo_sets["classify"] if s.metadata]
+    assert fits and all(f["max_prompt_tokens"] == 400 and f["context_window"] is None for f in fits)
+    assert all(t.prompt_tokens + t.completion_tokens == t.tokens for t in result.trials)
