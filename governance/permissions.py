@@ -6,6 +6,9 @@ admin role pass role checks but never segregation-of-duties checks (those live i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, Group
@@ -15,6 +18,21 @@ from governance.errors import PermissionDenied
 from governance.models import Program, Role
 
 ROLE_NAMES = [role.value for role in Role]
+# (user id, program id) -> member?, while `remembered_memberships` is active; None otherwise.
+_memberships: ContextVar[dict[tuple[Any, Any], bool] | None] = ContextVar("governance_memberships", default=None)
+
+
+@contextmanager
+def remembered_memberships() -> Iterator[None]:
+    """Within the block, each (user, program) membership is read from the database once: a page asking every
+    check of an object at once (governance.actions.rights) would otherwise ask the same question many times.
+    Nothing inside such a block changes memberships."""
+    token = _memberships.set({}) if _memberships.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _memberships.reset(token)
 
 
 def ensure_role_groups() -> dict[str, Group]:
@@ -47,7 +65,13 @@ def is_member(user: Any, program: Program) -> bool:
         return True
     if program.owner_id == user.pk:
         return True
-    return program.members.filter(pk=user.pk).exists()
+    memo, key = _memberships.get(), (user.pk, program.pk)
+    if memo is not None and key in memo:
+        return memo[key]
+    member = program.members.filter(pk=user.pk).exists()
+    if memo is not None:
+        memo[key] = member
+    return member
 
 
 def visible_programs(user: Any) -> QuerySet[Program]:

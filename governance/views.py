@@ -1,7 +1,7 @@
 """The reviewer portal: thin views over the actions layer.
 
 Views read with select_related/prefetch_related, ask the actions which buttons a user may use
-(`allowed_review_actions`, the releaser checks), and call exactly one action per POST. They never save a
+(governance.actions.rights: `allowed_actions`, and `refusal` for why not), and call exactly one action per POST. They never save a
 governed model. Domain errors render once, in `portal_view`: 403 (permission, segregation of duties),
 404, 409 (illegal transition) pages carrying the action's own message. Invalid input re-renders the form.
 """
@@ -37,16 +37,15 @@ from governance.actions import (
     withdraw_change_request,
 )
 from governance.actions.exports import export_version
-from governance.actions.releases import check_releaser
 from governance.actions.runs import cancel_run, start_run
 from governance.actions.reviews import (
-    check_decidable,
-    check_proposer,
-    check_reviewer,
+    is_live_approval,
     recommendation_text,
     reevaluate_change_request,
     required_approvals,
+    score_gate_blocks,
 )
+from governance.actions.rights import allowed_actions, refusal
 from governance.actions.versions import ACTIVE_CR_STATUSES
 from governance.audit import checkpoint_status
 from governance.bundles import provenance
@@ -191,10 +190,6 @@ def _spec_predictors(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in (spec or {}).get("predictors", []) if isinstance(p, dict)]
 
 
-def _can_start_runs(user: Any, program: Program) -> bool:
-    return has_role(user, Role.AUTHOR)  # membership was checked when the program was loaded
-
-
 def _program_context(request: HttpRequest, program: Program, **extra: Any) -> dict[str, Any]:
     datasets = list(program.datasets.select_related("created_by").order_by("split", "-created_at", "-id"))
     active_ids = {}
@@ -214,7 +209,7 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
     runs = list(program.runs.select_related("started_by").order_by("-created_at")[:15])
     return {"program": program, "predictors": _spec_predictors(program.spec), "datasets": datasets,
             "active_dataset_ids": set(active_ids.values()), "versions": versions, "labels": labels, "runs": runs,
-            "can_start": _can_start_runs(request.user, program),
+            "can_start": "start_run" in allowed_actions(program, request.user),
             "run_form": extra.pop("run_form", None) or portal_forms.StartRunForm(),
             "required_approvals": required_approvals(program), **extra}
 
@@ -261,8 +256,6 @@ def _version(request: HttpRequest, slug: str, number: int) -> PromptVersion:
 def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any) -> dict[str, Any]:
     crs = list(version.change_requests.select_related("opened_by").order_by("-id"))
     active_cr = next((cr for cr in crs if cr.status in ACTIVE_CR_STATUSES), None)
-    can_submit = (version.status == VersionStatus.DRAFT and has_role(request.user, Role.AUTHOR)
-                  and (active_cr is None or active_cr.status == ChangeRequestStatus.CHANGES_REQUESTED))
     return {
         "program": version.program, "version": version,
         "predictors": _spec_predictors(version.payload.get("program", {})), "lm": version.payload.get("lm", {}),
@@ -271,7 +264,7 @@ def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any)
         "exports": list(version.exports.select_related("exported_by").order_by("-created_at")[:10]),
         "labels": list(version.labels.all()),
         "can_export": version.status == VersionStatus.APPROVED,
-        "can_submit": can_submit,
+        "can_submit": "submit" in allowed_actions(version, request.user),
         "submit_form": extra.pop("submit_form", None) or portal_forms.SubmitForReviewForm(),
         **extra,
     }
@@ -348,8 +341,7 @@ def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_c
         "phase": PHASES.get(progress.get("phase") or "", progress.get("phase") or ""),
         "trials": trials, "latest_trials": trials[::-1][:8], "finished": finished, "result_versions": versions,
         "candidate_count": candidate_count,
-        "can_cancel": not finished and not run.cancel_requested and (
-            run.started_by_id == request.user.pk or has_role(request.user, Role.AUTHOR)),
+        "can_cancel": "cancel" in allowed_actions(run, request.user),
     }
 
 
@@ -464,9 +456,6 @@ def _evidence(cr: ChangeRequest) -> dict[str, Any]:
             "p_value": f"{cr.comparison['p_value']:.3g}" if cr.comparison else None,
             "delta": (candidate.score - baseline.score) if candidate and baseline and candidate.score is not None
             and baseline.score is not None else None,
-            "can_reevaluate": cr.status in (ChangeRequestStatus.OPEN, ChangeRequestStatus.CHANGES_REQUESTED) and any(
-                e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)
-                for e in (candidate, baseline)),
             "rows": _aligned_rows(cr)}
 
 
@@ -505,12 +494,10 @@ def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None) -> di
 def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
     version, base = cr.version, cr.base_version
     reviews = list(cr.reviews.select_related("reviewer").order_by("signed_at", "id"))
-    live = [r for r in reviews if r.decision == Decision.APPROVE and not r.voided
-            and r.content_hash == version.content_hash]
-    allowed = allowed_review_actions(cr, request.user)
-    evidence = _evidence(cr)
-    gate_blocks = bool(evidence["delta"] is not None and evidence["delta"] < 0 and (
-        cr.program.review_policy is None or cr.program.review_policy.require_test_not_below_production))
+    live = [r for r in reviews if is_live_approval(r, version.content_hash)]
+    actions = allowed_actions(cr, request.user)
+    allowed = actions - {"reevaluate"}  # the review buttons; re-evaluation is offered with the evidence
+    evidence = {**_evidence(cr), "can_reevaluate": "reevaluate" in actions}
     why_not = why_not_approve = ""
     if cr.status == ChangeRequestStatus.OPEN and "approve" not in allowed:
         reason = _refusal(cr, request.user, "approve").message
@@ -522,7 +509,7 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
         "cr": cr, "program": cr.program, "version": version, "base": base, "why_not": why_not,
         "why_not_approve": why_not_approve,
         "diff": version_diff(base.payload if base else None, version.payload),
-        "evidence": evidence, "gate_blocks": gate_blocks, "provenance": provenance(version),
+        "evidence": evidence, "gate_blocks": score_gate_blocks(cr), "provenance": provenance(version),
         "reviews": reviews, "live_approvals": live, "required": required_approvals(cr.program),
         "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr),
         "run": version.run, **extra,
@@ -536,18 +523,10 @@ def change_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "governance/change_request.html", _change_request_context(request, cr))
 
 
-def _refusal(cr: ChangeRequest, user: Any, action: str) -> GovernanceError:
-    """Why `user` may not take `action` on `cr`: the domain error the action's own checks raise."""
-    try:
-        if action in REVIEW_DECISIONS:
-            check_reviewer(cr.program, user)
-            check_decidable(cr, cr.version, user, action)
-        else:
-            check_proposer(cr, user, doing=action)
-            raise IllegalTransition(f"change request {cr.pk} is {cr.status}; it cannot be {action}ed now")
-    except GovernanceError as exc:
-        return exc
-    return PermissionDenied(f"user {user.get_username()!r} may not {action.replace('_', ' ')} change request {cr.pk}")
+def _refusal(obj: Any, user: Any, action: str) -> GovernanceError:
+    """Why `user` may not take `action` on `obj`: the domain error the action's own checks raise."""
+    return refusal(obj, user, action) or PermissionDenied(
+        f"user {user.get_username()!r} may not {action.replace('_', ' ')} {obj}")
 
 
 FORMS_BY_ACTION = {"approve": portal_forms.ApproveForm, "reject": portal_forms.RejectForm,
@@ -571,7 +550,7 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
     cr = _change_request(request, pk)
     if action not in FORMS_BY_ACTION:
         raise Http404(f"unknown action {action!r}")
-    if action not in allowed_review_actions(cr, request.user):
+    if action not in allowed_actions(cr, request.user):
         raise _refusal(cr, request.user, action)
     form = FORMS_BY_ACTION[action](request.POST, prefix=action if action in ("resubmit", "withdraw") else None)
     status = 400
@@ -622,15 +601,14 @@ def _releases_context(request: HttpRequest, program: Program, **posted: Any) -> 
     labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
     label_names = [label.name for label in labels]
     approved = program.versions.filter(status=VersionStatus.APPROVED).select_related("run").order_by("-number")
-    can_release = has_role(request.user, Role.RELEASER)
+    can_release = "move_labels" in allowed_actions(program, request.user)
     blocked = []
     if can_release:
         for version in approved:
             version.program = program
-            try:
-                check_releaser(version, request.user)
-            except GovernanceError as exc:
-                blocked.append((version, exc.message))
+            why_not = refusal(version, request.user, "release")
+            if why_not is not None:
+                blocked.append((version, why_not.message))
     kw = {"versions": approved, "labels": label_names}
     return {
         "program": program, "labels": labels,
@@ -653,7 +631,9 @@ def releases(request: HttpRequest, slug: str) -> HttpResponse:
 def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: type,
                   act: Callable[[Program, dict[str, Any]], Any], done: Callable[[dict[str, Any]], str]) -> HttpResponse:
     program = _program(request, slug)
-    require_role(request.user, Role.RELEASER, program, doing="move release labels")
+    why_not = refusal(program, request.user, "move_labels")
+    if why_not is not None:
+        raise why_not
     labels = list(program.labels.values_list("name", flat=True))
     approved = program.versions.filter(status=VersionStatus.APPROVED).order_by("-number")
     form = form_class(request.POST, versions=approved, labels=labels)

@@ -9,10 +9,13 @@ from django.db import models, transaction
 from django.dispatch import Signal
 
 from governance.audit import record_event
-from governance.errors import IllegalTransition, InvalidInput
+from governance.errors import GovernanceError, IllegalTransition, InvalidInput
 from governance.models.workflow import workflow_of
+from governance.permissions import remembered_memberships
 
 M = TypeVar("M", bound=models.Model)
+Check = Callable[[Any, Any], object]  # (object, user): raises a GovernanceError when the user may not act
+Checks = dict[str, Check]  # action name -> the check the action itself makes
 
 # The label whose version a change request is judged against (its "base") and that services fetch by default.
 PRODUCTION_LABEL = "production"
@@ -74,6 +77,23 @@ def transition(obj: M, to: str, *, actor: Any, action: str, state: Callable[[M],
     record_event(action, actor=actor, obj=obj, program=obj.program, before=before,
                  after={**state(obj), **(after or {})}, reason=reason)
     return obj
+
+
+def refusal_of(checks: Checks, obj: Any, user: Any, action: str) -> GovernanceError | None:
+    """The error the action's own check raises for `user` on `obj` now, or None when the action is allowed."""
+    try:
+        checks[action](obj, user)
+    except GovernanceError as exc:
+        return exc
+    return None
+
+
+def allowed(checks: Checks, obj: Any, user: Any) -> set[str]:
+    """The actions among `checks` that `user` may take on `obj` now (an anonymous user: none)."""
+    if not getattr(user, "is_authenticated", False):
+        return set()
+    with remembered_memberships():
+        return {name for name in checks if refusal_of(checks, obj, user, name) is None}
 
 
 def _plural(subject: str) -> str:

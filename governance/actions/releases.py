@@ -15,6 +15,7 @@ from django.db import transaction
 
 from governance.actions._common import (
     PRODUCTION_LABEL,
+    Checks,
     create,
     expect_status,
     lock,
@@ -61,6 +62,31 @@ def check_releaser(version: PromptVersion, actor: Any) -> None:
     if Review.objects.filter(version=version, reviewer=actor, decision=Decision.APPROVE, voided=False,
                              content_hash=version.content_hash).exists():
         raise SegregationOfDuties(f"{who} approved version {version.number} and cannot also release it")
+
+
+def check_release(version: PromptVersion, actor: Any) -> None:
+    """An approved version and a releaser who had no hand in it."""
+    expect_status(version.status, [VersionStatus.APPROVED], subject=f"version {version.number}", doing="be released")
+    check_releaser(version, actor)
+
+
+def check_moves_labels(program: Program, actor: Any) -> None:
+    require_role(actor, Role.RELEASER, program, doing="move release labels")
+
+
+def check_kill_switch(label: ReleaseLabel, actor: Any) -> None:
+    require_role(actor, Role.RELEASER, label.program, doing="switch the kill switch")
+    if not label.kill_switch and not label.fallback_version_id:
+        raise IllegalTransition(f"label {label.name!r} of {label.program.slug} has no pinned fallback version; "
+                                "pin one before engaging the kill switch")
+
+
+# What a user may do now (governance.actions.rights gathers these tables).
+VERSION_RELEASE_CHECKS: Checks = {"release": check_release}
+PROGRAM_RELEASE_CHECKS: Checks = {"move_labels": check_moves_labels}
+LABEL_CHECKS: Checks = {"rollback": lambda label, actor: check_moves_labels(label.program, actor),
+                        "pin_fallback": lambda label, actor: check_moves_labels(label.program, actor),
+                        "kill_switch": check_kill_switch}
 
 
 def _same_program(version: PromptVersion, program: Program) -> None:

@@ -21,6 +21,8 @@ from django.utils import timezone
 from governance.actions._common import (
     PRODUCTION_LABEL,
     create,
+    Checks,
+    allowed,
     expect_status,
     expect_transition,
     lock,
@@ -47,7 +49,6 @@ from governance.actions.versions import (
 from governance.audit import printed_name, record_event
 from governance.errors import (
     AuthenticationFailed,
-    GovernanceError,
     IllegalTransition,
     InvalidInput,
     PermissionDenied,
@@ -363,12 +364,7 @@ def recommendation_text(comparison: dict[str, Any]) -> str:
 def reevaluate_change_request(cr: ChangeRequest, *, actor: Any) -> ChangeRequest:
     """Ask again for the evaluations of an active change request whose evaluation failed or was cancelled."""
     cr, version = _locked(cr)
-    require_member(actor, cr.program)
-    expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be evaluated again")
-    failed = [e for e in (cr.candidate_evaluation, cr.baseline_evaluation)
-              if e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)]
-    if not failed:
-        raise IllegalTransition(f"change request {cr.pk} has no failed or missing evaluation to run again")
+    check_reevaluate(cr, actor)
     before = cr_state(cr)
     _attach_evidence(cr, version, actor=actor)
     record_event("change_request.reevaluated", actor=actor, obj=cr, program=cr.program, before=before,
@@ -394,11 +390,7 @@ def open_change_request(version: PromptVersion, *, actor: Any, title: str, descr
     if impact not in ImpactClass.values:
         raise InvalidInput(f"impact must be one of {', '.join(ImpactClass.values)}", field="impact")
     version = lock(version)
-    existing = active_change_request(version)
-    if existing is not None:
-        raise IllegalTransition(f"version {version.number} already has change request {existing.pk} "
-                                f"({existing.status})")
-    expect_transition(version, VersionStatus.IN_REVIEW, doing="be submitted for review")
+    check_openable(version, active_change_request(version))
     evaluation_dataset(version.program)  # refuse before writing anything
     cr = create(ChangeRequest, by=actor, program=version.program, version=version,
                 base_version=production_version(version.program), title=title, description=description or "",
@@ -508,9 +500,7 @@ def resubmit_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") 
     """Put the (edited) version back in review: approvals of content it no longer has stay void, and the system
     evaluates the new content (and production, which may have moved) again."""
     cr, version = _locked(cr)
-    check_proposer(cr, actor, doing="resubmit it")
-    expect_transition(cr, ChangeRequestStatus.OPEN, doing="be resubmitted")
-    expect_transition(version, VersionStatus.IN_REVIEW, doing="be resubmitted")
+    check_resubmit(cr, actor)
     evaluation_dataset(cr.program)
     void_stale_approvals(version, actor=actor, reason=f"change request {cr.pk} resubmitted with new content")
     before = cr_state(cr)
@@ -529,8 +519,7 @@ def resubmit_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") 
 def withdraw_change_request(cr: ChangeRequest, *, actor: Any, reason: str = "") -> ChangeRequest:
     """The proposer takes the change back; an in-review version returns to draft (it can be proposed again)."""
     cr, version = _locked(cr)
-    check_proposer(cr, actor, doing="withdraw it")
-    expect_transition(cr, ChangeRequestStatus.WITHDRAWN, doing="be withdrawn")
+    check_withdraw(cr, actor)
     close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
     if version.status == VersionStatus.IN_REVIEW:
         _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
@@ -548,27 +537,83 @@ def submit_for_review(version: PromptVersion, *, actor: Any, title: str = "", de
                                description=description, ticket_ref=ticket_ref, impact=impact)
 
 
+# --- what a user may do now (governance.actions.rights gathers these tables) ---------------------------------
+
+
+def check_review(cr: ChangeRequest, user: Any, decision: str) -> None:
+    """Everything a review decision checks before the password and the content hash."""
+    check_reviewer(cr.program, user)
+    check_decidable(cr, cr.version, user, decision)
+
+
+def check_resubmit(cr: ChangeRequest, user: Any) -> None:
+    check_proposer(cr, user, doing="resubmit it")
+    expect_transition(cr, ChangeRequestStatus.OPEN, doing="be resubmitted")
+    expect_transition(cr.version, VersionStatus.IN_REVIEW, doing="be resubmitted")
+
+
+def check_withdraw(cr: ChangeRequest, user: Any) -> None:
+    check_proposer(cr, user, doing="withdraw it")
+    expect_transition(cr, ChangeRequestStatus.WITHDRAWN, doing="be withdrawn")
+
+
+def check_submit(version: PromptVersion, user: Any) -> None:
+    """The portal's "submit": resubmit the version's change request after requested changes, else open one."""
+    existing = active_change_request(version)
+    if existing is not None and existing.status == ChangeRequestStatus.CHANGES_REQUESTED:
+        check_resubmit(existing, user)
+        return
+    require_role(user, Role.AUTHOR, version.program, doing="open change requests")
+    check_openable(version, existing)
+
+
+def check_openable(version: PromptVersion, existing: ChangeRequest | None) -> None:
+    if existing is not None:
+        raise IllegalTransition(f"version {version.number} already has change request {existing.pk} "
+                                f"({existing.status})")
+    expect_transition(version, VersionStatus.IN_REVIEW, doing="be submitted for review")
+
+
+REVIEW_CHECKS: Checks = {
+    "approve": lambda cr, user: check_review(cr, user, Decision.APPROVE),
+    "reject": lambda cr, user: check_review(cr, user, Decision.REJECT),
+    "request_changes": lambda cr, user: check_review(cr, user, Decision.REQUEST_CHANGES),
+    "resubmit": check_resubmit,
+    "withdraw": check_withdraw,
+}
+SUBMIT_CHECKS: Checks = {"submit": check_submit}
+
+
+def check_reevaluate(cr: ChangeRequest, user: Any) -> None:
+    require_member(user, cr.program)
+    expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be evaluated again")
+    failed = [e for e in (cr.candidate_evaluation, cr.baseline_evaluation)
+              if e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)]
+    if not failed:
+        raise IllegalTransition(f"change request {cr.pk} has no failed or missing evaluation to run again")
+
+
+REEVALUATE_CHECKS: Checks = {"reevaluate": check_reevaluate}
+
+
 def allowed_review_actions(cr: ChangeRequest, user: Any) -> set[str]:
     """The review buttons `user` may use on `cr` now: the same checks the actions make, without raising."""
-    checks = {
-        "approve": lambda: (check_reviewer(cr.program, user), check_decidable(cr, cr.version, user, Decision.APPROVE)),
-        "reject": lambda: (check_reviewer(cr.program, user), check_decidable(cr, cr.version, user, Decision.REJECT)),
-        "request_changes": lambda: (check_reviewer(cr.program, user),
-                                    check_decidable(cr, cr.version, user, Decision.REQUEST_CHANGES)),
-        "resubmit": lambda: (check_proposer(cr, user, doing="resubmit"),
-                             expect_status(cr.status, [ChangeRequestStatus.CHANGES_REQUESTED], subject="cr",
-                                           doing="be resubmitted")),
-        "withdraw": lambda: (check_proposer(cr, user, doing="withdraw"),
-                             expect_status(cr.status, ACTIVE_CR_STATUSES, subject="cr", doing="be withdrawn")),
-    }
-    if not getattr(user, "is_authenticated", False):
-        return set()
-    allowed = set()
-    for name, check in checks.items():
-        try:
-            check()
-        except GovernanceError:
-            continue
-        allowed.add(name)
-    return allowed
+    return allowed(REVIEW_CHECKS, cr, user)
+
+
+def is_live_approval(review: Review, content_hash: str) -> bool:
+    """An approval that still counts: not voided and bound to the current content (live_approvals, per row)."""
+    return review.decision == Decision.APPROVE and not review.voided and review.content_hash == content_hash
+
+
+def score_gate_blocks(cr: ChangeRequest) -> bool:
+    """Both test scores are in and the policy's score gate refuses the final approval."""
+    candidate, production = gate_scores(cr)
+    if candidate is None or production is None:
+        return False
+    try:
+        check_score_gate(cr)
+    except IllegalTransition:
+        return True
+    return False
 

@@ -18,7 +18,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from governance.actions._common import create, expect_transition, lock, save, send_on_commit, transition, user_ref
+from governance.actions._common import (
+    Checks,
+    create,
+    expect_transition,
+    lock,
+    save,
+    send_on_commit,
+    transition,
+    user_ref,
+)
 from governance.actions.datasets import active_datasets
 from governance.actions.programs import _validate_lm_config
 from governance.actions.reviews import evaluation_dataset, open_change_request, production_version
@@ -136,7 +145,7 @@ def start_run(program: Program, *, actor: Any, preset: str = "light", seed: int 
     The job is enqueued once the transaction commits (a worker must never look for a row that is not there
     yet). `enqueue=False` leaves that to the caller (`manage.py optimize` runs it in the foreground).
     """
-    require_role(actor, Role.AUTHOR, program, doing="start optimization runs")
+    check_start(program, actor)
     budget = {"max_calls": max_calls, "max_tokens": max_tokens, "max_usd": max_usd}
     _validate_options(preset, seed, num_trials, budget)
     lm = task_lm_config(program, lm_config)
@@ -157,15 +166,28 @@ def start_run(program: Program, *, actor: Any, preset: str = "light", seed: int 
     return run
 
 
+def check_cancel(run: OptimizationRun, actor: Any) -> None:
+    require_role(actor, Role.AUTHOR, run.program, doing="cancel optimization runs")
+    expect_transition(run, RunStatus.CANCELLED, doing="be cancelled")
+    if run.cancel_requested:
+        raise IllegalTransition(f"run {run.pk} is already being cancelled")
+
+
+def check_start(program: Program, actor: Any) -> None:
+    require_role(actor, Role.AUTHOR, program, doing="start optimization runs")
+
+
+# What a user may do now (governance.actions.rights gathers these tables).
+RUN_CHECKS: Checks = {"cancel": check_cancel}
+PROGRAM_RUN_CHECKS: Checks = {"start_run": check_start}
+
+
 @transaction.atomic
 def cancel_run(run: OptimizationRun, *, actor: Any, reason: str = "") -> OptimizationRun:
     """Ask a run to stop (author role, member). A queued run is cancelled at once; a running one stops at the
     next trial boundary, when the runner sees the flag; a finished run cannot be cancelled."""
     run = lock(run)
-    require_role(actor, Role.AUTHOR, run.program, doing="cancel optimization runs")
-    expect_transition(run, RunStatus.CANCELLED, doing="be cancelled")
-    if run.cancel_requested:
-        raise IllegalTransition(f"run {run.pk} is already being cancelled")
+    check_cancel(run, actor)
     who = actor.get_username()
     if run.status == RunStatus.QUEUED:
         return _finish(run, RunStatus.CANCELLED, actor=actor, stop_reason=f"cancelled by {who} before it started",

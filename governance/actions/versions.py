@@ -13,6 +13,8 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from governance.actions._common import (
+    Checks,
+    allowed,
     create,
     expect_status,
     expect_transition,
@@ -40,7 +42,7 @@ from governance.models import (
     VersionStatus,
     payload_hash,
 )
-from governance.permissions import has_role, require_role
+from governance.permissions import require_role
 
 ACTIVE_CR_STATUSES = (ChangeRequestStatus.OPEN, ChangeRequestStatus.CHANGES_REQUESTED)
 _LM_REQUIRED = ("model", "temperature", "max_tokens")
@@ -191,11 +193,7 @@ def edit_version(version: PromptVersion, *, actor: Any, payload: dict[str, Any] 
                  reason: str = "") -> PromptVersion:
     """Change a draft (its author only). New content voids every approval given to the old content."""
     version = lock(version)
-    require_role(actor, Role.AUTHOR, version.program, doing="edit prompt versions")
-    require_version_author(version, actor, doing="edit it")
-    error = FrozenVersionError if version.status in FROZEN_STATUSES else IllegalTransition
-    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}",
-                  doing="be edited (create a new version instead)", error=error)
+    check_edit(version, actor)
     before = {**version_state(version), "payload": version.payload}
     if payload is not _UNSET:
         version.payload = validate_payload(version.program, payload)
@@ -217,11 +215,11 @@ def edit_version(version: PromptVersion, *, actor: Any, payload: dict[str, Any] 
 def withdraw_version(version: PromptVersion, *, actor: Any, reason: str) -> PromptVersion:
     """Abandon a draft or in-review version for good (its author); its active change request is withdrawn too."""
     reason = require_reason(reason, doing="withdraw a version")
-    require_version_author(version, actor, doing="withdraw it")
+    require_version_author(version, actor, doing="withdraw it")  # before the locks: nothing to wait for
     cr = active_change_request(version)
     cr = lock(cr) if cr is not None else None  # change request before version: the order approvals lock in
     version = lock(version)
-    expect_transition(version, VersionStatus.WITHDRAWN, doing="be withdrawn")
+    check_withdraw(version, actor)
     if cr is not None and cr.status in ACTIVE_CR_STATUSES:
         close_change_request(cr, actor=actor, status=ChangeRequestStatus.WITHDRAWN, reason=reason)
     return transition(version, VersionStatus.WITHDRAWN, actor=actor, action="version.withdrawn", state=version_state,
@@ -235,16 +233,39 @@ def retire_version(version: PromptVersion, *, actor: Any, reason: str) -> Prompt
     require_role(actor, Role.RELEASER, version.program, doing="retire versions")
     lock(version.program)  # releases lock the program too, so no label can move onto this version meanwhile
     version = lock(version)
+    check_retire(version, actor)
+    return transition(version, VersionStatus.RETIRED, actor=actor, action="version.retired", state=version_state,
+                      reason=reason, after={"retired_by": user_ref(actor)})
+
+
+# --- what a user may do now (governance.actions.rights gathers these tables) ---------------------------------
+
+
+def check_edit(version: PromptVersion, actor: Any) -> None:
+    require_role(actor, Role.AUTHOR, version.program, doing="edit prompt versions")
+    require_version_author(version, actor, doing="edit it")
+    error = FrozenVersionError if version.status in FROZEN_STATUSES else IllegalTransition
+    expect_status(version.status, [VersionStatus.DRAFT], subject=f"version {version.number}",
+                  doing="be edited (create a new version instead)", error=error)
+
+
+def check_withdraw(version: PromptVersion, actor: Any) -> None:
+    require_version_author(version, actor, doing="withdraw it")
+    expect_transition(version, VersionStatus.WITHDRAWN, doing="be withdrawn")
+
+
+def check_retire(version: PromptVersion, actor: Any) -> None:
+    require_role(actor, Role.RELEASER, version.program, doing="retire versions")
     expect_transition(version, VersionStatus.RETIRED, doing="be retired")
     for label in ReleaseLabel.objects.filter(Q(version=version) | Q(fallback_version=version)):
         role = "current version" if label.version_id == version.pk else "pinned fallback"
         raise IllegalTransition(f"version {version.number} is the {role} of label {label.name!r}; "
                                 "move the label first")
-    return transition(version, VersionStatus.RETIRED, actor=actor, action="version.retired", state=version_state,
-                      reason=reason, after={"retired_by": user_ref(actor)})
+
+
+VERSION_CHECKS: Checks = {"edit": check_edit, "withdraw": check_withdraw, "retire": check_retire}
 
 
 def can_edit(version: PromptVersion, user: Any) -> bool:
     """For the portal: may `user` edit this version now?"""
-    return (version.status == VersionStatus.DRAFT and version.created_by_id == getattr(user, "pk", None)
-            and has_role(user, Role.AUTHOR))
+    return "edit" in allowed(VERSION_CHECKS, version, user)
