@@ -131,7 +131,8 @@ def instruction_reserve(predictor: Predictor) -> int:
 def prompt_fits(lm: LM, prompt: str, max_tokens: int) -> bool:
     """Whether a raw prompt and an answer of `max_tokens` fit the LM's context window (True when unknown)."""
     window = lm.context_window()
-    return window is None or lm.count_tokens(prompt) + max_tokens + SAFETY_TOKENS <= window
+    overhead = SAFETY_TOKENS + (PER_MESSAGE_TOKENS if lm.is_chat else 0)  # a chat model gets it as one message
+    return window is None or lm.count_tokens(prompt) + max_tokens + overhead <= window
 
 
 def _next_to_drop(predictor: Predictor, demos: list[Demo], sizes: dict[int, int]) -> Demo:

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import format_value
@@ -148,16 +148,18 @@ def _render_demo(predictor: Predictor, demo: Demo, max_chars: int | None = None)
 
 def fitted_proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context: ProposalContext, tip: str,
                            lm: LM) -> str:
-    """The proposal prompt with as many of the demos as fit the LM's window, their values cut if none fits."""
+    """The fullest proposal prompt that fits the LM's window: fewer demos, then shortened ones, then none, then
+    without the failures and with less history, until one fits (the last one is sent regardless)."""
     shown = list(demos)[:3]
-    prompt = proposal_prompt(predictor, shown, context, tip)
-    while len(shown) > 1 and not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
-        shown.pop()
-        prompt = proposal_prompt(predictor, shown, context, tip)
-    if not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
-        prompt = proposal_prompt(predictor, shown, context, tip, SHORTENED_VALUE_CHARS)
-    if not prompt_fits(lm, prompt, PROPOSAL_TOKENS):
-        prompt = proposal_prompt(predictor, [], context, tip)
+    lean = replace(context, failures=[])
+    variants = [(shown[:n], context, None) for n in range(len(shown), 0, -1)]
+    variants += [(shown[:1], context, SHORTENED_VALUE_CHARS), ([], context, None), ([], lean, None),
+                 ([], replace(lean, scored=lean.scored[-1:]), None), ([], replace(lean, scored=[]), None)]
+    for variant_demos, variant_context, max_chars in variants:
+        prompt = proposal_prompt(predictor, variant_demos, variant_context, tip, max_chars)
+        if prompt_fits(lm, prompt, PROPOSAL_TOKENS):
+            return prompt
+    logger.warning("even the shortest proposal prompt exceeds the context window of %s", lm.config.model)
     return prompt
 
 

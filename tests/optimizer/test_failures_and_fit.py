@@ -200,3 +200,15 @@ def test_a_token_budget_per_prompt_caps_every_prompt_of_the_search(support_progr
     fits = [s.metadata["fit"] for s in result.candidates.demo_sets["classify"] if s.metadata]
     assert fits and all(f["max_prompt_tokens"] == 400 and f["context_window"] is None for f in fits)
     assert all(t.prompt_tokens + t.completion_tokens == t.tokens for t in result.trials)
+
+
+def test_chat_prompts_fit_the_window_too(support_program, support_data, fake_server, fake_lm_config):
+    fake_server.responder = lambda prompt, request: "Category: billing"
+    lm = LM(fake_lm_config(model="openai/fake", context_window=512, max_tokens=32))
+    assert lm.is_chat
+    MIPRO(choice_match, lm, MIPROConfig(num_trials=2, labeled_only=True)).compile(support_program, *support_data)
+    chats = [b for b in fake_server.requests if "messages" in b]
+    assert chats and any(len(b["messages"]) > 3 for b in chats), "some prompts carry demos"
+    for body in chats:
+        text = "\n".join(m["content"] for m in body["messages"])
+        assert lm.count_tokens(text) + 4 * len(body["messages"]) + body.get("max_tokens", 32) <= 512
