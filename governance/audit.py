@@ -51,9 +51,7 @@ from governance.errors import GovernanceError
 from governance.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, Program
 from governance.request_context import current_request_context
 from governance.signing import signing_key
-from optimizer.bundle import key_fingerprint, parse_public_key, public_key_raw
-from optimizer.errors import BundleError
-from optimizer.program import canonical_json
+from optimizer import BundleError, canonical_json, key_fingerprint, parse_public_key, public_key_raw
 
 logger = logging.getLogger(__name__)
 

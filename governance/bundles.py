@@ -23,9 +23,7 @@ from governance.models import (
     Review,
 )
 from governance.signing import signing_key
-from optimizer.bundle import sign_bundle
-from optimizer.dspy_compat import to_dspy_state
-from optimizer.program import Program
+from optimizer import ProgramSpec, sign_bundle, to_dspy_state
 
 # Keys a run config may use for the task model and the instruction-proposal model (first match wins).
 _TASK_LM_KEYS = ("task_lm", "lm", "task_model")
@@ -42,7 +40,7 @@ def utc_iso(value: datetime | None) -> str | None:
 def build_bundle(version: PromptVersion, *, label: ReleaseLabel | None = None, exported_by: Any) -> dict[str, Any]:
     """The signed bundle of `version` (the caller has checked that it is approved and may be exported)."""
     payload = version.payload
-    dspy_state = to_dspy_state(Program.from_dict(payload["program"]))
+    dspy_state = to_dspy_state(ProgramSpec.from_dict(payload["program"]))
     manifest = build_manifest(version, label=label, exported_by=exported_by)
     return sign_bundle(manifest, payload, dspy_state, signing_key())
 

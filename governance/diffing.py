@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from optimizer.program import canonical_json
+from optimizer import canonical_json
 
 # Words, runs of whitespace and single punctuation marks: whitespace is kept so the diff re-joins exactly.
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)

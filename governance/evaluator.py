@@ -18,17 +18,23 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from governance.actions import evaluations as evaluation_actions
+from governance.actions import datasets as dataset_actions
 from governance.actions import monitoring
 from governance.actions import reviews as review_actions
-from governance.actions.datasets import examples_for
 from governance.errors import GovernanceError
 from governance.models import Dataset, Evaluation, EvaluationStatus, Program, PromptVersion
 from governance import jobs
 from governance.jobs import guarded_lm, lm_config_from, local_executor, worker_name
 from governance.signals import evaluation_requested
-from optimizer import StopRequested, Usage, examples_from_records, resolve_metric
-from optimizer import Program as ProgramSpec
-from optimizer.evaluation import ExampleResult, evaluate_example
+from optimizer import (
+    ExampleResult,
+    ProgramSpec,
+    StopRequested,
+    Usage,
+    evaluate_example,
+    examples_from_records,
+    resolve_metric,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +126,7 @@ def _outcomes(evaluation: Evaluation, lm: Any, before: Usage,
               on_progress: ProgressCallback | None) -> list[evaluation_actions.ExampleOutcome]:
     program = ProgramSpec.from_dict(evaluation.payload["program"])
     dataset = evaluation.dataset
-    examples = examples_from_records(examples_for(dataset), program, source=f"dataset {dataset.name}")
+    examples = examples_from_records(dataset_actions.examples_for(dataset), program, source=f"dataset {dataset.name}")
     metric = resolve_metric(evaluation.metric)
     items = list(enumerate(examples))
     outcomes: list[evaluation_actions.ExampleOutcome] = []

@@ -11,7 +11,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
 from governance.models import ImpactClass, PromptVersion, SignatureMeaning
-from optimizer.search import PRESETS
+from optimizer import PRESETS
 
 PRESET_CHOICES = [(name, f"{name.capitalize()} ({preset.num_trials} trials, {preset.num_candidates} candidates)")
                   for name, preset in PRESETS.items()]

@@ -22,8 +22,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from governance.actions import accounts, tokens
-from governance.actions.programs import add_member, remove_member
+from governance.actions import accounts
+from governance.actions import programs as program_actions
+from governance.actions import tokens
 from governance.errors import AuthenticationFailed, InvalidInput, NotFound
 from governance.forms import LoginForm
 from governance.models import AccountState, ApiKey, AuditEvent, Program, Role
@@ -297,10 +298,10 @@ ACCOUNT_ACTIONS: dict[str, tuple[type[forms.Form], str, Callable[..., Any], Call
                    lambda u, a, d: tokens.revoke_api_key(_owned_key(u, d["key_id"]), actor=a, reason=d["reason"]),
                    lambda u, d: f"API key {d['key_id']} of {u.username} revoked."),
     "add-member": (MembershipForm, "member_form",
-                   lambda u, a, d: add_member(d["program"], actor=a, user=u, reason=d["reason"]),
+                   lambda u, a, d: program_actions.add_member(d["program"], actor=a, user=u, reason=d["reason"]),
                    lambda u, d: f"{u.username} is now a member of {d['program'].slug}."),
     "remove-member": (MembershipForm, "member_form",
-                      lambda u, a, d: remove_member(d["program"], actor=a, user=u, reason=d["reason"]),
+                      lambda u, a, d: program_actions.remove_member(d["program"], actor=a, user=u, reason=d["reason"]),
                       lambda u, d: f"{u.username} is no longer a member of {d['program'].slug}."),
 }
 

@@ -27,8 +27,8 @@ from governance import evaluator, jobs
 from governance.actions import evaluations as evaluation_actions
 from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
-from governance.actions.datasets import active_datasets, examples_for
-from governance.actions.reviews import production_version
+from governance.actions import datasets as dataset_actions
+from governance.actions import reviews as review_actions
 from governance.errors import GovernanceError
 from governance.jobs import (
     CancelWatch,
@@ -50,11 +50,22 @@ from governance.models import (
     Schedule,
 )
 from governance.signals import run_requested
-from optimizer import MIPRO, Budget, LMConfig, MIPROConfig, StopRequested, TrialRecord, Usage
-from optimizer.data import Example, examples_from_records, split_train_val
-from optimizer.metrics import Metric, resolve_metric
-from optimizer.program import Program as OptProgram
-from optimizer.search import PRESETS
+from optimizer import (
+    MIPRO,
+    PRESETS,
+    Budget,
+    Example,
+    LMConfig,
+    MIPROConfig,
+    Metric,
+    ProgramSpec,
+    StopRequested,
+    TrialRecord,
+    Usage,
+    examples_from_records,
+    resolve_metric,
+    split_train_val,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +184,7 @@ def _mipro(inputs: RunInputs, lm: LM, reporter: TrialReporter, *, joining: bool)
 class RunInputs:
     """Everything a run executes with, rebuilt from its row (so any worker can execute or resume it)."""
 
-    program: OptProgram
+    program: ProgramSpec
     trainset: list[Example]
     valset: list[Example]
     testset: list[Example]
@@ -183,17 +194,18 @@ class RunInputs:
     mipro: MIPROConfig
 
 
-def _examples(dataset_id: int | None, program: OptProgram) -> list[Example]:
+def _examples(dataset_id: int | None, program: ProgramSpec) -> list[Example]:
     if dataset_id is None:
         return []
     dataset = Dataset.objects.get(pk=dataset_id)
-    return examples_from_records(examples_for(dataset), program, source=f"dataset {dataset.name} (#{dataset.pk})")
+    return examples_from_records(dataset_actions.examples_for(dataset), program,
+                                 source=f"dataset {dataset.name} (#{dataset.pk})")
 
 
 def load_inputs(run: OptimizationRun) -> RunInputs:
     config = run.config
     spec = run.base_version.payload["program"] if run.base_version_id else run.program.spec
-    program = OptProgram.from_dict(spec)
+    program = ProgramSpec.from_dict(spec)
     ids = config["datasets"]
     trainset, valset = _examples(ids["train"], program), _examples(ids.get("val"), program)
     if not valset:  # held out of train with the run's seed, so a resumed run holds out the same examples
@@ -366,7 +378,7 @@ def _propose(run: OptimizationRun, inputs: RunInputs, result: Any, worker: str, 
     final = FinalEvaluation(run, watch)
     try:
         for _ in range(3):
-            production = production_version(run.program)
+            production = review_actions.production_version(run.program)
             proposal = build_proposal(run, inputs, result, production, final)
             try:
                 run_actions.complete_run(run, worker=worker, proposal=proposal, usage=Usage.zero())
@@ -555,7 +567,7 @@ def reoptimize_due_programs() -> dict[str, int | str]:
         if last is not None and (last.status in run_actions.ACTIVE_RUN_STATUSES or (
                 timezone.now() - last.created_at).total_seconds() < REOPTIMIZE_AFTER[program.reoptimize_schedule]):
             continue
-        hashes = {split: d.content_hash for split, d in active_datasets(program).items()}
+        hashes = {split: d.content_hash for split, d in dataset_actions.active_datasets(program).items()}
         if last is not None and last.dataset_hashes == hashes:
             continue
         try:

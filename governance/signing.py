@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from optimizer.bundle import key_fingerprint, load_private_key, public_key_b64, public_key_raw
-from optimizer.errors import BundleError
+from optimizer import BundleError, key_fingerprint, load_private_key, public_key_b64, public_key_raw
 
 logger = logging.getLogger(__name__)
 

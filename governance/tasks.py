@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from governance import evaluator, runner
-from governance.actions.monitoring import programs_with_production
+from governance.actions import monitoring
 from governance.audit import verify_trail, write_checkpoint
 from governance.celery import app
 from governance.models import Program
@@ -62,7 +62,7 @@ def drift_check(program_id: int | None = None) -> Any:
     """Check one program's production version on newly labeled data; without an id, fan out to every program
     that has a production version (one task each, so one slow program does not hold up the others)."""
     if program_id is None:
-        ids = list(programs_with_production().values_list("pk", flat=True))
+        ids = list(monitoring.programs_with_production().values_list("pk", flat=True))
         for pk in ids:
             drift_check.delay(pk)
         return {"enqueued": ids}

@@ -1,9 +1,9 @@
 """The reviewer portal: thin views over the actions layer.
 
 Views read with select_related/prefetch_related, ask the actions which buttons a user may use
-(governance.actions.rights: `allowed_actions`, and `refusal` for why not), and call exactly one action per POST. They never save a
-governed model. Domain errors render once, in `portal_view`: 403 (permission, segregation of duties),
-404, 409 (illegal transition) pages carrying the action's own message. Invalid input re-renders the form.
+(governance.actions.rights: `allowed_actions`, and `refusal` for why not), and call exactly one action per
+POST. They never save a governed model. Domain errors render once, in `portal_view`: 403 (permission,
+segregation of duties), 404, 409 (illegal transition) pages carrying the action's own message. Invalid input re-renders the form.
 """
 
 from __future__ import annotations
@@ -23,30 +23,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from governance import forms as portal_forms
-from governance.actions import (
-    allowed_review_actions,
-    approve_change_request,
-    pin_fallback,
-    reject_change_request,
-    release_version,
-    request_changes,
-    resubmit_change_request,
-    rollback,
-    set_kill_switch,
-    submit_for_review,
-    withdraw_change_request,
-)
-from governance.actions.exports import export_version
-from governance.actions.runs import cancel_run, start_run
-from governance.actions.reviews import (
-    is_live_approval,
-    recommendation_text,
-    reevaluate_change_request,
-    required_approvals,
-    score_gate_blocks,
-)
-from governance.actions.rights import allowed_actions, refusal
-from governance.actions.versions import ACTIVE_CR_STATUSES
+from governance.actions import exports as export_actions
+from governance.actions import releases as release_actions
+from governance.actions import reviews as review_actions
+from governance.actions import rights
+from governance.actions import runs as run_actions
+from governance.actions import versions as version_actions
 from governance.audit import checkpoint_status
 from governance.bundles import provenance
 from governance.diffing import version_diff
@@ -70,7 +52,7 @@ from governance.models import (
 )
 from governance.permissions import has_role, is_member, require_role, visible_programs
 from governance.reports import audit_events, write_audit_csv
-from optimizer.bundle import dumps_bundle
+from optimizer import dumps_bundle
 
 View = Callable[..., HttpResponse]
 ERROR_TITLES = {400: "Invalid request", 403: "Not allowed", 404: "Not found",
@@ -135,7 +117,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     """Waiting for me: reviews I can sign, my changes sent back, my runs, approved versions to release, drift."""
     user = request.user
     programs = visible_programs(user)
-    active = (ChangeRequest.objects.filter(program__in=programs, status__in=ACTIVE_CR_STATUSES)
+    active = (ChangeRequest.objects.filter(program__in=programs, status__in=version_actions.ACTIVE_CR_STATUSES)
               .select_related("program", "program__review_policy", "program__review_policy__reviewer_group",
                               "version", "version__run", "version__created_by", "opened_by", "base_version",
                               "candidate_evaluation", "baseline_evaluation")
@@ -144,8 +126,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
               .order_by("created_at")[:25])
     to_review, sent_back, waiting_others = [], [], []
     for cr in active:
-        allowed = allowed_review_actions(cr, user)
-        cr.required = required_approvals(cr.program)
+        allowed = review_actions.allowed_review_actions(cr, user)
+        cr.required = review_actions.required_approvals(cr.program)
         if allowed & set(REVIEW_DECISIONS):
             to_review.append(cr)
         elif "resubmit" in allowed:
@@ -209,9 +191,9 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
     runs = list(program.runs.select_related("started_by").order_by("-created_at")[:15])
     return {"program": program, "predictors": _spec_predictors(program.spec), "datasets": datasets,
             "active_dataset_ids": set(active_ids.values()), "versions": versions, "labels": labels, "runs": runs,
-            "can_start": "start_run" in allowed_actions(program, request.user),
+            "can_start": "start_run" in rights.allowed_actions(program, request.user),
             "run_form": extra.pop("run_form", None) or portal_forms.StartRunForm(),
-            "required_approvals": required_approvals(program), **extra}
+            "required_approvals": review_actions.required_approvals(program), **extra}
 
 
 @portal_view
@@ -228,9 +210,9 @@ def start_run_view(request: HttpRequest, slug: str) -> HttpResponse:
     form = portal_forms.StartRunForm(request.POST)
     if form.is_valid():
         try:
-            run = start_run(program, actor=request.user, preset=form.cleaned_data["preset"],
-                            seed=form.cleaned_data["seed"], num_trials=form.cleaned_data["num_trials"],
-                            max_calls=form.cleaned_data["max_calls"])
+            run = run_actions.start_run(program, actor=request.user, preset=form.cleaned_data["preset"],
+                                        seed=form.cleaned_data["seed"], num_trials=form.cleaned_data["num_trials"],
+                                        max_calls=form.cleaned_data["max_calls"])
         except InvalidInput as exc:
             form.add_error(_field_of(exc, form), exc.message)
         else:
@@ -255,7 +237,7 @@ def _version(request: HttpRequest, slug: str, number: int) -> PromptVersion:
 
 def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any) -> dict[str, Any]:
     crs = list(version.change_requests.select_related("opened_by").order_by("-id"))
-    active_cr = next((cr for cr in crs if cr.status in ACTIVE_CR_STATUSES), None)
+    active_cr = next((cr for cr in crs if cr.status in version_actions.ACTIVE_CR_STATUSES), None)
     return {
         "program": version.program, "version": version,
         "predictors": _spec_predictors(version.payload.get("program", {})), "lm": version.payload.get("lm", {}),
@@ -264,7 +246,7 @@ def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any)
         "exports": list(version.exports.select_related("exported_by").order_by("-created_at")[:10]),
         "labels": list(version.labels.all()),
         "can_export": version.status == VersionStatus.APPROVED,
-        "can_submit": "submit" in allowed_actions(version, request.user),
+        "can_submit": "submit" in rights.allowed_actions(version, request.user),
         "submit_form": extra.pop("submit_form", None) or portal_forms.SubmitForReviewForm(),
         **extra,
     }
@@ -284,7 +266,7 @@ def version_submit(request: HttpRequest, slug: str, number: int) -> HttpResponse
     form = portal_forms.SubmitForReviewForm(request.POST)
     if form.is_valid():
         try:
-            cr = submit_for_review(version, actor=request.user, **form.cleaned_data)
+            cr = review_actions.submit_for_review(version, actor=request.user, **form.cleaned_data)
         except InvalidInput as exc:
             form.add_error(_field_of(exc, form), exc.message)
         else:
@@ -300,7 +282,7 @@ def version_export(request: HttpRequest, slug: str, number: int) -> HttpResponse
     """Download the signed bundle of an approved version (export_version refuses anything else: 409)."""
     version = _version(request, slug, number)
     try:
-        bundle = export_version(version, actor=request.user)
+        bundle = export_actions.export_version(version, actor=request.user)
     except ImproperlyConfigured as exc:
         return error_page(request, f"exports are not available: {exc}", 503, code="signing_key")
     response = HttpResponse(dumps_bundle(bundle), content_type="application/json; charset=utf-8")
@@ -341,7 +323,7 @@ def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_c
         "phase": PHASES.get(progress.get("phase") or "", progress.get("phase") or ""),
         "trials": trials, "latest_trials": trials[::-1][:8], "finished": finished, "result_versions": versions,
         "candidate_count": candidate_count,
-        "can_cancel": "cancel" in allowed_actions(run, request.user),
+        "can_cancel": "cancel" in rights.allowed_actions(run, request.user),
     }
 
 
@@ -428,7 +410,7 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk)
-    cancel_run(run, actor=request.user)
+    run_actions.cancel_run(run, actor=request.user)
     messages.success(request, f"Cancellation of run {run.pk} requested; it stops within seconds.")
     return redirect("run_detail", pk=run.pk)
 
@@ -452,7 +434,7 @@ def _evidence(cr: ChangeRequest) -> dict[str, Any]:
     """The system's evaluations of both versions, their paired comparison and the candidate checks."""
     candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
     return {"candidate": candidate, "baseline": baseline, "comparison": cr.comparison,
-            "recommendation": recommendation_text(cr.comparison), "checks": cr.checks,
+            "recommendation": review_actions.recommendation_text(cr.comparison), "checks": cr.checks,
             "p_value": f"{cr.comparison['p_value']:.3g}" if cr.comparison else None,
             "delta": (candidate.score - baseline.score) if candidate and baseline and candidate.score is not None
             and baseline.score is not None else None,
@@ -494,8 +476,8 @@ def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None) -> di
 def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: Any) -> dict[str, Any]:
     version, base = cr.version, cr.base_version
     reviews = list(cr.reviews.select_related("reviewer").order_by("signed_at", "id"))
-    live = [r for r in reviews if is_live_approval(r, version.content_hash)]
-    actions = allowed_actions(cr, request.user)
+    live = [r for r in reviews if review_actions.is_live_approval(r, version.content_hash)]
+    actions = rights.allowed_actions(cr, request.user)
     allowed = actions - {"reevaluate"}  # the review buttons; re-evaluation is offered with the evidence
     evidence = {**_evidence(cr), "can_reevaluate": "reevaluate" in actions}
     why_not = why_not_approve = ""
@@ -509,8 +491,8 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
         "cr": cr, "program": cr.program, "version": version, "base": base, "why_not": why_not,
         "why_not_approve": why_not_approve,
         "diff": version_diff(base.payload if base else None, version.payload),
-        "evidence": evidence, "gate_blocks": score_gate_blocks(cr), "provenance": provenance(version),
-        "reviews": reviews, "live_approvals": live, "required": required_approvals(cr.program),
+        "evidence": evidence, "gate_blocks": review_actions.score_gate_blocks(cr), "provenance": provenance(version),
+        "reviews": reviews, "live_approvals": live, "required": review_actions.required_approvals(cr.program),
         "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr),
         "run": version.run, **extra,
     }
@@ -525,7 +507,7 @@ def change_request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _refusal(obj: Any, user: Any, action: str) -> GovernanceError:
     """Why `user` may not take `action` on `obj`: the domain error the action's own checks raise."""
-    return refusal(obj, user, action) or PermissionDenied(
+    return rights.refusal(obj, user, action) or PermissionDenied(
         f"user {user.get_username()!r} may not {action.replace('_', ' ')} {obj}")
 
 
@@ -538,7 +520,7 @@ FORMS_BY_ACTION = {"approve": portal_forms.ApproveForm, "reject": portal_forms.R
 @require_POST
 def change_request_reevaluate(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask the system again for a failed or cancelled evaluation (any member; the action refuses otherwise)."""
-    cr = reevaluate_change_request(_change_request(request, pk), actor=request.user)
+    cr = review_actions.reevaluate_change_request(_change_request(request, pk), actor=request.user)
     messages.success(request, "The system is evaluating both versions again; approval waits for the results.")
     return redirect("change_request_detail", pk=cr.pk)
 
@@ -550,7 +532,7 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
     cr = _change_request(request, pk)
     if action not in FORMS_BY_ACTION:
         raise Http404(f"unknown action {action!r}")
-    if action not in allowed_actions(cr, request.user):
+    if action not in rights.allowed_actions(cr, request.user):
         raise _refusal(cr, request.user, action)
     form = FORMS_BY_ACTION[action](request.POST, prefix=action if action in ("resubmit", "withdraw") else None)
     status = 400
@@ -573,16 +555,16 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
 
 def _decide(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> None:
     if action == "approve":
-        approve_change_request(cr, actor=user, password=data["password"], reason=data.get("reason", ""),
-                               content_hash=data["content_hash"])
+        review_actions.approve_change_request(cr, actor=user, password=data["password"], reason=data.get("reason", ""),
+                                              content_hash=data["content_hash"])
     elif action == "reject":
-        reject_change_request(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
+        review_actions.reject_change_request(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
     elif action == "request_changes":
-        request_changes(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
+        review_actions.request_changes(cr, actor=user, reason=data["reason"], content_hash=data["content_hash"])
     elif action == "resubmit":
-        resubmit_change_request(cr, actor=user, reason=data.get("reason", ""))
+        review_actions.resubmit_change_request(cr, actor=user, reason=data.get("reason", ""))
     else:
-        withdraw_change_request(cr, actor=user, reason=data.get("reason", ""))
+        review_actions.withdraw_change_request(cr, actor=user, reason=data.get("reason", ""))
 
 
 def _decided_message(cr: ChangeRequest, action: str) -> str:
@@ -601,12 +583,12 @@ def _releases_context(request: HttpRequest, program: Program, **posted: Any) -> 
     labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
     label_names = [label.name for label in labels]
     approved = program.versions.filter(status=VersionStatus.APPROVED).select_related("run").order_by("-number")
-    can_release = "move_labels" in allowed_actions(program, request.user)
+    can_release = "move_labels" in rights.allowed_actions(program, request.user)
     blocked = []
     if can_release:
         for version in approved:
             version.program = program
-            why_not = refusal(version, request.user, "release")
+            why_not = rights.refusal(version, request.user, "release")
             if why_not is not None:
                 blocked.append((version, why_not.message))
     kw = {"versions": approved, "labels": label_names}
@@ -631,7 +613,7 @@ def releases(request: HttpRequest, slug: str) -> HttpResponse:
 def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: type,
                   act: Callable[[Program, dict[str, Any]], Any], done: Callable[[dict[str, Any]], str]) -> HttpResponse:
     program = _program(request, slug)
-    why_not = refusal(program, request.user, "move_labels")
+    why_not = rights.refusal(program, request.user, "move_labels")
     if why_not is not None:
         raise why_not
     labels = list(program.labels.values_list("name", flat=True))
@@ -654,7 +636,8 @@ def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: t
 def release_create(request: HttpRequest, slug: str) -> HttpResponse:
     return _release_post(
         request, slug, "release_form", portal_forms.ReleaseForm,
-        lambda program, d: release_version(d["version"], actor=request.user, label=d["label"], reason=d["reason"]),
+        lambda program, d: release_actions.release_version(d["version"], actor=request.user, label=d["label"],
+                                                           reason=d["reason"]),
         lambda d: f"Version {d['version'].number} is now the {d['label']} version.")
 
 
@@ -662,7 +645,8 @@ def release_create(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def release_rollback(request: HttpRequest, slug: str) -> HttpResponse:
     def act(program: Program, d: dict[str, Any]) -> Any:
-        return rollback(program, actor=request.user, label=d["label"], to_version=d["to_version"], reason=d["reason"])
+        return release_actions.rollback(program, actor=request.user, label=d["label"], to_version=d["to_version"],
+                                        reason=d["reason"])
     return _release_post(request, slug, "rollback_form", portal_forms.RollbackForm, act,
                          lambda d: f"Label {d['label']} rolled back.")
 
@@ -671,7 +655,8 @@ def release_rollback(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def release_fallback(request: HttpRequest, slug: str) -> HttpResponse:
     def act(program: Program, d: dict[str, Any]) -> Any:
-        return pin_fallback(program, actor=request.user, label=d["label"], version=d["version"], reason=d["reason"])
+        return release_actions.pin_fallback(program, actor=request.user, label=d["label"], version=d["version"],
+                                            reason=d["reason"])
     return _release_post(request, slug, "fallback_form", portal_forms.FallbackForm, act,
                          lambda d: f"Version {d['version'].number} pinned as the fallback of {d['label']}.")
 
@@ -687,7 +672,8 @@ def release_kill_switch(request: HttpRequest, slug: str) -> HttpResponse:
                       _releases_context(request, program, kill_error=f"Kill switch not changed \u2014 {error}"),
                       status=400)
     data = form.cleaned_data
-    set_kill_switch(program, actor=request.user, label=data["label"], on=data["on"], reason=data["reason"])
+    release_actions.set_kill_switch(program, actor=request.user, label=data["label"], on=data["on"],
+                                    reason=data["reason"])
     state = "engaged: the label serves its fallback" if data["on"] else "released: the label serves its release"
     messages.success(request, f"Kill switch of {data['label']} {state}.")
     return redirect("releases", slug=program.slug)

@@ -55,7 +55,7 @@ from django.dispatch import receiver
 from standardwebhooks.webhooks import Webhook
 
 from governance import signals
-from governance.actions.webhooks import claim_delivery, due_deliveries, queue_deliveries, record_attempt
+from governance.actions import webhooks as webhook_actions
 from governance.jobs import send_task
 from governance.models import WebhookDelivery, WebhookEvent
 from governance.webhook_checks import (  # noqa: F401  (re-exported: tests and receivers' code use them from here)
@@ -194,18 +194,19 @@ class Outcome:
 def attempt(delivery_id: int) -> Outcome:
     """One POST of the delivery if it is due and nobody else has it; records the attempt and schedules the next
     one (network errors, 408, 429 and 5xx are retried; other answers and unsafe destinations are final)."""
-    delivery = claim_delivery(delivery_id)
+    delivery = webhook_actions.claim_delivery(delivery_id)
     if delivery is None:  # delivered, given up, not due yet, or claimed by another sender
         done = WebhookDelivery.objects.filter(pk=delivery_id, delivered_at__isnull=False).exists()
         return Outcome(delivered=done, retry_in=None)
     subscription = delivery.subscription
     if not subscription.active:
-        record_attempt(delivery, status=None, error="subscription deleted; not sent", delivered=False)
+        webhook_actions.record_attempt(delivery, status=None, error="subscription deleted; not sent", delivered=False)
         return Outcome(delivered=False, retry_in=None)
     status, error, retryable = _send(delivery)
     delivered = status is not None and 200 <= status < 300
     retry_in = backoff(delivery.attempts + 1) if retryable and delivery.attempts + 1 < MAX_ATTEMPTS else None
-    delivery = record_attempt(delivery, status=status, error=error, delivered=delivered, retry_in=retry_in)
+    delivery = webhook_actions.record_attempt(delivery, status=status, error=error, delivered=delivered,
+                                              retry_in=retry_in)
     if retry_in is not None:
         logger.warning("webhook delivery %s to %s failed (%s); retry %d/%d in %.0f s", delivery.pk,
                        subscription.url, error or status, delivery.attempts, MAX_ATTEMPTS - 1, retry_in)
@@ -255,7 +256,7 @@ def send(delivery_id: int) -> None:
 
 def deliver_due(limit: int = 500) -> list[int]:
     """Send every delivery that is due and not in flight (beat, the local scheduler, after a restart)."""
-    ids = due_deliveries(limit)
+    ids = webhook_actions.due_deliveries(limit)
     for delivery_id in ids:
         send(delivery_id)
     return ids
@@ -334,7 +335,7 @@ def _local_sender() -> LocalSender:
 
 def notify(program: Any, event: str, data: dict[str, Any]) -> list[int]:
     """Record deliveries of `event` for the program's subscribers and send them once the transaction commits."""
-    ids = [delivery.pk for delivery in queue_deliveries(program, event, data)]
+    ids = [delivery.pk for delivery in webhook_actions.queue_deliveries(program, event, data)]
     for delivery_id in ids:
         transaction.on_commit(lambda delivery_id=delivery_id: send(delivery_id))
     return ids

@@ -1,11 +1,17 @@
 """optimizer: a MIPRO prompt optimizer on optuna + litellm. Pure Python; never imports Django.
 
-The public API is re-exported here; submodules are implementation detail unless named below. Heavy
-dependencies (litellm, optuna, llama-cpp) load lazily, on first use.
+The public API is re-exported here, and it is everything the Django app (governance/) uses: submodules are
+implementation detail (a governance test refuses `from optimizer.<module> import ...`). Heavy dependencies
+(litellm, optuna, llama-cpp) load lazily, on first use; so do the bundle and DSPy-state functions (cryptography,
+importlib.metadata), through the module-level `__getattr__` below. The optimizer's program class is `ProgramSpec`;
+`Program` is a deprecated alias of it.
 """
 
+import importlib
+from typing import Any
+
 from optimizer.checks import Finding, check_candidate
-from optimizer.data import Example, examples_from_records, load_examples
+from optimizer.data import Example, examples_from_records, load_examples, split_train_val
 from optimizer.errors import (
     BudgetExceeded,
     BundleError,
@@ -17,11 +23,11 @@ from optimizer.errors import (
     SpecError,
     StopRequested,
 )
-from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate
+from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate, evaluate_example
 from optimizer.execution import Prediction, run_program
 from optimizer.lm import LM, Budget, LMConfig, Usage
-from optimizer.metrics import choice_match, exact_match, resolve_metric, token_f1
-from optimizer.program import ChainOfThought, Predict, Predictor, Program, canonical_json, content_hash
+from optimizer.metrics import Metric, choice_match, exact_match, resolve_metric, token_f1
+from optimizer.program import ChainOfThought, Predict, Predictor, Program, ProgramSpec, canonical_json, content_hash
 from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
 from optimizer.signatures import Field, Signature
 from optimizer.stats import PairedComparison, compare_paired
@@ -48,9 +54,11 @@ __all__ = [
     "OptimizerError",
     "Predict",
     "PairedComparison",
+    "Metric",
     "Prediction",
     "Predictor",
     "Program",
+    "ProgramSpec",
     "RunResult",
     "Signature",
     "SpecError",
@@ -63,10 +71,28 @@ __all__ = [
     "compare_paired",
     "content_hash",
     "evaluate",
+    "evaluate_example",
     "exact_match",
     "examples_from_records",
     "load_examples",
     "resolve_metric",
     "run_program",
+    "split_train_val",
     "token_f1",
 ]
+
+# Loaded on first use: signed bundles need cryptography, DSPy states importlib.metadata (a tenth of a second).
+_LAZY = {name: "optimizer.bundle" for name in (
+    "dumps_bundle", "generate_private_key", "key_fingerprint", "load_bundle", "load_private_key", "parse_public_key",
+    "private_key_pem", "public_key_b64", "public_key_raw", "sign_bundle", "verify_bundle")}
+_LAZY["to_dspy_state"] = "optimizer.dspy_compat"
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -96,7 +96,7 @@ def _as_signature(signature: Signature | str, instructions: str) -> Signature:
 
 
 @dataclass(frozen=True)
-class Program:
+class ProgramSpec:
     """An ordered pipeline of predictors; the program's inputs are those no earlier predictor produces."""
 
     name: str
@@ -151,10 +151,10 @@ class Program:
                 return predictor
         raise KeyError(name)
 
-    def replace_predictor(self, name: str, new: Predictor) -> Program:
+    def replace_predictor(self, name: str, new: Predictor) -> ProgramSpec:
         return replace(self, predictors=tuple(new if p.name == name else p for p in self.predictors))
 
-    def with_choices(self, instructions: dict[str, str], demos: dict[str, list[Demo]]) -> Program:
+    def with_choices(self, instructions: dict[str, str], demos: dict[str, list[Demo]]) -> ProgramSpec:
         """A copy with the given per-predictor instructions and demos (missing names keep theirs)."""
         predictors = []
         for p in self.predictors:
@@ -179,7 +179,7 @@ class Program:
         return content_hash(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Program:
+    def from_dict(cls, data: dict[str, Any]) -> ProgramSpec:
         if not isinstance(data, dict):
             raise SpecError(f"a program must be a JSON object, got {type(data).__name__}")
         unknown = set(data) - {"name", "description", "predictors", "metadata"}
@@ -192,9 +192,14 @@ class Program:
                    metadata=dict(data.get("metadata", {})))
 
     @classmethod
-    def from_json(cls, text: str) -> Program:
+    def from_json(cls, text: str) -> ProgramSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"program JSON is malformed: {exc}") from exc
         return cls.from_dict(data)
+
+
+# Deprecated alias, kept so that the CLI, bench/, DSPy interop and code written before the rename keep working.
+# New code says ProgramSpec: in governance, Program is the Django model.
+Program = ProgramSpec

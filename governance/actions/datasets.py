@@ -19,8 +19,7 @@ from governance.audit import record_event
 from governance.errors import InvalidInput
 from governance.models import Dataset, Example, Program, Role, Split
 from governance.permissions import require_role
-from optimizer.program import content_hash
-from optimizer.signatures import Field
+from optimizer import Field, content_hash
 
 FORMATS = ("jsonl", "csv")
 _TRUE = {"true", "1", "yes"}

@@ -17,7 +17,7 @@ from governance.bundles import build_bundle
 from governance.errors import IllegalTransition, NotFound
 from governance.models import Export, Program, PromptVersion, ReleaseLabel, VersionStatus
 from governance.permissions import require_member
-from optimizer.program import content_hash
+from optimizer import content_hash
 
 EXPORTABLE_STATUSES = (VersionStatus.APPROVED,)
 

@@ -21,9 +21,7 @@ from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import Program, ReviewPolicy, Role
 from governance.permissions import has_role, require_role
-from optimizer.errors import SpecError
-from optimizer.program import Program as SpecProgram
-from optimizer.program import content_hash
+from optimizer import ProgramSpec, SpecError, content_hash
 
 BUILTIN_METRICS = ("exact", "choice", "f1")
 _METRIC_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -35,17 +33,17 @@ _UNSET: Any = object()
 # --- validation --------------------------------------------------------------------------------------------
 
 
-def parse_spec(spec: Any, *, field: str = "spec") -> SpecProgram:
+def parse_spec(spec: Any, *, field: str = "spec") -> ProgramSpec:
     """The optimizer Program a spec describes; any SpecError becomes InvalidInput on `field`."""
     try:
-        return SpecProgram.from_dict(spec)
+        return ProgramSpec.from_dict(spec)
     except SpecError as exc:
         raise InvalidInput(f"{field} is not a valid program: {exc}", field=field) from exc
     except (TypeError, AttributeError, KeyError) as exc:  # wrong JSON shapes the parser does not name
         raise InvalidInput(f"{field} is not a valid program: {exc!r}", field=field) from exc
 
 
-def interface(program: SpecProgram) -> list[dict[str, Any]]:
+def interface(program: ProgramSpec) -> list[dict[str, Any]]:
     """What datasets and versions depend on: predictor names and kinds, field names, types and choices.
 
     Instructions, demos, descriptions and prefixes are content that versions may change; the interface is not.

@@ -73,8 +73,7 @@ from governance.models import (
 from governance.permissions import require_member, require_role
 from governance.request_context import current_request_context
 from governance.signals import change_request_approved, change_request_opened, change_request_rejected
-from optimizer import Program as ProgramSpec
-from optimizer import check_candidate, compare_paired
+from optimizer import ProgramSpec, check_candidate, compare_paired
 
 # What each decision does: how refusals word it, and the change request's and the version's next states.
 DECISION_MOVES = {

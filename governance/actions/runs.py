@@ -50,8 +50,7 @@ from governance.models import (
 )
 from governance.permissions import require_role
 from governance.signals import run_requested
-from optimizer import Budget, Usage
-from optimizer.search import PRESETS, TrialRecord
+from optimizer import PRESETS, Budget, TrialRecord, Usage
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 _USAGE_FIELDS = ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd")

@@ -19,7 +19,8 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from governance.actions import accounts, tokens
+from governance.actions import accounts
+from governance.actions import tokens
 from governance.api.serializers import UserRefSerializer, VisibleProgramField, reason_field
 from governance.audit import printed_name
 from governance.errors import NotFound

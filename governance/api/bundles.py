@@ -31,8 +31,8 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from governance.actions.exports import export_label
-from governance.actions.tokens import KEY_PREFIX, hash_key
+from governance.actions import exports as export_actions
+from governance.actions import tokens
 from governance.models import ApiKey, Program, PromptVersion, ReleaseLabel, Role
 
 CACHE_PREFIX = "governance:bundle:v1"
@@ -137,9 +137,9 @@ def fetch_state(token_key: str, slug: str, label: str) -> FetchState | None:
     """
     now = timezone.now()
     adapt = connection.ops.adapt_datetimefield_value
-    if token_key.startswith(KEY_PREFIX):
+    if token_key.startswith(tokens.KEY_PREFIX):
         stale_before = now - timedelta(seconds=float(getattr(settings, "GOVERNANCE_API_KEY_LAST_USED_RESOLUTION", 60)))
-        sql, params = _key_sql(), [adapt(stale_before), slug, label, hash_key(token_key), adapt(now)]
+        sql, params = _key_sql(), [adapt(stale_before), slug, label, tokens.hash_key(token_key), adapt(now)]
     elif getattr(settings, "GOVERNANCE_LEGACY_TOKENS", True):
         sql, params = _legacy_sql(), [slug, label, token_key]
     else:
@@ -224,7 +224,7 @@ def label_bundle(program: Program, label: ReleaseLabel, *, actor: Any) -> Cached
     cached = cache.get(key)
     if cached is not None:
         return cached
-    bundle = export_label(program, label.name, actor=actor, reason=BUILD_REASON)
+    bundle = export_actions.export_label(program, label.name, actor=actor, reason=BUILD_REASON)
     built = encode(bundle)
     # The label may have moved between reading it and exporting: file the bundle under what it really is.
     release = bundle["manifest"].get("release") or {}

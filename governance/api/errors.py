@@ -32,7 +32,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from governance.api.parsers import safe_text
 from governance.errors import GovernanceError
 from governance.request_context import current_request_id
-from optimizer.errors import OptimizerError
+from optimizer import OptimizerError
 
 logger = logging.getLogger(__name__)
 

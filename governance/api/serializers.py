@@ -15,7 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from governance.actions.reviews import recommendation_text
+from governance.actions import reviews as review_actions
 from governance.audit import printed_name
 from governance.models import (
     AuditEvent,
@@ -445,7 +445,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_recommendation(self, cr: ChangeRequest) -> str:
-        return recommendation_text(cr.comparison)
+        return review_actions.recommendation_text(cr.comparison)
 
 
 class ChangeRequestOpenSerializer(RefusesSystemFields):

@@ -11,7 +11,7 @@ from simple_history.models import HistoricalRecords
 
 from governance.errors import FrozenVersionError
 from governance.models.choices import FROZEN_STATUSES, VersionOrigin, VersionStatus
-from optimizer.program import content_hash
+from optimizer import content_hash
 
 # Fields whose value is the signed content: frozen once approved.
 CONTENT_FIELDS = ("payload", "content_hash")

@@ -24,6 +24,7 @@ LAYER_NAMES = {ENTRY: "entry points", JOBS: "job layer", ACTIONS: "actions", MOD
 # here on purpose, not by accident).
 LAYERS: dict[str, int] = {
     "governance": LIBRARY, "governance.settings": LIBRARY, "governance.celery": LIBRARY,  # configuration only
+    "governance.startup": LIBRARY,
     "governance.views": ENTRY, "governance.portal_accounts": ENTRY, "governance.portal_urls": ENTRY,
     "governance.urls": ENTRY, "governance.wsgi": ENTRY, "governance.api": ENTRY, "governance.tasks": ENTRY,
     "governance.webhook_tasks": ENTRY, "governance.management": ENTRY, "governance.admin": ENTRY,
@@ -46,6 +47,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("governance.apps", "governance.runner"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.apps", "governance.webhooks"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.jobs", "governance.celery"): "start-up cost: a process without a broker never loads Celery",
+    ("governance.celery", "governance.startup"): "reads Django settings, configured only after the Celery app loads",
     ("governance.api.authentication", "governance.actions.tokens"):
         "settings load this module while rest_framework.views loads; the actions must not load then",
     ("governance.middleware", "governance.api.errors"): "DRF's error rendering loads on the first API exception",
@@ -176,3 +178,58 @@ def test_actions_announce_work_instead_of_calling_the_job_layer():
     found = [str(i) for i in project_imports()
              if i.source.startswith("governance.actions") and i.target.startswith(forbidden)]
     assert found == []
+
+
+# --- the optimizer's facade -------------------------------------------------------------------------------------
+
+# Submodules governance may import directly, with why (none today: optimizer.local_model would belong here, since
+# importing it eagerly would cost the llama-cpp start-up).
+OPTIMIZER_SUBMODULES_ALLOWED: dict[str, str] = {}
+
+
+def test_governance_imports_the_optimizer_only_through_its_facade():
+    direct = [str(i) for i in project_imports()
+              if i.target.startswith("optimizer.") and i.target not in OPTIMIZER_SUBMODULES_ALLOWED]
+    assert direct == [], "import these from `optimizer` (add them to optimizer/__init__.py):\n" + "\n".join(direct)
+
+
+def test_every_name_governance_takes_from_the_optimizer_is_public():
+    import optimizer
+
+    taken = set()
+    for path in governance_modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "optimizer":
+                taken |= {alias.name for alias in node.names}
+    assert taken and taken <= set(optimizer.__all__), sorted(taken - set(optimizer.__all__))
+    assert all(getattr(optimizer, name) is not None for name in taken)
+
+
+def test_governance_calls_the_optimizers_program_class_programspec():
+    """`Program` in governance is the Django model; the optimizer's class is ProgramSpec (Program stays an alias)."""
+    import optimizer
+
+    assert optimizer.Program is optimizer.ProgramSpec and optimizer.ProgramSpec.__name__ == "ProgramSpec"
+    for name, path in governance_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optimizer"):
+                assert "Program" not in {alias.name for alias in node.names}, f"{name} imports Program: use ProgramSpec"
+
+
+# --- one import style for the actions ----------------------------------------------------------------------------
+
+
+def test_the_actions_are_imported_as_modules_outside_the_actions_package():
+    """`from governance.actions import reviews as review_actions`, never names from the package or a submodule."""
+    modules = governance_modules()
+    found = []
+    for name, path in modules.items():
+        if name.startswith("governance.actions"):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("governance.actions"):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+                if node.module != "governance.actions" or any(n not in modules for n in names):
+                    found.append(f"{name}:{node.lineno} from {node.module} import "
+                                 f"{', '.join(alias.name for alias in node.names)}")
+    assert found == [], "\n".join(found)

@@ -24,19 +24,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.actions import (
-    approve_change_request,
-    create_program,
-    create_user_with_roles,
-    create_version,
-    import_dataset,
-    initial_payload,
-    open_change_request,
-    release_version,
-    setup_role_groups,
-)
-from governance.actions.runs import ACTIVE_RUN_STATUSES
-from governance.actions.versions import ACTIVE_CR_STATUSES
+from governance.actions import accounts
+from governance.actions import datasets as dataset_actions
+from governance.actions import programs as program_actions
+from governance.actions import releases as release_actions
+from governance.actions import reviews as review_actions
+from governance.actions import runs as run_actions
+from governance.actions import versions as version_actions
 from governance.errors import GovernanceError
 from governance.evaluator import finish_pending
 from governance.models import ChangeRequest, OptimizationRun, Program, PromptVersion, VersionStatus
@@ -77,7 +71,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("generate_audit_key", if_missing=True, stdout=self.stdout)  # every audit event is sealed
-        setup_role_groups()
+        accounts.setup_role_groups()
         self._signing_key()
         users = self._users()
         program = Program.objects.filter(slug=SLUG).first()
@@ -105,7 +99,7 @@ class Command(BaseCommand):
         for username, (first, last, roles) in DEMO_USERS.items():
             user = model.objects.filter(username=username).first()
             if user is None:
-                user = create_user_with_roles(actor=None, username=username, password=demo_password(username),
+                user = accounts.create_user(actor=None, username=username, password=demo_password(username),
                                               roles=roles, first_name=first, last_name=last,
                                               email=f"{username}@example.com")
                 if "admin" in roles:  # the read-only Django admin needs staff status (users are not governed)
@@ -119,26 +113,27 @@ class Command(BaseCommand):
         lm_config: dict[str, Any] = {"model": options["model"] or settings.GOVERNANCE_DEFAULT_MODEL}
         if options["api_base"]:
             lm_config["api_base"] = options["api_base"]
-        program = create_program(
+        program = program_actions.create_program(
             actor=users["author"], slug=SLUG, name="Support ticket triage", spec=spec, metric="choice",
             lm_config=lm_config, description=spec.get("description", ""),
             members=[users["reviewer1"], users["reviewer2"], users["releaser"]])
         for split in ("train", "val", "test"):
             path = DEMO_DIR / f"{split}.jsonl"
-            dataset = import_dataset(program, actor=users["author"], split=split, name=f"support tickets ({split})",
-                                     rows=path.read_text(encoding="utf-8"), format="jsonl",
-                                     source_filename=path.name)
+            dataset = dataset_actions.import_dataset(
+                program, actor=users["author"], split=split, name=f"support tickets ({split})",
+                rows=path.read_text(encoding="utf-8"), format="jsonl", source_filename=path.name)
             self.stdout.write(f"imported {dataset.row_count} {split} examples (hash {dataset.content_hash[:12]})")
         return program
 
     def _baseline(self, program: Program, users: dict[str, Any]) -> PromptVersion:
         """v1 = the program's own instructions, evaluated by the system on the test set, approved by two
         reviewers (with the content hash they were shown) and released: the production the run competes with."""
-        version = create_version(program, actor=users["author"], payload=initial_payload(program),
-                                 note="Baseline: the program's hand-written instructions, zero-shot.")
-        cr = open_change_request(version, actor=users["author"], title="Baseline: hand-written instructions",
-                                 description="The first production version, before any optimization.",
-                                 ticket_ref="DEMO-1", impact="low")
+        version = version_actions.create_version(
+            program, actor=users["author"], payload=version_actions.initial_payload(program),
+            note="Baseline: the program's hand-written instructions, zero-shot.")
+        cr = review_actions.open_change_request(
+            version, actor=users["author"], title="Baseline: hand-written instructions",
+            description="The first production version, before any optimization.", ticket_ref="DEMO-1", impact="low")
         started = time.monotonic()
         finish_pending([cr.candidate_evaluation, cr.baseline_evaluation])
         cr.refresh_from_db()
@@ -148,12 +143,13 @@ class Command(BaseCommand):
                           f"{time.monotonic() - started:.1f} s with {evaluation.lm_config.get('model')})")
         try:
             for reviewer in ("reviewer1", "reviewer2"):
-                approve_change_request(cr, actor=users[reviewer], password=demo_password(reviewer),
-                                       content_hash=version.content_hash, reason="Baseline reviewed for the demo.")
+                review_actions.approve_change_request(
+                    cr, actor=users[reviewer], password=demo_password(reviewer), content_hash=version.content_hash,
+                    reason="Baseline reviewed for the demo.")
                 cr.refresh_from_db()
             version.refresh_from_db()
-            release_version(version, actor=users["releaser"], label="production",
-                            reason="Baseline release of the hand-written prompt.")
+            release_actions.release_version(version, actor=users["releaser"], label="production",
+                                            reason="Baseline release of the hand-written prompt.")
         except GovernanceError as exc:
             raise CommandError(f"demo baseline could not be approved and released: {exc}") from exc
         assert version.status == VersionStatus.APPROVED
@@ -166,8 +162,8 @@ class Command(BaseCommand):
         """A light optimization run by the author, in the foreground with a progress bar (manage.py optimize),
         so that a change request waits for review. Skipped while one is open or a run is active."""
         waiting = ChangeRequest.objects.filter(program=program, version__run__isnull=False,
-                                               status__in=ACTIVE_CR_STATUSES).first()
-        active = OptimizationRun.objects.filter(program=program, status__in=ACTIVE_RUN_STATUSES).first()
+                                               status__in=version_actions.ACTIVE_CR_STATUSES).first()
+        active = OptimizationRun.objects.filter(program=program, status__in=run_actions.ACTIVE_RUN_STATUSES).first()
         if waiting is not None:
             self.stdout.write(f"change request {waiting.pk} from a run already waits for review; no new run")
             return

@@ -9,10 +9,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.actions.exports import export_version
+from governance.actions import exports as export_actions
 from governance.errors import GovernanceError
 from governance.models import Program, PromptVersion
-from optimizer.bundle import dumps_bundle
+from optimizer import dumps_bundle
 
 
 class Command(BaseCommand):
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         reason = "" if actor else (f"signed export of version {version.number} from the command line "
                                    f"(OS user {_os_user()}, no acting user)")
         try:
-            bundle = export_version(version, actor=actor, label=options["label"], reason=reason)
+            bundle = export_actions.export_version(version, actor=actor, label=options["label"], reason=reason)
         except (GovernanceError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         text = dumps_bundle(bundle)

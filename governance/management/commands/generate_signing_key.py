@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from optimizer.bundle import (
+from optimizer import (
+    BundleError,
     generate_private_key,
     key_fingerprint,
     load_private_key,
@@ -18,7 +19,6 @@ from optimizer.bundle import (
     public_key_b64,
     public_key_raw,
 )
-from optimizer.errors import BundleError
 
 
 class Command(BaseCommand):

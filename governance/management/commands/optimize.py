@@ -11,8 +11,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from governance.actions.reviews import recommendation_text
-from governance.actions.runs import start_run
+from governance.actions import reviews as review_actions
+from governance.actions import runs as run_actions
 from governance.errors import GovernanceError
 from governance.models import OptimizationRun, Program, RunStatus
 from governance.runner import change_request_of, execute_run, worker_name
@@ -40,10 +40,10 @@ class Command(BaseCommand):
         actor = _user(options["actor"]) if options["actor"] else program.owner
         overrides = {key: options[opt] for key, opt in (("model", "model"), ("api_base", "api_base")) if options[opt]}
         try:
-            run = start_run(program, actor=actor, preset=options["preset"], seed=options["seed"],
-                            num_trials=options["num_trials"], max_calls=options["max_calls"],
-                            max_tokens=options["max_tokens"], max_usd=options["max_usd"],
-                            lm_config=overrides or None, enqueue=False)
+            run = run_actions.start_run(program, actor=actor, preset=options["preset"], seed=options["seed"],
+                                        num_trials=options["num_trials"], max_calls=options["max_calls"],
+                                        max_tokens=options["max_tokens"], max_usd=options["max_usd"],
+                                        lm_config=overrides or None, enqueue=False)
         except GovernanceError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"run {run.pk} of {program.slug} started by {actor.get_username()} "
@@ -81,7 +81,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  test: candidate {candidate.score:.3f}, production {production.score:.3f} "
                               f"({candidate.score - production.score:+.3f}) on {candidate.examples} examples, "
                               f"{candidate.errors} errors (system evaluations {candidate.pk} and {production.pk})")
-        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; {recommendation_text(cr.comparison)}")
+        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; {review_actions.recommendation_text(cr.comparison)}")
 
 
 def _program(slug: str) -> Program:

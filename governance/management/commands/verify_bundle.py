@@ -6,8 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from optimizer.bundle import load_bundle, verify_bundle
-from optimizer.errors import BundleError
+from optimizer import BundleError, load_bundle, verify_bundle
 
 
 class Command(BaseCommand):
