@@ -98,3 +98,25 @@ def test_transition_saves_the_move_and_audits_before_and_after(make_version, aut
     [event] = audit.events()
     assert (event.action, event.reason, event.actor_id) == ("version.withdrawn", "not needed", author.pk)
     assert (event.before["status"], event.after["status"], event.after["by"]) == ("draft", "withdrawn", "test")
+
+
+def test_the_diagram_command_prints_every_table():
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("workflow_diagram", stdout=out)
+    text = out.getvalue()
+    assert text.count("stateDiagram-v2") == 4
+    assert "    in_review --> approved: last required approval\n" in text
+    assert "    running --> queued: worker lost: requeued\n" in text
+    assert "note right of approved: frozen (database triggers)" in text
+
+
+def test_docs_architecture_carries_the_current_diagrams():
+    from governance.management.commands.workflow_diagram import architecture_doc, with_diagrams
+
+    text = architecture_doc().read_text(encoding="utf-8")
+    assert "stateDiagram-v2" in text
+    assert with_diagrams(text) == text, "the diagrams are out of date: python manage.py workflow_diagram --write"
