@@ -238,6 +238,7 @@ def _version(request: HttpRequest, slug: str, number: int) -> PromptVersion:
 def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any) -> dict[str, Any]:
     crs = list(version.change_requests.select_related("opened_by").order_by("-id"))
     active_cr = next((cr for cr in crs if cr.status in version_actions.ACTIVE_CR_STATUSES), None)
+    actions = rights.allowed_actions(version, request.user)
     return {
         "program": version.program, "version": version,
         "predictors": _spec_predictors(version.payload.get("program", {})), "lm": version.payload.get("lm", {}),
@@ -245,8 +246,8 @@ def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any)
         "reviews": list(Review.objects.filter(version=version).select_related("reviewer").order_by("signed_at")),
         "exports": list(version.exports.select_related("exported_by").order_by("-created_at")[:10]),
         "labels": list(version.labels.all()),
-        "can_export": version.status == VersionStatus.APPROVED,
-        "can_submit": "submit" in rights.allowed_actions(version, request.user),
+        "can_export": "export" in actions,
+        "can_submit": "submit" in actions,
         "submit_form": extra.pop("submit_form", None) or portal_forms.SubmitForReviewForm(),
         **extra,
     }

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from governance.actions._common import create, expect_status, expect_transition, save, send_on_commit, transition
+from governance.actions._common import create, expect_status, expect_transition, send_on_commit, transition
 from governance.audit import record_event
 from governance.errors import IllegalTransition
 from governance.models import (
@@ -157,17 +157,11 @@ def _locked_running(evaluation: Evaluation, *, doing: str) -> Evaluation:
 
 
 def _finish(evaluation: Evaluation, status: str, *, usage: Usage, seconds: float, **values: Any) -> Evaluation:
-    before = evaluation_state(evaluation)
-    Evaluation.objects.filter(pk=evaluation.pk).update(**_usage_fields(usage))
-    evaluation.refresh_from_db(fields=["calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd"])
-    evaluation.status, evaluation.finished_at, evaluation.seconds = status, timezone.now(), round(seconds, 3)
-    for field, value in values.items():
-        setattr(evaluation, field, value)
     if status == EvaluationStatus.SUCCEEDED:
-        evaluation.examples_done = evaluation.examples
-    save(evaluation, actor=None, fields=["status", "finished_at", "seconds", "examples_done", *values])
-    record_event(f"evaluation.{status}", actor=None, obj=evaluation, program=evaluation.program, before=before,
-                 after=evaluation_state(evaluation), reason=evaluation.error[:500])
+        values["examples_done"] = values.get("examples", evaluation.examples)
+    transition(evaluation, status, actor=None, action=f"evaluation.{status}", state=evaluation_state,
+               reason=values.get("error", evaluation.error)[:500], finished_at=timezone.now(),
+               seconds=round(seconds, 3), **_usage_fields(usage), **values)
     send_on_commit(evaluation_finished, Evaluation, evaluation_id=evaluation.pk)
     return evaluation
 

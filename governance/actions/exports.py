@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
+from governance.actions._common import Checks
 from governance.audit import record_event
 from governance.bundles import build_bundle
 from governance.errors import IllegalTransition, NotFound
@@ -62,6 +63,17 @@ def export_label(program: Program, label: str, *, actor: Any, reason: str = "") 
     with transaction.atomic():
         release_label = _get_label(program, label, lock=True)
         return export_version(release_label.serving_version, actor=actor, label=release_label.name, reason=reason)
+
+
+def check_export(version: PromptVersion, actor: Any) -> None:
+    """A member of the program, and an approved version (what export_version checks, for the portal's button)."""
+    if actor is not None:
+        require_member(actor, version.program)
+    _require_exportable(version)
+
+
+# What a user may do now (governance.actions.rights gathers these tables).
+EXPORT_CHECKS: Checks = {"export": check_export}
 
 
 def _require_exportable(version: PromptVersion) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from governance.actions import exports as export_actions
 from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
@@ -22,7 +23,7 @@ from governance.models import ChangeRequest, OptimizationRun, Program, PromptVer
 CHECKS: dict[type, Checks] = {
     ChangeRequest: {**review_actions.REVIEW_CHECKS, **review_actions.REEVALUATE_CHECKS},
     PromptVersion: {**version_actions.VERSION_CHECKS, **review_actions.SUBMIT_CHECKS,
-                    **release_actions.VERSION_RELEASE_CHECKS},
+                    **release_actions.VERSION_RELEASE_CHECKS, **export_actions.EXPORT_CHECKS},
     OptimizationRun: run_actions.RUN_CHECKS,
     ReleaseLabel: release_actions.LABEL_CHECKS,
     Program: {**run_actions.PROGRAM_RUN_CHECKS, **release_actions.PROGRAM_RELEASE_CHECKS},

@@ -59,8 +59,9 @@ def test_version_actions_follow_role_authorship_and_state(make_version, make_app
     assert allowed_actions(draft, users["author2"]) == {"submit"}, "another author may propose, not edit"
     assert allowed_actions(draft, reviewer1) == set()
     approved = make_approved()
-    assert allowed_actions(approved, releaser) == {"retire", "release"}
-    assert allowed_actions(approved, reviewer1) == set(), "an approver neither releases nor retires"
+    assert allowed_actions(approved, releaser) == {"retire", "release", "export"}
+    assert allowed_actions(approved, reviewer1) == {"export"}, "an approver neither releases nor retires"
+    assert allowed_actions(approved, users["outsider"]) == set(), "not a member of the program"
     assert isinstance(refusal(approved, author, "edit"), IllegalTransition)
 
 
