@@ -4,6 +4,8 @@ import os
 
 from celery import Celery
 
+from governance.startup import refuse_development_secret_key
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 
 app = Celery("governance")
@@ -11,8 +13,6 @@ app = Celery("governance")
 
 @app.on_after_configure.connect
 def _refuse_development_secret_key(sender: Celery, **kwargs: object) -> None:
-    from governance.startup import refuse_development_secret_key
-
     refuse_development_secret_key()
 
 

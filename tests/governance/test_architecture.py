@@ -47,7 +47,6 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("governance.apps", "governance.runner"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.apps", "governance.webhooks"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.jobs", "governance.celery"): "start-up cost: a process without a broker never loads Celery",
-    ("governance.celery", "governance.startup"): "reads Django settings, configured only after the Celery app loads",
     ("governance.api.authentication", "governance.actions.tokens"):
         "settings load this module while rest_framework.views loads; the actions must not load then",
     ("governance.middleware", "governance.api.errors"): "DRF's error rendering loads on the first API exception",

@@ -41,8 +41,9 @@ def test_a_tiny_run_on_the_local_model_proposes_a_version(db, users, settings, t
     version = PromptVersion.objects.get(run=run)
     assert version.payload["lm"] == {"model": "local/gemma-3-270m", "temperature": 0.0, "max_tokens": 8}
     cr = ChangeRequest.objects.get(version=version)
-    evaluation = cr.evaluation
-    assert set(evaluation["candidate"]) == {"val", "test"} and evaluation["examples"] == {"val": 7, "test": 7}
-    assert all(0.0 <= score <= 1.0 for score in (*evaluation["candidate"].values(),
-                                                   evaluation["production"]["val"], evaluation["production"]["test"]))
-    assert cr.recommended == (evaluation["candidate"]["test"] > evaluation["production"]["test"])
+    candidate, production = cr.candidate_evaluation, cr.baseline_evaluation
+    assert candidate.status == production.status == "succeeded" and candidate.examples == production.examples == 7
+    assert candidate.run == run and candidate.lm_config["model"] == "local/gemma-3-270m"
+    assert 0.0 <= candidate.score <= 1.0 and 0.0 <= production.score <= 1.0
+    assert version.scores == {"test": candidate.score}
+    assert cr.recommended == cr.comparison["significant_gain"]
