@@ -406,7 +406,9 @@ class FinalEvaluation:
                                                            run=self.run, announce=False)
         if evaluation.status == EvaluationStatus.SUCCEEDED:
             return evaluation  # reused: the same content, data and model were evaluated before
-        claimed = evaluation_actions.claim_evaluation(evaluation.pk, worker=f"run-{self.run.pk}")
+        if evaluation.status == EvaluationStatus.RUNNING and evaluation.worker == self.worker:
+            evaluation = self._take_over(evaluation, payload, dataset)
+        claimed = evaluation_actions.claim_evaluation(evaluation.pk, worker=self.worker)
         if claimed is None:
             return self._await(evaluation)
         self.run.refresh_from_db()
@@ -425,6 +427,18 @@ class FinalEvaluation:
                 "phase": "final evaluation", "evaluation": {"which": which, "done": done, "total": total},
                 "calls": self.run.calls + spent.calls, "eta_seconds": round(elapsed / max(done, 1) * left, 1)})
         return report
+
+    @property
+    def worker(self) -> str:
+        return f"run-{self.run.pk}"
+
+    def _take_over(self, evaluation: Evaluation, payload: dict[str, Any], dataset: Dataset) -> Evaluation:
+        """An evaluation this run left running: its earlier attempt died with it (only one executor runs a run
+        at a time), so nobody will finish it. End it as lost and ask for a fresh one."""
+        evaluation_actions.fail_evaluation(evaluation, error=f"worker lost: run {self.run.pk}'s earlier attempt "
+                                                             "stopped during it", usage=Usage.zero(), seconds=0.0)
+        return evaluation_actions.request_evaluation(self.run.program, payload, dataset, actor=None, run=self.run,
+                                                     announce=False)
 
     def _await(self, evaluation: Evaluation) -> Evaluation:
         """Another executor runs this evaluation (a change request's job): wait for it, stoppable by a cancel."""

@@ -489,3 +489,18 @@ def test_a_run_queued_too_long_has_its_task_sent_again_once_per_interval(db, pro
     assert claim_run(run.pk, worker="w1", stale_after=60).run is not None
     assert claim_run(run.pk, worker="w2", stale_after=60).skipped.startswith(f"run {run.pk} is running on w1"), \
         "the duplicate delivery is skipped"
+
+
+def test_a_resumed_run_takes_over_the_final_evaluation_its_lost_attempt_left_running(db, program, users):
+    from governance.actions import evaluations as evaluation_actions
+    from governance.actions.reviews import baseline_payload, evaluation_dataset
+
+    run = start(program, users["author"], enqueue=False)
+    stranded = evaluation_actions.request_evaluation(program, baseline_payload(program, None),
+                                                     evaluation_dataset(program), actor=None, run=run, announce=False)
+    evaluation_actions.claim_evaluation(stranded.pk, worker=f"run-{run.pk}")  # the attempt that died held it
+    assert runner.execute_run(run.pk, worker_name="w2") == RunStatus.SUCCEEDED
+    stranded.refresh_from_db()
+    assert stranded.status == "failed" and stranded.error.startswith(f"worker lost: run {run.pk}'s earlier attempt")
+    cr = ChangeRequest.objects.get(version__run=run)
+    assert cr.baseline_evaluation.status == "succeeded" and cr.baseline_evaluation != stranded
