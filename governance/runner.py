@@ -132,7 +132,7 @@ def optuna_storage_url() -> str:
         return configured
     db = connections["default"].settings_dict  # during tests this names the test database
     if connection.vendor == "postgresql":
-        from sqlalchemy.engine import URL
+        from sqlalchemy.engine import URL  # start-up cost: only PostgreSQL deployments build this URL
 
         url = URL.create("postgresql+psycopg", username=db.get("USER") or None, password=db.get("PASSWORD") or None,
                          host=db.get("HOST") or None, port=int(db["PORT"]) if db.get("PORT") else None,
@@ -149,7 +149,7 @@ def ensure_optuna_storage(url: str) -> None:
     moment would otherwise race on the DDL."""
     if url in _storages_ready:
         return
-    import optuna
+    import optuna  # start-up cost: web processes that never run a study do not load optuna
 
     if connection.vendor == "postgresql" and url.startswith("postgresql"):
         with transaction.atomic(), connection.cursor() as cursor:
@@ -520,7 +520,7 @@ def join_run(run_id: int, *, worker_name: str, wait_seconds: float = 600) -> int
 
 def _await_study(run_id: int, wait_seconds: float) -> OptimizationRun | None:
     """The run, once its owner is searching (candidates stored in the study); None if it ends first."""
-    import optuna
+    import optuna  # start-up cost: web processes that never run a study do not load optuna
 
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:

@@ -52,7 +52,7 @@ class Command(BaseCommand):
         self._report(run)
 
     def _execute(self, run: OptimizationRun) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # start-up cost: only this command draws a progress bar
 
         with tqdm(total=run.config["num_trials"], desc=f"run {run.pk}", unit="trial", file=self.stderr._out,
                   dynamic_ncols=True) as bar:
