@@ -81,7 +81,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  test: candidate {candidate.score:.3f}, production {production.score:.3f} "
                               f"({candidate.score - production.score:+.3f}) on {candidate.examples} examples, "
                               f"{candidate.errors} errors (system evaluations {candidate.pk} and {production.pk})")
-        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; {review_actions.recommendation_text(cr.comparison)}")
+        recommendation = review_actions.recommendation_text(cr.comparison)
+        self.stdout.write(f"  recommended: {'yes' if cr.recommended else 'no'}; {recommendation}")
 
 
 def _program(slug: str) -> Program:
