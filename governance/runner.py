@@ -15,20 +15,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Self
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.dispatch import receiver
-from django.utils import timezone
 
 from governance import evaluator, jobs
 from governance.actions import evaluations as evaluation_actions
 from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
 from governance.actions import datasets as dataset_actions
-from governance.actions import reviews as review_actions
 from governance.errors import GovernanceError
 from governance.jobs import (
     CancelWatch,
@@ -45,11 +42,10 @@ from governance.models import (
     Evaluation,
     EvaluationStatus,
     OptimizationRun,
-    Program,
     RunStatus,
-    Schedule,
 )
 from governance.signals import run_requested
+from governance.studies import dispose_storage, ensure_optuna_storage, optuna_storage_url
 from optimizer import (
     MIPRO,
     PRESETS,
@@ -69,7 +65,6 @@ from optimizer import (
 
 logger = logging.getLogger(__name__)
 
-_STORAGE_LOCK_ID = 4242_0002  # advisory lock naming "create the optuna tables" (see governance.audit for 0001)
 TrialObserver = Callable[[TrialRecord, "run_actions.TrialOutcome"], None]
 
 
@@ -121,54 +116,7 @@ def spread_run(run_id: int, workers: int = 2) -> int:
     return workers - 1
 
 
-# --- optuna storage -----------------------------------------------------------------------------------------
-
-
-def optuna_storage_url() -> str:
-    """The study's storage: GOVERNANCE_OPTUNA_STORAGE, else the app's PostgreSQL database, else a SQLite file
-    under VAR_DIR (not the app's SQLite file: optuna's writes would contend with the app's for its lock)."""
-    configured = getattr(settings, "GOVERNANCE_OPTUNA_STORAGE", "")
-    if configured:
-        return configured
-    db = connections["default"].settings_dict  # during tests this names the test database
-    if connection.vendor == "postgresql":
-        from sqlalchemy.engine import URL  # start-up cost: only PostgreSQL deployments build this URL
-
-        url = URL.create("postgresql+psycopg", username=db.get("USER") or None, password=db.get("PASSWORD") or None,
-                         host=db.get("HOST") or None, port=int(db["PORT"]) if db.get("PORT") else None,
-                         database=db["NAME"])
-        return url.render_as_string(hide_password=False)
-    return f"sqlite:///{Path(settings.VAR_DIR) / 'optuna.sqlite3'}"
-
-
-_storages_ready: set[str] = set()
-
-
-def ensure_optuna_storage(url: str) -> None:
-    """Create optuna's tables once, under an advisory lock on PostgreSQL: two workers creating them at the same
-    moment would otherwise race on the DDL."""
-    if url in _storages_ready:
-        return
-    import optuna  # start-up cost: web processes that never run a study do not load optuna
-
-    if connection.vendor == "postgresql" and url.startswith("postgresql"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_STORAGE_LOCK_ID])
-            _dispose(optuna.storages.RDBStorage(url))
-    else:
-        _dispose(optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}}))
-    _storages_ready.add(url)
-
-
-def _dispose(storage: Any) -> None:
-    """Close a storage's connection pool now, rather than whenever the garbage collector gets to it."""
-    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a caching layer
-    engine = getattr(backend, "engine", None)
-    if engine is not None:
-        engine.dispose()
-
-
-def _mipro(inputs: RunInputs, lm: LM, reporter: TrialReporter, *, joining: bool) -> MIPRO:
+def _mipro(inputs: RunInputs, lm: Any, reporter: TrialReporter, *, joining: bool) -> MIPRO:
     """The run's optimizer. A joining or resuming worker gets its own sampler seed: with the run's seed it would
     sample the same configurations as the worker before it."""
     config = inputs.mipro
@@ -535,70 +483,13 @@ def _await_study(run_id: int, wait_seconds: float) -> OptimizationRun | None:
                 try:
                     attrs = optuna.load_study(study_name=run.study_name, storage=storage).user_attrs
                 finally:
-                    _dispose(storage)
+                    dispose_storage(storage)
                 if attrs.get("candidates") and attrs.get("priors_enqueued"):
                     return run
             except KeyError:
                 pass  # the owner has not created the study yet
         time.sleep(1.0)
     return None
-
-
-# --- scheduled jobs -----------------------------------------------------------------------------------------
-
-
-def recover_stale_runs(*, stale_after: float | None = None, attempts: int | None = None,
-                       queued_after: float | None = None) -> dict[int, str]:
-    """Requeue (or, out of attempts, fail) every running run whose executor stopped sending heartbeats, and
-    send again the task of every run queued for longer than `queued_after` seconds (its message may be lost)."""
-    stale_after = stale_seconds() if stale_after is None else stale_after
-    attempts = max_attempts() if attempts is None else attempts
-    queued_after = redispatch_seconds() if queued_after is None else queued_after
-    outcomes = {}
-    for run_id in OptimizationRun.objects.filter(status=RunStatus.RUNNING).values_list("pk", flat=True):
-        outcome = run_actions.recover_run(run_id, stale_after=stale_after, max_attempts=attempts)
-        if outcome is not None:
-            outcomes[run_id] = outcome
-            logger.warning("run %s: executor lost, %s", run_id, outcome)
-    for run_id in OptimizationRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True):
-        if run_actions.redispatch_run(run_id, queued_after=queued_after):
-            outcomes[run_id] = "redispatched"
-            logger.warning("run %s: queued too long, task sent again", run_id)
-    for evaluation_id in evaluator.redispatch_waiting(queued_after):
-        logger.warning("evaluation %s: queued too long, job sent again", evaluation_id)
-    return outcomes
-
-
-REOPTIMIZE_AFTER = {Schedule.NIGHTLY: 20 * 3600, Schedule.WEEKLY: 6.5 * 86400}  # seconds; slack for beat jitter
-
-
-def reoptimize_due_programs() -> dict[str, int | str]:
-    """Start a run for each program on a schedule whose last run is old enough and whose data changed since
-    (the same data, seed and cache would only propose the same prompt again). Started as the owner."""
-    started: dict[str, int | str] = {}
-    for program in Program.objects.exclude(reoptimize_schedule=Schedule.NONE).select_related("owner"):
-        last = program.runs.order_by("-created_at").first()
-        if last is not None and (last.status in run_actions.ACTIVE_RUN_STATUSES or (
-                timezone.now() - last.created_at).total_seconds() < REOPTIMIZE_AFTER[program.reoptimize_schedule]):
-            continue
-        hashes = {split: d.content_hash for split, d in dataset_actions.active_datasets(program).items()}
-        if last is not None and last.dataset_hashes == hashes:
-            continue
-        try:
-            started[program.slug] = run_actions.start_run(program, actor=program.owner, **_same_options(last)).pk
-        except GovernanceError as exc:
-            started[program.slug] = f"not started: {exc}"
-            logger.warning("scheduled re-optimization of %s not started: %s", program.slug, exc)
-    return started
-
-
-def _same_options(last: OptimizationRun | None) -> dict[str, Any]:
-    """A scheduled run repeats the previous run's preset, seed, trials and budget (defaults for the first)."""
-    if last is None:
-        return {}
-    config = last.config
-    return {"preset": config.get("preset", "light"), "seed": config.get("seed", 0),
-            "num_trials": config.get("num_trials"), **(config.get("budget") or {})}
 
 
 def change_request_of(run: OptimizationRun) -> ChangeRequest | None:
@@ -618,9 +509,6 @@ __all__ = [
     "lm_config_from",
     "local_executor",
     "worker_name",
-    "optuna_storage_url",
     "payload_lm",
-    "recover_stale_runs",
-    "reoptimize_due_programs",
     "spread_run",
 ]

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from governance import evaluator, runner
+from governance import evaluator, runner, schedules
 from governance.actions import monitoring
 from governance.audit import verify_trail, write_checkpoint
 from governance.celery import app
@@ -48,13 +48,13 @@ def run_evaluation(self: Any, evaluation_id: int) -> str:
 @app.task(name="governance.tasks.recover_stale_runs")
 def recover_stale_runs() -> dict[int, str]:
     """Requeue or fail runs whose worker stopped sending heartbeats (killed, out of memory, machine lost)."""
-    return runner.recover_stale_runs()
+    return schedules.recover_stale_runs()
 
 
 @app.task(name="governance.tasks.reoptimize_due_programs")
 def reoptimize_due_programs() -> dict[str, Any]:
     """Nightly: start the scheduled re-optimization of every program that is due and has new data."""
-    return runner.reoptimize_due_programs()
+    return schedules.reoptimize_due_programs()
 
 
 @app.task(name="governance.tasks.drift_check")

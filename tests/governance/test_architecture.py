@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "governance.webhook_tasks": ENTRY, "governance.management": ENTRY, "governance.admin": ENTRY,
     "governance.forms": ENTRY, "governance.templatetags": ENTRY, "governance.apps": ENTRY,
     "governance.middleware": ENTRY,
-    "governance.runner": JOBS, "governance.evaluator": JOBS, "governance.jobs": JOBS, "governance.webhooks": JOBS,
+    "governance.runner": JOBS, "governance.schedules": JOBS, "governance.studies": JOBS, "governance.evaluator": JOBS, "governance.jobs": JOBS, "governance.webhooks": JOBS,
     "governance.actions": ACTIONS, "governance.audit": ACTIONS, "governance.permissions": ACTIONS,
     "governance.bundles": ACTIONS, "governance.signing": ACTIONS, "governance.diffing": ACTIONS,
     "governance.reports": ACTIONS, "governance.webhook_checks": ACTIONS,

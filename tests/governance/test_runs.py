@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from governance import runner
+from governance import runner, schedules, studies
 from governance.evaluator import run_drift_check
 from governance.actions import (
     approve_change_request,
@@ -295,8 +295,10 @@ def test_cancel_during_the_final_evaluation_stops_within_seconds_and_proposes_no
     assert run.status == RunStatus.CANCELLED
     assert run.stop_reason.startswith("cancelled during the final evaluation")
     assert not PromptVersion.objects.filter(run=run).exists() and not ChangeRequest.objects.exists()
-    evaluation = run.evaluations.order_by("id").first()
-    assert evaluation.status == "cancelled" and evaluation.error.startswith("cancelled")
+    # The cancel lands in the candidate's evaluation or, under load, in production's after it: either way one
+    # evaluation ends cancelled part-way, without results, and nothing is proposed.
+    evaluation = run.evaluations.get(status="cancelled")
+    assert evaluation.error.startswith("cancelled")
     assert evaluation.examples_done < SIZES["test"] and not evaluation.results.exists()
 
 
@@ -359,18 +361,18 @@ def test_a_run_whose_worker_stopped_beating_is_requeued_then_failed(db, program,
     run = start(program, users["author"], enqueue=False)
     assert claim_run(run.pk, worker="w1", stale_after=60).run is not None
     assert claim_run(run.pk, worker="w2", stale_after=60).skipped.startswith(f"run {run.pk} is running on w1")
-    assert runner.recover_stale_runs(stale_after=60, attempts=2) == {}, "a fresh heartbeat is left alone"
+    assert schedules.recover_stale_runs(stale_after=60, attempts=2) == {}, "a fresh heartbeat is left alone"
 
     audit = AuditLog()
     OptimizationRun.objects.filter(pk=run.pk).update(heartbeat_at=run.created_at.replace(year=2020))
     with django_capture_on_commit_callbacks(execute=True):
-        assert runner.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "queued"}
+        assert schedules.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "queued"}
     assert dispatched == [run.pk]
     assert claim_run(run.pk, worker="w2", stale_after=60).run.attempts == 2
     with pytest.raises(IllegalTransition, match=f"^run {run.pk} is executed by w2 now, not by w1$"):
         finish_run(run, RunStatus.FAILED, error="the lost executor's late failure", worker="w1")
     OptimizationRun.objects.filter(pk=run.pk).update(heartbeat_at=run.created_at.replace(year=2020))
-    assert runner.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "failed"}
+    assert schedules.recover_stale_runs(stale_after=60, attempts=2) == {run.pk: "failed"}
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.stop_reason == "worker lost"
     assert run.error.startswith("worker lost: w2 sent no heartbeat since 2020-")
@@ -381,18 +383,18 @@ def test_scheduled_reoptimization_starts_due_programs_with_new_data_once(db, pro
                                                                          django_capture_on_commit_callbacks):
     dispatched: list[int] = []
     monkeypatch.setattr(runner, "dispatch_run", dispatched.append)
-    assert runner.reoptimize_due_programs() == {}, "no schedule, no run"
+    assert schedules.reoptimize_due_programs() == {}, "no schedule, no run"
     update_program(program, actor=users["author"], reoptimize_schedule="nightly", reason="keep it fresh")
     with django_capture_on_commit_callbacks(execute=True):
-        started = runner.reoptimize_due_programs()
+        started = schedules.reoptimize_due_programs()
     run = OptimizationRun.objects.get()
     assert started == {"tickets": run.pk} and dispatched == [run.pk] and run.started_by == users["author"]
-    assert runner.reoptimize_due_programs() == {}, "a queued run is not started twice"
+    assert schedules.reoptimize_due_programs() == {}, "a queued run is not started twice"
     OptimizationRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED,
                                                      created_at=run.created_at.replace(year=2020))
-    assert runner.reoptimize_due_programs() == {}, "same data as the last run: nothing new to learn"
+    assert schedules.reoptimize_due_programs() == {}, "same data as the last run: nothing new to learn"
     import_dataset(program, actor=users["author"], split="train", name="more", rows=rows("train", 40, start=100))
-    assert set(runner.reoptimize_due_programs()) == {"tickets"}
+    assert set(schedules.reoptimize_due_programs()) == {"tickets"}
 
 
 # --- drift ------------------------------------------------------------------------------------------------------
@@ -469,7 +471,7 @@ def test_optimize_command_reports_refusals_and_failures(db, program, users, sett
 def test_runs_use_an_optuna_study_outside_the_app_database_on_sqlite(db, settings):
     settings.GOVERNANCE_OPTUNA_STORAGE = ""
     assert connection.vendor == "sqlite"
-    assert runner.optuna_storage_url() == f"sqlite:///{Path(settings.VAR_DIR) / 'optuna.sqlite3'}"
+    assert studies.optuna_storage_url() == f"sqlite:///{Path(settings.VAR_DIR) / 'optuna.sqlite3'}"
 
 
 def test_a_run_queued_too_long_has_its_task_sent_again_once_per_interval(db, program, users, monkeypatch,
@@ -477,13 +479,13 @@ def test_a_run_queued_too_long_has_its_task_sent_again_once_per_interval(db, pro
     dispatched: list[int] = []
     monkeypatch.setattr(runner, "dispatch_run", dispatched.append)
     run = start(program, users["author"], enqueue=False)  # its message never reaches a worker
-    assert runner.recover_stale_runs(queued_after=600) == {}, "a freshly queued run is left alone"
+    assert schedules.recover_stale_runs(queued_after=600) == {}, "a freshly queued run is left alone"
 
     audit = AuditLog()
     OptimizationRun.objects.filter(pk=run.pk).update(created_at=run.created_at.replace(year=2020))
     with django_capture_on_commit_callbacks(execute=True):
-        assert runner.recover_stale_runs(queued_after=600) == {run.pk: "redispatched"}
-        assert runner.recover_stale_runs(queued_after=600) == {}, "the next re-send waits a full interval"
+        assert schedules.recover_stale_runs(queued_after=600) == {run.pk: "redispatched"}
+        assert schedules.recover_stale_runs(queued_after=600) == {}, "the next re-send waits a full interval"
     assert dispatched == [run.pk]
     assert audit.actions() == ["run.redispatched"]
     assert claim_run(run.pk, worker="w1", stale_after=60).run is not None

@@ -186,15 +186,15 @@ def test_candidate_checks_are_recorded_on_the_change_request(make_cr, make_versi
 
 
 def test_an_evaluation_whose_job_was_lost_is_sent_again_by_the_recovery_job(make_cr, monkeypatch):
-    from governance import evaluator, runner
+    from governance import evaluator, schedules
 
     cr = make_cr(evaluated=False)
     sent: list[int] = []
     monkeypatch.setattr(evaluator, "dispatch_evaluation", sent.append)
-    runner.recover_stale_runs(queued_after=600)
+    schedules.recover_stale_runs(queued_after=600)
     assert sent == [], "a freshly queued evaluation is left alone"
     Evaluation.objects.update(created_at=cr.created_at.replace(year=2020))  # set-up: an old, forgotten job
-    runner.recover_stale_runs(queued_after=600)
+    schedules.recover_stale_runs(queued_after=600)
     assert sorted(sent) == sorted([cr.candidate_evaluation_id, cr.baseline_evaluation_id])
 
 

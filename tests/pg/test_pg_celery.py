@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from governance import runner
+from governance import runner, schedules, studies
 from governance.actions import (
     approve_change_request,
     create_program,
@@ -242,7 +242,7 @@ def assert_proposed_once(run: OptimizationRun) -> ChangeRequest:
 
 def test_workers_use_the_app_database_for_the_study():
     assert connection.vendor == "postgresql"
-    url = runner.optuna_storage_url()
+    url = studies.optuna_storage_url()
     assert url.startswith("postgresql+psycopg://") and url.endswith(f"/{connection.settings_dict['NAME']}")
 
 
@@ -350,7 +350,7 @@ def test_a_killed_worker_is_replaced_and_the_run_resumes_its_study(team, lm_serv
         second = Worker("replacement", env, worker_dir, queue=own_queue).wait_ready()
         try:
             time.sleep(STALE_SECONDS + 1)  # the dead worker's heartbeat goes stale
-            assert runner.recover_stale_runs(stale_after=STALE_SECONDS) == {run.pk: "queued"}
+            assert schedules.recover_stale_runs(stale_after=STALE_SECONDS) == {run.pk: "queued"}
             wait_for(lambda: finished(run), 240, "the resumed run to finish", [first, second])
         finally:
             second.stop()
