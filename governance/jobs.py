@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -175,19 +174,17 @@ def guarded_lm(config: LMConfig, budget: Budget | None = None, stop_check: StopC
     return GuardedLM(LM(config, budget), stop_check=stop_check)
 
 
-class CancelWatch:
-    """A run's stop check for its LMs: a thread reads the run row every `interval` seconds, and the check (called
-    before every LM call, from the LM's own threads) answers from memory. So a cancel stops any phase, search or
-    final evaluation, within about a second, without a query per call."""
+class PollingThread:
+    """A side thread that calls `poll()` every `interval` seconds while the `with` block runs, until `poll()`
+    returns False. It has its own database connection, closed when it ends; an exception is logged, and ends it."""
 
-    def __init__(self, run_id: int, interval: float = 1.0) -> None:
-        self.run_id, self.interval = run_id, interval
-        self.reason: str | None = None
+    def __init__(self, name: str, interval: float) -> None:
+        self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"cancel-watch-run-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def __call__(self) -> str | None:
-        return self.reason
+    def poll(self) -> bool:
+        raise NotImplementedError
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -197,19 +194,38 @@ class CancelWatch:
         self._stop.set()
         self._thread.join(timeout=30)
 
-    def _watch(self) -> None:
+    def _loop(self) -> None:
         try:
-            while self.reason is None and not self._stop.wait(self.interval):
-                run = OptimizationRun.objects.only("status", "cancel_requested").filter(pk=self.run_id).first()
-                if run is None:  # not visible to this connection (an uncommitted test transaction): nothing to watch
-                    return
-                if run.cancel_requested:
-                    self.reason = "cancel requested"
-                elif run.status != RunStatus.RUNNING:
-                    self.reason = f"run is {run.status}"
-        except Exception:  # a watcher that cannot read leaves the trial-boundary checks in charge
-            logger.exception("cancel watch of run %s failed", self.run_id)
+            while not self._stop.wait(self.interval) and self.poll():
+                pass
+        except Exception:  # the thread is a helper: the work it watches goes on, and the log says why it stopped
+            logger.exception("%s failed", self._thread.name)
         finally:
             connection.close()
+
+
+class CancelWatch(PollingThread):
+    """A run's stop check for its LMs: a thread reads the run row every `interval` seconds, and the check (called
+    before every LM call, from the LM's own threads) answers from memory. So a cancel stops any phase, search or
+    final evaluation, within about a second, without a query per call. If the thread cannot read, the
+    trial-boundary checks stay in charge."""
+
+    def __init__(self, run_id: int, interval: float = 1.0) -> None:
+        super().__init__(f"cancel-watch-run-{run_id}", interval)
+        self.run_id = run_id
+        self.reason: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def poll(self) -> bool:
+        run = OptimizationRun.objects.only("status", "cancel_requested").filter(pk=self.run_id).first()
+        if run is None:  # not visible to this connection (an uncommitted test transaction): nothing to watch
+            return False
+        if run.cancel_requested:
+            self.reason = "cancel requested"
+        elif run.status != RunStatus.RUNNING:
+            self.reason = f"run is {run.status}"
+        return self.reason is None
 
 

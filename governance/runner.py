@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Self
+from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.dispatch import receiver
 
 from governance import evaluator, jobs
@@ -31,6 +29,7 @@ from governance.jobs import (
     CancelWatch,
     GuardedLM,
     ModelFailing,
+    PollingThread,
     guarded_lm,
     lm_config_from,
     local_executor,
@@ -221,34 +220,19 @@ class TrialReporter:
         return None
 
 
-class Heartbeat:
+class Heartbeat(PollingThread):
     """A thread that tells the database the executor is alive, also during long phases without trials
-    (bootstrapping, proposals, the final evaluation). `lost` turns True if another executor took over."""
+    (bootstrapping, proposals, the final evaluation). `lost` turns True if another executor took over. A missed
+    beat is survivable: the staleness window spans several."""
 
     def __init__(self, run_id: int, worker: str, interval: float) -> None:
-        self.run_id, self.worker, self.interval = run_id, worker, interval
+        super().__init__(f"heartbeat-run-{run_id}", interval)
+        self.run_id, self.worker = run_id, worker
         self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-run-{run_id}", daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                if not run_actions.heartbeat(self.run_id, worker=self.worker):
-                    self.lost = True
-                    return
-        except Exception:  # a missed beat is survivable: the staleness window spans several
-            logger.exception("heartbeat of run %s failed", self.run_id)
-        finally:
-            connection.close()
+    def poll(self) -> bool:
+        self.lost = not run_actions.heartbeat(self.run_id, worker=self.worker)
+        return not self.lost
 
 
 # --- execution ----------------------------------------------------------------------------------------------
