@@ -30,7 +30,7 @@ from governance.forms import LoginForm
 from governance.models import AccountState, ApiKey, AuditEvent, Program, Role
 from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
 from governance.permissions import has_role, require_role, user_roles, visible_programs
-from governance.views import portal_view
+from governance.views import field_of, portal_view
 
 User = get_user_model()
 ROLE_CHOICES = Role.choices
@@ -191,7 +191,7 @@ def password_change(request: HttpRequest) -> HttpResponse:
             user = accounts.change_own_password(request.user, old_password=form.cleaned_data["old_password"],
                                                 new_password=form.cleaned_data["new_password"])
         except InvalidInput as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         except AuthenticationFailed as exc:
             form.add_error("old_password", exc.message)
         else:
@@ -241,18 +241,8 @@ def account_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def account_create(request: HttpRequest) -> HttpResponse:
     require_role(request.user, Role.ADMIN, doing="create users")
-    form = CreateUserForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user = accounts.create_user(actor=request.user, **form.cleaned_data)
-        except InvalidInput as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        else:
-            messages.success(request, f"User {user.username} created; they must change the password before "
-                                      "signing.")
-            return redirect("account_detail", username=user.username)
-    return render(request, "governance/accounts_create.html", {"form": form},
-                  status=400 if request.method == "POST" else 200)
+    return _create_account(request, CreateUserForm(request.POST or None), accounts.create_user,
+                           "User {username} created; they must change the password before signing.")
 
 
 def _detail_context(request: HttpRequest, user: Any, **posted: Any) -> dict[str, Any]:
@@ -326,7 +316,7 @@ def account_action(request: HttpRequest, username: str, action: str) -> HttpResp
         try:
             act(user, request.user, dict(form.cleaned_data))
         except InvalidInput as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         else:
             messages.success(request, done(user, form.cleaned_data))
             return redirect("account_detail", username=user.username)
@@ -351,7 +341,7 @@ def _issue(request: HttpRequest, owner: Any, form: ApiKeyForm) -> HttpResponse |
     try:
         key, secret = tokens.create_api_key(owner, actor=request.user, **data)
     except InvalidInput as exc:
-        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        form.add_error(field_of(exc, form), exc.message)
     except AuthenticationFailed as exc:
         form.add_error("password", exc.message)
     else:
@@ -386,17 +376,23 @@ def my_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def service_account_create(request: HttpRequest) -> HttpResponse:
     require_role(request.user, Role.ADMIN, doing="create service accounts")
-    form = ServiceAccountForm(request.POST or None)
+    return _create_account(request, ServiceAccountForm(request.POST or None), accounts.create_service_account,
+                           "Service account {username} created: give it program memberships and an API key.",
+                           service=True)
+
+
+def _create_account(request: HttpRequest, form: forms.Form, create: Callable[..., Any], done: str,
+                    **context: Any) -> HttpResponse:
+    """The create-user and create-service-account pages: the form, the action, the new account's page."""
     if request.method == "POST" and form.is_valid():
         try:
-            user = accounts.create_service_account(actor=request.user, **form.cleaned_data)
+            user = create(actor=request.user, **form.cleaned_data)
         except InvalidInput as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         else:
-            messages.success(request, f"Service account {user.username} created: give it program memberships and "
-                                      "an API key.")
+            messages.success(request, done.format(username=user.username))
             return redirect("account_detail", username=user.username)
-    return render(request, "governance/accounts_create.html", {"form": form, "service": True},
+    return render(request, "governance/accounts_create.html", {"form": form, **context},
                   status=400 if request.method == "POST" else 200)
 
 

@@ -102,7 +102,7 @@ def _require_visible(request: HttpRequest, program: Program) -> None:
         raise Http404("not found")
 
 
-def _field_of(exc: GovernanceError, form: Any, default: str | None = None) -> str | None:
+def field_of(exc: GovernanceError, form: Any, default: str | None = None) -> str | None:
     """The visible form field an error belongs to (errors of hidden fields show above the form)."""
     field = getattr(form, "fields", {}).get(exc.field)
     return exc.field if field is not None and not field.widget.is_hidden else default
@@ -214,7 +214,7 @@ def start_run_view(request: HttpRequest, slug: str) -> HttpResponse:
                                         seed=form.cleaned_data["seed"], num_trials=form.cleaned_data["num_trials"],
                                         max_calls=form.cleaned_data["max_calls"])
         except InvalidInput as exc:
-            form.add_error(_field_of(exc, form), exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         else:
             messages.success(request, f"Optimization run {run.pk} started ({form.cleaned_data['preset']} preset, "
                                       f"seed {form.cleaned_data['seed']}).")
@@ -269,7 +269,7 @@ def version_submit(request: HttpRequest, slug: str, number: int) -> HttpResponse
         try:
             cr = review_actions.submit_for_review(version, actor=request.user, **form.cleaned_data)
         except InvalidInput as exc:
-            form.add_error(_field_of(exc, form), exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         else:
             messages.success(request, f"Change request {cr.pk} is open for review.")
             return redirect("change_request_detail", pk=cr.pk)
@@ -544,7 +544,7 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
             # A wrong password is refused (403, recorded by the action), content that changed since the page was
             # read (409, nothing signed): the form shows why, next to the field or above the form.
             status = exc.http_status
-            form.add_error(_field_of(exc, form, "password" if isinstance(exc, AuthenticationFailed) else None),
+            form.add_error(field_of(exc, form, "password" if isinstance(exc, AuthenticationFailed) else None),
                            exc.message)
         else:
             cr.refresh_from_db()
@@ -624,7 +624,7 @@ def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: t
         try:
             act(program, form.cleaned_data)
         except InvalidInput as exc:
-            form.add_error(_field_of(exc, form), exc.message)
+            form.add_error(field_of(exc, form), exc.message)
         else:
             messages.success(request, done(form.cleaned_data))
             return redirect("releases", slug=program.slug)
