@@ -30,6 +30,13 @@ LAYERS: dict[str, int] = {
     "governance.webhook_tasks": ENTRY, "governance.management": ENTRY, "governance.admin": ENTRY,
     "governance.forms": ENTRY, "governance.templatetags": ENTRY, "governance.apps": ENTRY,
     "governance.middleware": ENTRY,
+    # Reserved for the parallel issues (14, 15, 17, 18): portal pages, identity, health and metrics are entry
+    # points; notification delivery is a job; the others are actions' helpers.
+    "governance.portal_authoring": ENTRY, "governance.portal_compare": ENTRY, "governance.portal_discussion": ENTRY,
+    "governance.portal_identity": ENTRY, "governance.portal_releases": ENTRY, "governance.portal_audit": ENTRY,
+    "governance.oidc": ENTRY, "governance.health": ENTRY, "governance.metrics": ENTRY,
+    "governance.logging": LIBRARY, "governance.notify": JOBS,
+    "governance.comparisons": ACTIONS, "governance.playground": ACTIONS, "governance.memberships": ACTIONS,
     "governance.runner": JOBS, "governance.schedules": JOBS, "governance.studies": JOBS, "governance.evaluator": JOBS, "governance.jobs": JOBS, "governance.webhooks": JOBS,
     "governance.actions": ACTIONS, "governance.audit": ACTIONS, "governance.permissions": ACTIONS,
     "governance.bundles": ACTIONS, "governance.signing": ACTIONS, "governance.diffing": ACTIONS,
