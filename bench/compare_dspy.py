@@ -141,16 +141,27 @@ def worker(args: argparse.Namespace) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_start = os.getloadavg()
+    load_start, code = os.getloadavg(), code_version()  # at the start: others commit while a run goes
     result = (run_ours if args.optimizer == "ours" else run_dspy)(args)
     result.update({"optimizer": args.optimizer, "dataset": args.dataset, "preset": args.preset, "seed": args.seed,
                    "metric": METRICS.get(args.dataset, "choice"), "train_rows": TRAIN_ROWS,
                    "test_rows": TEST_ROWS, "test_sample_seed": TEST_SEED, "model": MODEL,
                    "load_average_start": [round(x, 2) for x in load_start],
                    "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                   "versions": versions(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+                   "versions": versions(), "code": code,
+                   "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the run's code came from, and whether optimizer/ or bench/ differed from it (several engineers
+    commit to the checkout while a benchmark runs; a result must say which code produced it)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_changes": git("status", "--porcelain", "--", "optimizer", "bench").splitlines()}
 
 
 def versions() -> dict[str, str]:
