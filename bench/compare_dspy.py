@@ -216,7 +216,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     preset = PRESETS[args.preset]
     chosen = {p.name: {"instructions": p.instructions, "demos": len(p.demos)} for p in result.program.predictors}
     return {"test_accuracy": evaluation.score, "test_errors": evaluation.error_count, "test_calls": test_usage["calls"],
-            "val_score": result.best_score, "val_size": result.valset_size, "optimize": optimize,
+            "test_lm_errors": evaluation.lm_errors, "test_parse_errors": evaluation.parse_errors,
+            "test_usage": test_usage, "val_score": result.best_score, "val_size": result.valset_size, "optimize": optimize,
             "client_usage": {"calls": usage.calls, "cached_calls": usage.cached_calls,
                              "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                              "seconds_in_lm_summed_over_threads": round(usage.seconds_in_lm, 2),
@@ -289,7 +290,7 @@ def run_dspy(args: argparse.Namespace) -> dict[str, Any]:
               for name, p in compiled.named_predictors()}
     val_points = [p for p in hook.points]
     return {"test_accuracy": sum(scores) / len(scores), "test_errors": errors, "test_calls": test_usage["calls"],
-            "val_score": max((s for _, s in val_points), default=None), "optimize": optimize,
+            "test_usage": test_usage, "val_score": max((s for _, s in val_points), default=None), "optimize": optimize,
             "client_usage": {"calls_through_configured_lm": optimize_lm_calls, "cached_calls": 0},
             "trials": len(getattr(compiled, "trial_logs", {}) or {}), "chosen": chosen,
             "curve": [[c, s] for c, s in val_points]}
