@@ -23,8 +23,12 @@ from governance.models.choices import (
     VersionStatus,
     WebhookEvent,
 )
+from governance.models.discussion import (
+    AnchorKind, Comment, EmailStatus, Notification, NotificationKind, NotificationSetting, ReviewerAssignment,
+)
 from governance.models.evaluations import Evaluation, EvaluationResult
 from governance.models.exports import DriftAlert, Export, WebhookDelivery, WebhookSubscription
+from governance.models.memberships import PROGRAM_ROLES, MembershipSource, ProgramMembership
 from governance.models.programs import Dataset, Example, Program, ReviewPolicy
 from governance.models.releases import Release, ReleaseLabel
 from governance.models.reviews import ChangeRequest, Review
@@ -40,4 +44,6 @@ __all__ = [
     "DriftAlert", "Export", "WebhookDelivery", "WebhookSubscription", "Dataset", "Example", "Program",
     "ReviewPolicy", "Release", "ReleaseLabel", "ChangeRequest", "Review", "Candidate", "OptimizationRun", "Trial",
     "PromptVersion", "payload_hash",
+    "AnchorKind", "Comment", "EmailStatus", "Notification", "NotificationKind", "NotificationSetting",
+    "ReviewerAssignment", "PROGRAM_ROLES", "MembershipSource", "ProgramMembership",
 ]

@@ -40,13 +40,16 @@ class Program(models.Model):
                               help_text="exact, choice, f1, or module:function")
     lm_config = models.JSONField(default=dict, blank=True, help_text="optimizer.LMConfig JSON for runs.")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_programs")
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="programs", blank=True)
+    # Each member's roles on this program live on the membership (governance.models.memberships).
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="programs", blank=True,
+                                     through="governance.ProgramMembership",
+                                     through_fields=("program", "user"))
     review_policy = models.ForeignKey(ReviewPolicy, null=True, blank=True, on_delete=models.PROTECT)
     reoptimize_schedule = models.CharField(max_length=16, choices=Schedule.choices, default=Schedule.NONE)
     drift_threshold = models.FloatField(default=3.0, help_text="Alert when the production score drops by more "
                                                                "than this many points on new labeled data.")
     created_at = models.DateTimeField(auto_now_add=True)
-    history = HistoricalRecords(m2m_fields=[members])
+    history = HistoricalRecords()  # memberships keep their own history (ProgramMembership.history)
 
     class Meta:
         ordering = ["slug"]
