@@ -72,7 +72,12 @@ from governance.models import (
 )
 from governance.permissions import require_member, require_role
 from governance.request_context import current_request_context
-from governance.signals import change_request_approved, change_request_opened, change_request_rejected
+from governance.signals import (
+    change_request_approved,
+    change_request_changes_requested,
+    change_request_opened,
+    change_request_rejected,
+)
 from optimizer import ProgramSpec, check_candidate, compare_paired
 
 # What each decision does: how refusals word it, and the change request's and the version's next states.
@@ -491,6 +496,7 @@ def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str
                state=cr_state, reason=reason)
     _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",
                         reason=reason)
+    send_on_commit(change_request_changes_requested, ChangeRequest, instance=cr, actor=actor)
     return review
 
 

@@ -49,7 +49,7 @@ from governance.models import (
     VersionOrigin,
 )
 from governance.permissions import require_role
-from governance.signals import run_requested
+from governance.signals import run_finished, run_requested
 from optimizer import PRESETS, Budget, TrialRecord, Usage
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
@@ -399,11 +399,13 @@ def _finish(run: OptimizationRun, status: str, *, actor: Any, stop_reason: str =
     spent = {field: getattr(run, field) + getattr(usage, field) for field in _USAGE_FIELDS} if usage is not None else {}
     now = timezone.now()
     wall_seconds = (now - run.started_at).total_seconds() if run.started_at else 0.0
-    return transition(run, status, actor=actor, action=f"run.{status}", state=run_state,
-                      reason=reason or stop_reason or error[:500],
-                      after={"trials": run.trials.count(), "wall_seconds": round(wall_seconds, 2)},
-                      stop_reason=stop_reason[:200], error=error, finished_at=now, wall_seconds=wall_seconds,
-                      progress={**run.progress, "phase": status, "eta_seconds": 0}, **spent)
+    run = transition(run, status, actor=actor, action=f"run.{status}", state=run_state,
+                     reason=reason or stop_reason or error[:500],
+                     after={"trials": run.trials.count(), "wall_seconds": round(wall_seconds, 2)},
+                     stop_reason=stop_reason[:200], error=error, finished_at=now, wall_seconds=wall_seconds,
+                     progress={**run.progress, "phase": status, "eta_seconds": 0}, **spent)
+    send_on_commit(run_finished, OptimizationRun, instance=run)
+    return run
 
 
 def store_candidates(run: OptimizationRun, candidates: dict[str, Any]) -> int:
