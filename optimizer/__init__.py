@@ -27,6 +27,7 @@ from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate, eval
 from optimizer.execution import Prediction, run_program
 from optimizer.lm import LM, Budget, LMConfig, Usage
 from optimizer.metrics import Metric, choice_match, exact_match, resolve_metric, token_f1
+from optimizer.preview import PredictorCall, RenderedPrompt, render_prompt, render_prompts, run_with_prompts
 from optimizer.program import ChainOfThought, Predict, Predictor, Program, ProgramSpec, canonical_json, content_hash
 from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
 from optimizer.signatures import Field, Signature
@@ -57,8 +58,10 @@ __all__ = [
     "Metric",
     "Prediction",
     "Predictor",
+    "PredictorCall",
     "Program",
     "ProgramSpec",
+    "RenderedPrompt",
     "RunResult",
     "Signature",
     "SpecError",
@@ -75,8 +78,11 @@ __all__ = [
     "exact_match",
     "examples_from_records",
     "load_examples",
+    "render_prompt",
+    "render_prompts",
     "resolve_metric",
     "run_program",
+    "run_with_prompts",
     "split_train_val",
     "token_f1",
 ]

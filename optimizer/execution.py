@@ -26,6 +26,7 @@ class TraceStep:
     predictor: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    raw: str = ""  # the LM's answer text the outputs were parsed from
 
 
 LM_ERROR = "lm"        # the model call failed (after its retries): no answer at all
@@ -84,7 +85,7 @@ def run_program(program: Program, inputs: dict[str, Any], lm: LM, adapter: Adapt
         except LMError as exc:
             return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: LM error: {exc}", raw,
                               LM_ERROR)
-        trace.append(TraceStep(predictor.name, step_inputs, outputs))
+        trace.append(TraceStep(predictor.name, step_inputs, outputs, raw))
         state.update(outputs)
     return Prediction(_produced(state, inputs), tuple(trace), None, raw)
 
