@@ -25,8 +25,9 @@ from optimizer.errors import (
 )
 from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate, evaluate_example
 from optimizer.execution import Prediction, run_program
+from optimizer.judge import JudgeMetric, Judgement, parse_judgement
 from optimizer.lm import LM, Budget, LMConfig, Usage
-from optimizer.metrics import Metric, choice_match, exact_match, resolve_metric, token_f1
+from optimizer.metrics import Metric, choice_match, exact_match, metric_names, resolve_metric, token_f1
 from optimizer.preview import PredictorCall, RenderedPrompt, render_prompt, render_prompts, run_with_prompts
 from optimizer.program import ChainOfThought, Predict, Predictor, Program, ProgramSpec, canonical_json, content_hash
 from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
@@ -47,6 +48,8 @@ __all__ = [
     "ExampleResult",
     "Field",
     "Finding",
+    "JudgeMetric",
+    "Judgement",
     "LMConfig",
     "LMError",
     "LMUnreachableError",
@@ -80,6 +83,8 @@ __all__ = [
     "load_examples",
     "render_prompt",
     "render_prompts",
+    "metric_names",
+    "parse_judgement",
     "resolve_metric",
     "run_program",
     "run_with_prompts",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import Adapter
 from optimizer.data import Example
 from optimizer.execution import LM_ERROR, PARSE_ERROR, Prediction, run_program
+from optimizer.judge import Judgement
 from optimizer.metrics import Metric
 from optimizer.program import Program
 
@@ -35,6 +36,7 @@ class ExampleResult:
     prediction: Prediction
     score: float
     error: str | None
+    feedback: dict[str, str] = field(default_factory=dict)  # what the metric said beyond the score (a judge's)
 
     @property
     def error_kind(self) -> str | None:
@@ -46,7 +48,7 @@ class ExampleResult:
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "inputs": self.example.inputs, "expected": self.example.labels,
                 "predicted": self.prediction.outputs, "score": self.score, "error": self.error,
-                "error_kind": self.error_kind, "raw": self.prediction.raw}
+                "error_kind": self.error_kind, "raw": self.prediction.raw, "feedback": self.feedback}
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,32 @@ class EvaluationResult:
                 "failures": [r.to_dict() for r in self.failures[:max_failures]]}
 
 
-def score_prediction(metric: Metric, example: Example, prediction: Prediction) -> tuple[float, str | None]:
-    """Run the metric; a metric that raises scores 0 with its error recorded, never a crash."""
+@dataclass(frozen=True)
+class MetricOutcome:
+    """One metric call: the score, the error (the prediction's or the metric's) and the metric's feedback."""
+
+    score: float
+    error: str | None
+    feedback: dict[str, str]
+
+
+def run_metric(metric: Metric, example: Example, prediction: Prediction) -> MetricOutcome:
+    """Run the metric; a metric that raises scores 0 with its error recorded, never a crash. A metric that
+    explains itself (returns a `Judgement`) leaves its verdict and reason in `feedback`."""
     try:
-        return float(metric(example, prediction)), prediction.error
+        value = metric(example, prediction)
+        score = float(value)
     except Exception as exc:  # noqa: BLE001 - user metrics may raise anything; the reason is kept
         logger.warning("metric raised on example: %s", exc)
-        return 0.0, f"metric error: {type(exc).__name__}: {exc}"
+        return MetricOutcome(0.0, f"metric error: {type(exc).__name__}: {exc}", {})
+    feedback = value.to_dict() if isinstance(value, Judgement) else {}
+    return MetricOutcome(score, prediction.error, feedback)
+
+
+def score_prediction(metric: Metric, example: Example, prediction: Prediction) -> tuple[float, str | None]:
+    """The metric's score and the error, if any (see `run_metric`)."""
+    outcome = run_metric(metric, example, prediction)
+    return outcome.score, outcome.error
 
 
 def evaluate(program: Program, examples: Sequence[Example], metric: Metric, lm: LM,
@@ -109,5 +130,5 @@ def evaluate_example(program: Program, example: Example, metric: Metric, lm: LM,
                      *, index: int = 0) -> ExampleResult:
     """Run and score one example (the unit the search streams through its own window of calls)."""
     prediction = run_program(program, example.inputs, lm, adapter)
-    score, error = score_prediction(metric, example, prediction)
-    return ExampleResult(index, example, prediction, score, error)
+    outcome = run_metric(metric, example, prediction)
+    return ExampleResult(index, example, prediction, outcome.score, outcome.error, outcome.feedback)

@@ -1,20 +1,36 @@
-"""Metrics: `(example, prediction) -> float` in [0, 1]. Built-ins by name, or any `module:function`."""
+"""Metrics: `(example, prediction) -> score` in [0, 1]. Built-ins by name, names registered by installed packages
+(entry points), or any `module:function`.
+
+A score is a float, or anything `float()` accepts: an LM judge returns a `Judgement` (score, verdict, reason),
+which evaluations keep next to the score (see `optimizer.evaluation.run_metric`).
+
+Registering a metric without forking: a package declares an entry point in the group `prompt_governance.metrics`,
+e.g. in its pyproject.toml::
+
+    [project.entry-points."prompt_governance.metrics"]
+    tone = "myteam.metrics:tone_judge"
+
+and `resolve_metric("tone")` loads `myteam.metrics.tone_judge` (a function or a callable object).
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 import string
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsFloat
 
 from optimizer.adapters import normalize_choice
 from optimizer.data import Example
 from optimizer.errors import MetricError
 from optimizer.execution import Prediction
+from optimizer.judge import default_judge
 
-Metric = Callable[[Example, Prediction], float]
+Metric = Callable[[Example, Prediction], SupportsFloat]
+ENTRY_POINT_GROUP = "prompt_governance.metrics"
 
 
 def _label_pairs(example: Example, prediction: Prediction) -> list[tuple[Any, Any]]:
@@ -62,14 +78,40 @@ def _f1(expected: str, got: str) -> float:
 
 
 BUILTIN_METRICS: dict[str, Metric] = {"exact": exact_match, "choice": choice_match, "f1": token_f1}
+# Built-ins made fresh for each use: a judge holds its own LM client, configured when it is made.
+BUILTIN_FACTORIES: dict[str, Callable[[], Metric]] = {"judge": default_judge}
+
+
+def registered_metrics() -> dict[str, importlib.metadata.EntryPoint]:
+    """Metrics installed packages register in the `prompt_governance.metrics` entry-point group, by name."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def metric_names() -> list[str]:
+    """Every metric name `resolve_metric` knows without a `module:function` reference, built-ins first."""
+    builtin = [*BUILTIN_METRICS, *BUILTIN_FACTORIES]
+    return [*builtin, *sorted(set(registered_metrics()) - set(builtin))]
+
+
+def is_metric_name(name: str) -> bool:
+    """A built-in or registered name, or the shape of a `module:function` reference (not imported here)."""
+    return name in metric_names() or bool(_REFERENCE.fullmatch(name))
+
+
+_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def resolve_metric(name: str) -> Metric:
-    """`exact`, `choice`, `f1`, or `package.module:function`."""
+    """`exact`, `choice`, `f1`, `judge` (the LM judge with the default rubric), a name registered through entry points, or `package.module:function`."""
     if name in BUILTIN_METRICS:
         return BUILTIN_METRICS[name]
+    if name in BUILTIN_FACTORIES:
+        return BUILTIN_FACTORIES[name]()
+    registered = registered_metrics().get(name)
+    if registered is not None:
+        return _load_entry_point(registered)
     if ":" not in name:
-        raise MetricError(f"unknown metric {name!r}; use one of {', '.join(BUILTIN_METRICS)} or module:function")
+        raise MetricError(f"unknown metric {name!r}; use one of {', '.join(metric_names())} or module:function")
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -79,3 +121,14 @@ def resolve_metric(name: str) -> Metric:
     if not callable(function):
         raise MetricError(f"metric {name!r}: {module_name} has no function {attr!r}")
     return function
+
+
+def _load_entry_point(entry_point: importlib.metadata.EntryPoint) -> Metric:
+    try:
+        metric = entry_point.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in package may raise anything on import
+        raise MetricError(f"metric {entry_point.name!r} ({entry_point.value}) cannot be loaded: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not callable(metric):
+        raise MetricError(f"metric {entry_point.name!r} ({entry_point.value}) is not callable")
+    return metric
