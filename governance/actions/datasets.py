@@ -1,7 +1,9 @@
 """Labeled datasets: validated as a whole, stored as one immutable batch identified by its content hash.
 
 Rows are numbered from 1 in the order given (for CSV the header line is not a row), and every error names
-its row, so a bad file is fixed in one go; nothing of a rejected import is written.
+its row; the refusal lists every bad row (up to MAX_ROW_ERRORS), so a bad file is fixed in one go. Nothing of a
+rejected import is written. The API, the portal and the commands all import through `import_dataset`, so they
+give the same messages.
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ from governance.permissions import require_role
 from optimizer import Field, content_hash
 
 FORMATS = ("jsonl", "csv")
+MAX_ROW_ERRORS = 20  # a file with thousands of bad rows has one or two mistakes repeated; the first few show them
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
 class _RowError(ValueError):
     """A problem with one value; the caller prefixes the row number."""
+
+
+class BadRows(InvalidInput):
+    """A refused import: `rows` lists each bad row's message ("row 17: ..."), the message joins them."""
+
+    def __init__(self, rows: list[str], more: int = 0) -> None:
+        message = "; ".join(rows) + (f"; and {more} more bad row{'s' if more != 1 else ''}" if more else "")
+        super().__init__(message, field="rows")
+        self.rows = rows
+        self.more = more
 
 
 # --- parsing ------------------------------------------------------------------------------------------------
@@ -76,7 +89,7 @@ def _convert(f: Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise _RowError(f"field {f.name!r} must be a string, got {type(value).__name__}")
         if f.type == "choice" and value not in f.choices:
-            raise _RowError(f"{value!r} is not one of {', '.join(f.choices)}")
+            raise _RowError(f"field {f.name!r} is {value!r}, not one of {', '.join(f.choices)}")
         return value
     if f.type == "bool":
         return _convert_bool(f, value)
@@ -143,17 +156,28 @@ def _validate_row(row: Any, inputs: list[Field], outputs: list[Field]) -> dict[s
 
 
 def validate_rows(program: Program, rows: list[Any]) -> list[dict[str, dict[str, Any]]]:
-    """Every row checked against the program's fields; the first bad row raises InvalidInput naming it."""
+    """Every row checked against the program's fields; bad rows raise BadRows naming each one."""
     if not rows:
         raise InvalidInput("the dataset has no rows", field="rows")
     inputs, outputs = _fields(program)
-    records = []
+    records, errors = [], []
     for number, row in enumerate(rows, start=1):
         try:
             records.append(_validate_row(row, inputs, outputs))
         except _RowError as exc:
-            raise InvalidInput(f"row {number}: {exc}", field="rows") from None
+            errors.append(f"row {number}: {exc}")
+    if errors:
+        raise BadRows(errors[:MAX_ROW_ERRORS], more=max(0, len(errors) - MAX_ROW_ERRORS))
     return records
+
+
+def convert_value(f: Field, value: Any) -> Any:
+    """One value checked against (and, from form text, converted to) its field's type; InvalidInput naming the
+    field otherwise. Demos typed in the portal are checked the way dataset rows are."""
+    try:
+        return _convert(f, value)
+    except _RowError as exc:
+        raise InvalidInput(str(exc), field=f.name) from None
 
 
 # --- actions ------------------------------------------------------------------------------------------------

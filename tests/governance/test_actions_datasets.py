@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from governance.actions import active_datasets, examples_for, import_dataset
+from governance.actions.datasets import BadRows
 from governance.errors import InvalidInput, PermissionDenied
 from governance.models import Dataset, Example
 from optimizer.program import content_hash
@@ -57,7 +58,7 @@ def test_import_csv(program, author):
 @pytest.mark.parametrize(("rows", "fmt", "message"), [
     (ROWS[:2] + [{"ticket": "x"}], None, "row 3: missing field 'category'"),
     (ROWS[:1] + [{"ticket": "x", "category": "foo"}], None,
-     "row 2: 'foo' is not one of billing, refund, shipping, account, technical, product_question, feedback"),
+     "row 2: field 'category' is 'foo', not one of billing, refund, shipping, account, technical, product_question, feedback"),
     ([{"ticket": "x", "category": "billing", "lang": "en"}], None,
      "row 1: unexpected field 'lang' (expected ticket, category)"),
     ([{"ticket": 42, "category": "billing"}], None, "row 1: field 'ticket' must be a string, got int"),
@@ -67,7 +68,7 @@ def test_import_csv(program, author):
     ('{"ticket": "a", "category": "billing"}\n{"ticket": "b", "category": \n', "jsonl", "row 2: not valid JSON"),
     ("ticket,category\nfine,billing\nbroken\n", "csv", "row 2: field 'category' has no value"),
     ("ticket,category\na,billing,extra\n", "csv", "row 1: more values than the header has columns"),
-    ("ticket,category\na,Billing\n", "csv", "row 1: 'Billing' is not one of billing"),
+    ("ticket,category\na,Billing\n", "csv", "row 1: field 'category' is 'Billing', not one of billing"),
     ("whatever", "xml", "format must be one of jsonl, csv, got 'xml'"),
 ])
 def test_bad_rows_reject_the_whole_import(program, author, audit, rows, fmt, message):
@@ -82,6 +83,20 @@ def test_row_number_in_a_long_file(program, author, audit):
     with pytest.raises(InvalidInput, match="row 17: missing field 'category'") as info:
         import_dataset(program, actor=author, split="train", name="long", rows=rows)
     assert info.value.field == "rows"
+    _nothing_written(audit)
+
+
+def test_every_bad_row_is_named_up_to_the_limit(program, author, audit):
+    rows = [dict(ROWS[0]) for _ in range(40)]
+    rows[16]["category"] = "refnd"
+    for row in rows[20:]:
+        del row["ticket"]
+    with pytest.raises(BadRows) as info:
+        import_dataset(program, actor=author, split="train", name="long", rows=rows)
+    assert info.value.rows[0] == ("row 17: field 'category' is 'refnd', not one of billing, refund, shipping, "
+                                  "account, technical, product_question, feedback")
+    assert info.value.rows[1:] == [f"row {n}: missing field 'ticket'" for n in range(21, 40)]
+    assert info.value.more == 1 and info.value.message.endswith("; and 1 more bad row")
     _nothing_written(audit)
 
 
