@@ -11,3 +11,4 @@ class GovernanceConfig(AppConfig):
         from governance import evaluator  # noqa: F401  (hands requested evaluations to the job backend)
         from governance import runner  # noqa: F401  (hands requested runs to the job backend)
         from governance import webhooks  # noqa: F401  (webhook receivers of the domain signals)
+        from governance import notify  # noqa: F401  (notification receivers of the domain signals)

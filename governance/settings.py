@@ -230,6 +230,7 @@ CELERY_BEAT_SCHEDULE = {
     "drift-check": {"task": "governance.tasks.drift_check", "schedule": crontab(hour=3, minute=30)},
     "recover-stale-runs": {"task": "governance.tasks.recover_stale_runs", "schedule": 60.0},
     "deliver-due-webhooks": {"task": "governance.deliver_due_webhooks", "schedule": 30.0},
+    "send-due-notification-emails": {"task": "governance.tasks.send_due_notification_emails", "schedule": 60.0},
     "audit-checkpoint": {"task": "governance.tasks.audit_checkpoint",
                          "schedule": float(os.environ.get("GOVERNANCE_AUDIT_CHECKPOINT_SECONDS", "600"))},
     "verify-audit-trail": {"task": "governance.tasks.verify_audit_trail", "schedule": crontab(hour=4, minute=0)},
@@ -257,6 +258,25 @@ GOVERNANCE_AUDIT_CHECKPOINT_EVERY = int(os.environ.get("GOVERNANCE_AUDIT_CHECKPO
 GOVERNANCE_LM_CACHE_PATH = os.environ.get("GOVERNANCE_LM_CACHE_PATH", str(VAR_DIR / "lm_cache.sqlite3"))
 GOVERNANCE_DEFAULT_MODEL = os.environ.get("GOVERNANCE_DEFAULT_MODEL", "local/gemma-3-270m")
 GOVERNANCE_DEFAULT_REQUIRED_APPROVALS = int(os.environ.get("GOVERNANCE_DEFAULT_REQUIRED_APPROVALS", "2"))
+
+# Notification emails (governance/notify.py, docs/operations.md) go through Django's email framework. With EMAIL_HOST
+# set they go to that SMTP server (EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS/SSL); without,
+# to files under var/mail (the demo). EMAIL_BACKEND overrides both (e.g. the console backend). Links in them start
+# with GOVERNANCE_PORTAL_URL. GOVERNANCE_NOTIFY_DISPATCH: "" (Celery with a broker, else a thread), or "inline".
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                                                   else "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "prompt-governance@localhost")
+GOVERNANCE_EMAIL_SUBJECT_PREFIX = os.environ.get("GOVERNANCE_EMAIL_SUBJECT_PREFIX", "Prompt governance")
+GOVERNANCE_PORTAL_URL = os.environ.get("GOVERNANCE_PORTAL_URL", "http://127.0.0.1:8000")
+GOVERNANCE_NOTIFY_DISPATCH = os.environ.get("GOVERNANCE_NOTIFY_DISPATCH", "")
 
 LOGGING = {
     "version": 1,

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from governance import evaluator, runner, schedules
+from governance import evaluator, notify, runner, schedules
 from governance.actions import monitoring
 from governance.audit import verify_trail, write_checkpoint
 from governance.celery import app
@@ -87,3 +87,15 @@ def verify_audit_trail() -> list[str]:
     for message in problems:
         logger.error("audit trail verification: %s", message)
     return problems
+
+
+@app.task(name="governance.tasks.send_notification_email", acks_late=True)
+def send_notification_email(notification_id: int) -> bool:
+    """One attempt at a notification's email; a failed one is due again later and the beat job below sends it."""
+    return notify.attempt_email(notification_id)
+
+
+@app.task(name="governance.tasks.send_due_notification_emails")
+def send_due_notification_emails() -> int:
+    """Beat job: send every notification email that is due (retries, messages a restart dropped)."""
+    return len(notify.send_due_emails())

@@ -6,6 +6,11 @@ and tasks call these functions and never save governed models themselves.
 """
 
 from governance.actions.datasets import active_datasets, examples_for, import_dataset, parse_rows, validate_rows
+from governance.actions.discussion import (
+    add_comment, assign_reviewer, edit_comment, reopen_comment, resolve_comment, unassign_reviewer,
+)
+from governance.actions.notifications import mark_read as mark_notifications_read
+from governance.actions.notifications import update_settings as update_notification_settings
 from governance.actions.programs import (
     add_member, create_program, create_review_policy, parse_spec, remove_member, update_program,
 )
@@ -46,6 +51,9 @@ __all__ = [
     "create_user_with_roles", "setup_role_groups", "create_user", "deactivate_user", "reactivate_user",
     "change_own_password", "reset_password", "grant_role", "revoke_role", "rotate_token", "revoke_tokens",
     "check_can_sign", "create_service_account", "create_api_key", "revoke_api_key",
+    # discussion and notifications
+    "add_comment", "edit_comment", "resolve_comment", "reopen_comment", "assign_reviewer", "unassign_reviewer",
+    "mark_notifications_read", "update_notification_settings",
     # optimization runs and monitoring
     "start_run", "cancel_run",
 ]

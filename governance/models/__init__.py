@@ -29,6 +29,7 @@ from governance.models.discussion import (
 from governance.models.evaluations import Evaluation, EvaluationResult
 from governance.models.exports import DriftAlert, Export, WebhookDelivery, WebhookSubscription
 from governance.models.memberships import PROGRAM_ROLES, MembershipSource, ProgramMembership
+from governance.models.playground import PlaygroundCall
 from governance.models.programs import Dataset, Example, Program, ReviewPolicy
 from governance.models.releases import Release, ReleaseLabel
 from governance.models.reviews import ChangeRequest, Review
@@ -46,4 +47,5 @@ __all__ = [
     "PromptVersion", "payload_hash",
     "AnchorKind", "Comment", "EmailStatus", "Notification", "NotificationKind", "NotificationSetting",
     "ReviewerAssignment", "PROGRAM_ROLES", "MembershipSource", "ProgramMembership",
+    "PlaygroundCall",
 ]

@@ -53,6 +53,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("governance.apps", "governance.evaluator"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.apps", "governance.runner"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.apps", "governance.webhooks"): "AppConfig.ready: receivers connect once the app registry is loaded",
+    ("governance.apps", "governance.notify"): "AppConfig.ready: receivers connect once the app registry is loaded",
     ("governance.jobs", "governance.celery"): "start-up cost: a process without a broker never loads Celery",
     ("governance.api.authentication", "governance.actions.tokens"):
         "settings load this module while rest_framework.views loads; the actions must not load then",
@@ -180,7 +181,7 @@ def test_every_listed_lazy_import_still_exists():
 def test_actions_announce_work_instead_of_calling_the_job_layer():
     """The actions never name the job layer or the task modules, not even in a function."""
     forbidden = ("governance.runner", "governance.evaluator", "governance.jobs", "governance.tasks",
-                 "governance.webhook_tasks", "governance.webhooks")
+                 "governance.webhook_tasks", "governance.webhooks", "governance.notify")
     found = [str(i) for i in project_imports()
              if i.source.startswith("governance.actions") and i.target.startswith(forbidden)]
     assert found == []
