@@ -96,7 +96,9 @@ __all__ = [
 _LAZY = {name: "optimizer.bundle" for name in (
     "dumps_bundle", "generate_private_key", "key_fingerprint", "load_bundle", "load_private_key", "parse_public_key",
     "private_key_pem", "public_key_b64", "public_key_raw", "sign_bundle", "verify_bundle")}
-_LAZY["to_dspy_state"] = "optimizer.dspy_compat"
+_LAZY.update({name: "optimizer.dspy_compat" for name in (
+    "DSPyImport", "dumps_dspy_state", "export_dspy_state", "import_dspy_state", "parse_dspy_json",
+    "program_from_dspy", "read_dspy_file", "to_dspy_state")})
 __all__ += sorted(_LAZY)
 
 

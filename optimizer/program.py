@@ -32,12 +32,17 @@ def content_hash(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Predictor:
-    """One LM call site: a signature, its kind, and the few-shot demos compiled into it."""
+    """One LM call site: a signature, its kind, and the few-shot demos compiled into it.
+
+    `reasoning` is a ChainOfThought's own reasoning field (a DSPy ``rationale_field``, or DSPy's default
+    ``${reasoning}`` one); None renders REASONING_FIELD, so programs written before it keep their prompts.
+    """
 
     name: str
     signature: Signature
     kind: str = "predict"
     demos: tuple[Demo, ...] = ()
+    reasoning: Field | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREDICTOR_KINDS:
@@ -46,12 +51,26 @@ class Predictor:
         if not self.name or not self.name.replace("_", "").replace(".", "").isalnum():
             raise SpecError(f"predictor name {self.name!r} must be alphanumeric (with _ or .)")
         object.__setattr__(self, "demos", tuple(dict(d) for d in self.demos))
+        if self.reasoning is not None:
+            self._check_reasoning(self.reasoning)
+
+    def _check_reasoning(self, reasoning: Field) -> None:
+        if self.kind != "chain_of_thought":
+            raise SpecError(f"predictor {self.name!r}: only a chain_of_thought predictor has a reasoning field")
+        if reasoning.name != REASONING_FIELD.name or reasoning.type != "str":
+            raise SpecError(f"predictor {self.name!r}: the reasoning field must be a str field named "
+                            f"{REASONING_FIELD.name!r}, got {reasoning.name!r} ({reasoning.type})")
+
+    @property
+    def reasoning_field(self) -> Field:
+        """The reasoning output a ChainOfThought writes first: its own, or REASONING_FIELD."""
+        return self.reasoning or REASONING_FIELD
 
     @property
     def rendered_signature(self) -> Signature:
         """The signature the LM sees: ChainOfThought puts a reasoning output first."""
         if self.kind == "chain_of_thought":
-            return self.signature.prepend_output(REASONING_FIELD)
+            return self.signature.prepend_output(self.reasoning_field)
         return self.signature
 
     @property
@@ -65,18 +84,23 @@ class Predictor:
         return replace(self, demos=tuple(demos))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "signature": self.signature.to_dict(),
+        data = {"name": self.name, "kind": self.kind, "signature": self.signature.to_dict(),
                 "demos": [dict(d) for d in self.demos]}
+        if self.reasoning is not None:  # absent otherwise: older payloads and their hashes stay as they were
+            data["reasoning"] = self.reasoning.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Predictor:
         if not isinstance(data, dict) or "name" not in data or "signature" not in data:
             raise SpecError("a predictor must be an object with 'name' and 'signature'")
-        unknown = set(data) - {"name", "kind", "signature", "demos"}
+        unknown = set(data) - {"name", "kind", "signature", "demos", "reasoning"}
         if unknown:
             raise SpecError(f"predictor {data['name']!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        reasoning = Field.from_dict(data["reasoning"]) if data.get("reasoning") is not None else None
         return cls(name=data["name"], kind=data.get("kind", "predict"),
-                   signature=Signature.from_dict(data["signature"]), demos=tuple(data.get("demos", ())))
+                   signature=Signature.from_dict(data["signature"]), demos=tuple(data.get("demos", ())),
+                   reasoning=reasoning)
 
 
 def Predict(name: str, signature: Signature | str, instructions: str = "") -> Predictor:
