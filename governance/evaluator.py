@@ -145,7 +145,7 @@ def _outcome(result: ExampleResult) -> evaluation_actions.ExampleOutcome:
     prediction = result.prediction
     return evaluation_actions.ExampleOutcome(index=result.index, predicted=dict(prediction.outputs),
                                              raw=prediction.raw or "", score=float(result.score),
-                                             error=result.error or "")
+                                             error=result.error or "", feedback=result.feedback or None)
 
 
 def _end(evaluation: Evaluation, lm: Any, before: Usage, started: float, error: str, *,

@@ -125,6 +125,7 @@ class ExampleOutcome:
     raw: str
     score: float
     error: str
+    feedback: dict[str, str] | None = None  # a judge's verdict and reason
 
 
 @transaction.atomic
@@ -134,7 +135,7 @@ def complete_evaluation(evaluation: Evaluation, *, outcomes: Sequence[ExampleOut
     evaluation = _locked_running(evaluation, doing="succeed")
     EvaluationResult.objects.bulk_create(
         EvaluationResult(evaluation=evaluation, index=o.index, predicted=o.predicted, raw=o.raw, score=o.score,
-                         error=o.error) for o in outcomes)
+                         error=o.error, feedback=o.feedback or None) for o in outcomes)
     score = sum(o.score for o in outcomes) / len(outcomes) if outcomes else 0.0
     return _finish(evaluation, EvaluationStatus.SUCCEEDED, usage=usage, seconds=seconds, score=score,
                    examples=len(outcomes), errors=sum(1 for o in outcomes if o.error))

@@ -1,4 +1,4 @@
-"""Programs, their members and review policies.
+"""Programs, their members and review policies (members' roles: governance.actions.memberships).
 
 The program's `spec` is the template new versions start from; the content that ships lives in versions, so
 editing the spec never touches an approved (frozen) version.
@@ -16,14 +16,14 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
 
+from governance.actions import memberships as membership_actions
 from governance.actions._common import create, lock, require_text, save, user_ref
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import Program, ReviewPolicy, Role
 from governance.permissions import has_role, require_role
-from optimizer import ProgramSpec, SpecError, content_hash
+from optimizer import ProgramSpec, SpecError, content_hash, metric_names
 
-BUILTIN_METRICS = ("exact", "choice", "f1")
 _METRIC_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _LM_KEYS = {"model", "api_base", "temperature", "max_tokens", "timeout", "num_retries", "max_concurrency",
             "cache_path", "mode"}
@@ -57,8 +57,8 @@ def interface(program: ProgramSpec) -> list[dict[str, Any]]:
 
 def _validate_metric(metric: str) -> str:
     metric = (metric or "").strip()
-    if metric not in BUILTIN_METRICS and not _METRIC_REF.match(metric):
-        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(BUILTIN_METRICS)} or 'module:function'",
+    if metric not in metric_names() and not _METRIC_REF.match(metric):  # names: built-ins and entry points
+        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(metric_names())} or 'module:function'",
                            field="metric")
     return metric
 
@@ -121,6 +121,7 @@ def program_state(program: Program) -> dict[str, Any]:
         "review_policy": program.review_policy.name if program.review_policy_id else None,
         "reoptimize_schedule": program.reoptimize_schedule, "drift_threshold": program.drift_threshold,
         "members": sorted(program.members.values_list("username", flat=True)) if program.pk else [],
+        "member_roles": dict(program.memberships.values_list("user__username", "roles")) if program.pk else {},
     }
 
 
@@ -131,7 +132,9 @@ def program_state(program: Program) -> dict[str, Any]:
 def create_program(*, actor: Any, slug: str, name: str, spec: dict[str, Any], metric: str = "choice",
                    lm_config: dict[str, Any] | None = None, description: str = "",
                    review_policy: ReviewPolicy | None = None, members: Iterable[Any] = ()) -> Program:
-    """Create a program owned by `actor` (author role). The spec is stored normalized (defaults filled in)."""
+    """Create a program owned by `actor` (the global author role: a new program has no members to hold roles
+    on yet). The spec is stored normalized (defaults filled in). The creator and `members` become members with
+    their default roles (governance.actions.memberships.default_roles)."""
     require_role(actor, Role.AUTHOR, doing="create a program")
     _check_policy_choice(actor, review_policy)
     program = create(
@@ -139,7 +142,7 @@ def create_program(*, actor: Any, slug: str, name: str, spec: dict[str, Any], me
         description=description or "", spec=parse_spec(spec).to_dict(), metric=_validate_metric(metric),
         lm_config=_validate_lm_config(lm_config), owner=actor, review_policy=review_policy,
     )
-    program.members.add(actor, *members)
+    membership_actions.add_initial_members(program, members, actor=actor)
     record_event("program.created", actor=actor, obj=program, program=program, after=program_state(program))
     return program
 
@@ -216,28 +219,15 @@ def _validate_threshold(value: Any) -> float:
     return float(value)
 
 
-@transaction.atomic
 def add_member(program: Program, *, actor: Any, user: Any, reason: str = "") -> None:
-    """Give `user` access to the program (owner or admin)."""
-    _require_owner(program, actor, "add members")
-    if program.members.filter(pk=user.pk).exists():
-        raise IllegalTransition(f"user {user.get_username()!r} is already a member of {program.slug}")
-    program.members.add(user)
-    record_event("program.member_added", actor=actor, obj=program, program=program,
-                 after={"member": user_ref(user)}, reason=reason)
+    """Give `user` access to the program with their default roles (owner or admin; kept as an import path:
+    governance.actions.memberships.add_member)."""
+    membership_actions.add_member(program, actor=actor, user=user, reason=reason)
 
 
-@transaction.atomic
 def remove_member(program: Program, *, actor: Any, user: Any, reason: str = "") -> None:
-    """Take away `user`'s access (owner or admin). The owner stays a member while they own the program."""
-    _require_owner(program, actor, "remove members")
-    if user.pk == program.owner_id:
-        raise IllegalTransition(f"user {user.get_username()!r} owns {program.slug} and cannot be removed")
-    if not program.members.filter(pk=user.pk).exists():
-        raise IllegalTransition(f"user {user.get_username()!r} is not a member of {program.slug}")
-    program.members.remove(user)
-    record_event("program.member_removed", actor=actor, obj=program, program=program,
-                 before={"member": user_ref(user)}, reason=reason)
+    """Take away `user`'s access and roles (owner or admin; governance.actions.memberships.remove_member)."""
+    membership_actions.remove_member(program, actor=actor, user=user, reason=reason)
 
 
 @transaction.atomic

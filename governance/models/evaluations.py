@@ -71,6 +71,8 @@ class EvaluationResult(models.Model):
     raw = models.TextField(blank=True)
     score = models.FloatField()
     error = models.TextField(blank=True)
+    feedback = models.JSONField(null=True, blank=True, help_text="What the metric said beyond the score: an LM "
+                                "judge's verdict and reason. Null when the metric gives none.")
 
     class Meta:
         ordering = ["evaluation", "index"]
