@@ -1,4 +1,4 @@
-"""Command line: `python -m optimizer optimize|evaluate|run ...`.
+"""Command line: `python -m optimizer optimize|evaluate|run|import-dspy|export-dspy ...`.
 
 Every expected failure (bad file, unknown field or metric, unreachable model, a model that failed
 --max-consecutive-failures calls in a row) prints one line naming the problem and exits with status 2; a
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     _optimize_parser(commands.add_parser("optimize", help="compile a program's instructions and demos"))
     _evaluate_parser(commands.add_parser("evaluate", help="score a program on a labeled file"))
     _run_parser(commands.add_parser("run", help="run a compiled program on one input"))
+    _import_dspy_parser(commands.add_parser("import-dspy", help="read a dspy saved-program JSON into a program"))
+    _export_dspy_parser(commands.add_parser("export-dspy", help="write a program as a dspy saved-program JSON"))
     return parser
 
 
@@ -98,11 +100,38 @@ def _run_parser(parser: argparse.ArgumentParser) -> None:
     _lm_arguments(parser)
 
 
+def _import_dspy_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dspy_file", type=Path, help="what dspy's module.save('x.json') wrote")
+    parser.add_argument("--program", type=Path, default=None,
+                        help="program spec the file must fit (default: read the spec from the file alone)")
+    parser.add_argument("--name", default=None, help="without --program: the new program's name (default: the "
+                                                     "file's stem)")
+    parser.add_argument("--signature", action="append", default=[], metavar="PREDICTOR=SIGNATURE",
+                        help="without --program: a predictor's fields, e.g. 'predict=text -> label: "
+                             "choice[a|b]' (dspy does not save which fields are inputs); repeatable")
+    parser.add_argument("--out", type=Path, required=True, help="program JSON to write")
+
+
+def _export_dspy_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--program", required=True, type=Path, help="program or compiled program JSON")
+    parser.add_argument("--layout", default="auto", choices=["auto", "bare", "module"],
+                        help="bare: a one-predictor program as dspy.Predict/ChainOfThought.load reads it; module: "
+                             "one key per predictor; auto: the layout the file was imported in, else bare for one "
+                             "predictor")
+    parser.add_argument("--model", default=None, help="write lm blocks with this model (default: the LM settings "
+                                                      "the program was imported with, else none)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="with --model")
+    parser.add_argument("--max-tokens", type=int, default=256, help="with --model")
+    parser.add_argument("--out", type=Path, required=True, help="dspy .json file to write")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run": cmd_run}[args.command](args)
+        commands = {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run": cmd_run,
+                    "import-dspy": cmd_import_dspy, "export-dspy": cmd_export_dspy}
+        return commands[args.command](args)
     except (OptimizerError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -222,6 +251,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     prediction = runtime.run(inputs)
     print(json.dumps({"outputs": prediction.outputs, "error": prediction.error}, ensure_ascii=False))
     return 0 if prediction.ok else 1
+
+
+def cmd_import_dspy(args: argparse.Namespace) -> int:
+    from optimizer.dspy_compat import import_dspy_state, program_from_dspy, read_dspy_file
+
+    state = read_dspy_file(args.dspy_file)
+    if args.program:
+        if args.signature or args.name:
+            raise SpecError("--signature and --name are for a file read without --program")
+        imported = import_dspy_state(state, load_program(args.program))
+    else:
+        imported = program_from_dspy(state, name=args.name or args.dspy_file.stem,
+                                     signatures=_signature_options(args.signature))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(imported.program.to_json() + "\n", encoding="utf-8")
+    lm = imported.lm
+    lm_text = (f"lm {lm['model']} (temperature {lm['temperature']}, max_tokens {lm['max_tokens']}, {lm['mode']})"
+               if lm else "no lm block")
+    print(f"read {len(imported.program.predictors)} predictor(s) "
+          f"({', '.join(p.name for p in imported.program.predictors)}) in the {imported.layout} layout, {lm_text}; "
+          f"wrote {args.out}")
+    return 0
+
+
+def _signature_options(options: list[str]) -> dict[str, str]:
+    signatures = {}
+    for option in options:
+        name, separator, signature = option.partition("=")
+        if not separator or not name.strip() or "->" not in signature:
+            raise SpecError(f"--signature {option!r} must look like PREDICTOR='inputs -> outputs'")
+        signatures[name.strip()] = signature
+    return signatures
+
+
+def cmd_export_dspy(args: argparse.Namespace) -> int:
+    from optimizer.dspy_compat import PROGRAM_METADATA_KEY, dumps_dspy_state, export_dspy_state, resolve_layout
+
+    program = load_program(args.program)
+    lm = {"model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens} if args.model \
+        else program.metadata.get(PROGRAM_METADATA_KEY, {}).get("lm_settings")
+    state = export_dspy_state(program, lm=lm, layout=args.layout)
+    if args.out.suffix != ".json":
+        raise SpecError(f"--out must end with .json (dspy's load reads JSON by that suffix), got {str(args.out)!r}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(dumps_dspy_state(state), encoding="utf-8")
+    lm_text = f"lm {lm['model']}" if lm else "no lm block"
+    print(f"wrote {args.out} ({resolve_layout(program, args.layout)} layout, {lm_text})")
+    return 0
 
 
 def bundle_runtime(args: argparse.Namespace) -> Any:

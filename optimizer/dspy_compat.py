@@ -170,12 +170,16 @@ def default_layout(program: ProgramSpec) -> str:
     return BARE if len(program.predictors) == 1 else MODULE
 
 
-def export_dspy_state(program: ProgramSpec, *, lm: Mapping[str, Any] | None = None, layout: str = "auto") -> State:
-    """The dspy state of a version: `layout` "auto" is ``default_layout``; `lm` is the version's LM settings."""
+def resolve_layout(program: ProgramSpec, layout: str = "auto") -> str:
+    """"bare" or "module": `layout` itself, or for "auto" the ``default_layout``."""
     if layout not in LAYOUTS:
         raise SpecError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    resolved = default_layout(program) if layout == "auto" else layout
-    return to_dspy_state(program, bare=resolved == BARE, lm=lm)
+    return default_layout(program) if layout == "auto" else layout
+
+
+def export_dspy_state(program: ProgramSpec, *, lm: Mapping[str, Any] | None = None, layout: str = "auto") -> State:
+    """The dspy state of a version: `layout` as ``resolve_layout``; `lm` is the version's LM settings."""
+    return to_dspy_state(program, bare=resolve_layout(program, layout) == BARE, lm=lm)
 
 
 def to_dspy_state(program: ProgramSpec, *, bare: bool = False, lm: Mapping[str, Any] | None = None) -> State:

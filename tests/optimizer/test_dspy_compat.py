@@ -573,7 +573,8 @@ def test_a_tuned_file_needs_the_signature_dspy_did_not_save(tmp_path: Path) -> N
     (predict,) = imported.program.predictors
     assert predict.signature.outputs[0].choices == ("positive", "negative")
     assert predict.signature.outputs[0].description == "positive or negative"
-    with pytest.raises(SpecError, match=re.escape("signatures name predictor(s) other the file does not have (its predictors: predict)")):
+    with pytest.raises(SpecError, match=re.escape(
+            "signatures name predictor(s) other the file does not have (its predictors: predict)")):
         program_from_dspy(state, name="s", signatures={"other": "a -> b"})
 
 
