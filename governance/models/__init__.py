@@ -28,6 +28,7 @@ from governance.models.discussion import (
 )
 from governance.models.evaluations import Evaluation, EvaluationResult
 from governance.models.exports import DriftAlert, Export, WebhookDelivery, WebhookSubscription
+from governance.models.identity import Identity, PortalSession, SignatureChallenge
 from governance.models.memberships import PROGRAM_ROLES, MembershipSource, ProgramMembership
 from governance.models.playground import PlaygroundCall
 from governance.models.programs import Dataset, Example, Program, ReviewPolicy
@@ -47,5 +48,6 @@ __all__ = [
     "PromptVersion", "payload_hash",
     "AnchorKind", "Comment", "EmailStatus", "Notification", "NotificationKind", "NotificationSetting",
     "ReviewerAssignment", "PROGRAM_ROLES", "MembershipSource", "ProgramMembership",
+    "Identity", "PortalSession", "SignatureChallenge",
     "PlaygroundCall",
 ]

@@ -29,6 +29,8 @@ class AccountState(models.Model):
     service_account = models.BooleanField(
         default=False, help_text="A machine principal: no password, never signs, authenticates with API keys.")
     roles = models.JSONField(default=list, blank=True, help_text="The user's global roles (sorted), as granted.")
+    sessions_ended_at = models.DateTimeField(
+        null=True, blank=True, help_text="Logout everywhere: portal sessions started before this no longer count.")
     updated_at = models.DateTimeField(auto_now=True)
     history = HistoricalRecords()
 

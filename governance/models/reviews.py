@@ -66,7 +66,13 @@ class Review(models.Model):
     meaning = models.CharField(max_length=20, choices=SignatureMeaning.choices)
     printed_name = models.CharField(max_length=200)
     content_hash = models.CharField(max_length=64, help_text="The version content this signature is bound to.")
-    auth_method = models.CharField(max_length=40, default="password")
+    auth_method = models.CharField(max_length=40, default="password")  # password, session or oidc
+    # Signatures through the identity provider (auth_method "oidc"): who the provider says signed, and when it
+    # authenticated them. Nullable so that adding them keeps the table (and its signed-record triggers) in place.
+    auth_issuer = models.CharField(max_length=255, null=True, blank=True, help_text="The provider's issuer.")
+    auth_subject = models.CharField(max_length=255, null=True, blank=True, help_text="The signer's `sub` there.")
+    auth_time = models.DateTimeField(null=True, blank=True,
+                                     help_text="When the provider authenticated the signer for this signature.")
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     signed_at = models.DateTimeField(auto_now_add=True)
     voided = models.BooleanField(default=False, help_text="Set when the content changed after this review.")

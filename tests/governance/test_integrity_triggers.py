@@ -24,6 +24,7 @@ from tests.governance.export_helpers import signing_key_settings
 
 TRIGGERS_0002 = importlib.import_module("governance.migrations.0002_integrity_triggers")
 TRIGGERS = importlib.import_module("governance.migrations.0003_trigger_gaps")
+TRIGGERS_0010 = importlib.import_module("governance.migrations.0010_identity")  # extends the signed review columns
 
 pytestmark = pytest.mark.django_db
 
@@ -162,7 +163,7 @@ def test_every_version_and_review_column_is_frozen_or_named_writable():
     version_columns = {field.column for field in PromptVersion._meta.concrete_fields}
     assert version_columns - VERSION_WRITABLE_WHEN_FROZEN == set(TRIGGERS.VERSION_FROZEN_COLUMNS)
     review_columns = {field.column for field in Review._meta.concrete_fields}
-    assert review_columns - REVIEW_VOIDABLE == set(TRIGGERS.REVIEW_SIGNED_COLUMNS)
+    assert review_columns - REVIEW_VOIDABLE == set(TRIGGERS_0010.REVIEW_SIGNED_COLUMNS)
 
 
 # --- upserts ----------------------------------------------------------------------------------------------------
@@ -219,7 +220,8 @@ def test_voiding_is_the_only_change_a_review_accepts(make_cr, approve, reviewer1
             [False, review.pk])
     for column, value in [("printed_name", "Somebody Else"), ("content_hash", edited.content_hash),
                           ("decision", "reject"), ("reason", "rewritten"), ("signed_at", "2020-01-01 00:00:00"),
-                          ("reviewer_id", author.pk)]:
+                          ("reviewer_id", author.pk), ("auth_subject", "someone-else"),
+                          ("auth_issuer", "https://elsewhere.example"), ("auth_time", "2020-01-01 00:00:00")]:
         refused("reviews are signed records: only voiding",
                 f"UPDATE governance_review SET {column} = %s WHERE id = %s", [value, review.pk])
     refused("reviews are signed records: DELETE refused", "DELETE FROM governance_review WHERE id = %s", [review.pk])
