@@ -224,6 +224,10 @@ GOVERNANCE_RUN_REDISPATCH_SECONDS = float(os.environ.get("GOVERNANCE_RUN_REDISPA
 GOVERNANCE_RUN_MAX_ATTEMPTS = int(os.environ.get("GOVERNANCE_RUN_MAX_ATTEMPTS", "3"))
 # Early stop of a run's search after this many costly trials without improvement; empty: the preset's; 0: never.
 GOVERNANCE_RUN_PATIENCE = int(os.environ["GOVERNANCE_RUN_PATIENCE"]) if os.environ.get("GOVERNANCE_RUN_PATIENCE") else None
+# Playground (governance/playground.py): models offered besides a version's own and the local model (comma-separated
+# litellm model strings), and the seconds one call may take (it runs in the web request, without retries).
+GOVERNANCE_PLAYGROUND_MODELS = env_list("GOVERNANCE_PLAYGROUND_MODELS", "")
+GOVERNANCE_PLAYGROUND_TIMEOUT = float(os.environ.get("GOVERNANCE_PLAYGROUND_TIMEOUT", "30"))
 CELERY_BEAT_SCHEDULE = {
     "reoptimize-due-programs": {"task": "governance.tasks.reoptimize_due_programs",
                                 "schedule": crontab(hour=2, minute=0)},
