@@ -99,11 +99,17 @@ class VersionChoiceField(forms.ModelChoiceField):
         return f"v{obj.number} ({obj.get_origin_display().lower()}){suffix}"
 
 
+NEW_LABEL = "__new__"  # the label choice that creates a label (the name comes from the `new_label` field)
+
+
 def _label_field(labels: list[str], *, allow_new: bool) -> forms.Field:
+    """A choice among the program's labels; with `allow_new`, also "a new label" (named in a separate field), so
+    a typo can never create a label by itself."""
+    choices = [(name, name) for name in labels]
     if allow_new:
-        return forms.SlugField(max_length=50, initial="production", label="Label (environment)",
-                               help_text="e.g. production or staging; a new label is created on first release.")
-    return forms.ChoiceField(choices=[(name, name) for name in labels], label="Label (environment)")
+        choices.append((NEW_LABEL, "A new label (name it below)"))
+    initial = "production" if "production" in labels else (labels[0] if labels else NEW_LABEL)
+    return forms.ChoiceField(choices=choices, initial=initial, label="Label (environment)")
 
 
 class ReleaseForm(forms.Form):
@@ -111,10 +117,23 @@ class ReleaseForm(forms.Form):
 
     def __init__(self, *args: Any, versions: Any, labels: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # No version is preselected: the newest approved one is often the one just rolled back.
         self.fields["version"] = VersionChoiceField(queryset=versions, label="Approved version",
-                                                    empty_label=None)
+                                                    empty_label="Choose a version")
         self.fields["label"] = _label_field(labels, allow_new=True)
+        self.fields["new_label"] = forms.SlugField(
+            max_length=50, required=False, label="New label name", initial="" if labels else "production",
+            help_text="Only with “A new label”: letters, digits, - and _, e.g. staging.")
         self.fields["reason"] = ReasonField(label="Reason for the release")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        data["create_label"] = data.get("label") == NEW_LABEL
+        if data["create_label"]:
+            if not data.get("new_label"):
+                self.add_error("new_label", "Name the new label, or choose an existing one above.")
+            data["label"] = data.get("new_label") or ""
+        return data
 
 
 class RollbackForm(forms.Form):
@@ -135,7 +154,8 @@ class FallbackForm(forms.Form):
     def __init__(self, *args: Any, versions: Any, labels: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["label"] = _label_field(labels, allow_new=False)
-        self.fields["version"] = VersionChoiceField(queryset=versions, label="Fallback version", empty_label=None)
+        self.fields["version"] = VersionChoiceField(queryset=versions, label="Fallback version",
+                                                    empty_label="Choose a version")
         self.fields["reason"] = ReasonField(label="Reason for pinning this fallback")
 
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from governance import portal_accounts, views
+from governance import portal_accounts, portal_releases, views
 
 urlpatterns = [
     path("login/", portal_accounts.LockoutLoginView.as_view(), name="login"),  # Django's, with lockout
@@ -15,11 +15,11 @@ urlpatterns = [
     path("programs/<slug:slug>/versions/<int:number>/", views.version_detail, name="version_detail"),
     path("programs/<slug:slug>/versions/<int:number>/submit/", views.version_submit, name="version_submit"),
     path("programs/<slug:slug>/versions/<int:number>/export/", views.version_export, name="version_export"),
-    path("programs/<slug:slug>/releases/", views.releases, name="releases"),
-    path("programs/<slug:slug>/releases/release/", views.release_create, name="release_create"),
-    path("programs/<slug:slug>/releases/rollback/", views.release_rollback, name="release_rollback"),
-    path("programs/<slug:slug>/releases/fallback/", views.release_fallback, name="release_fallback"),
-    path("programs/<slug:slug>/releases/kill-switch/", views.release_kill_switch, name="release_kill_switch"),
+    path("programs/<slug:slug>/releases/", portal_releases.releases, name="releases"),
+    path("programs/<slug:slug>/releases/release/", portal_releases.release_create, name="release_create"),
+    path("programs/<slug:slug>/releases/rollback/", portal_releases.release_rollback, name="release_rollback"),
+    path("programs/<slug:slug>/releases/fallback/", portal_releases.release_fallback, name="release_fallback"),
+    path("programs/<slug:slug>/releases/kill-switch/", portal_releases.release_kill_switch, name="release_kill_switch"),
     path("programs/<slug:slug>/audit/", views.audit_program, name="audit_program"),
     path("programs/<slug:slug>/audit.csv", views.audit_program_csv, name="audit_program_csv"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),

@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "governance.portal_pages.MethodNotAllowedPageMiddleware",  # a page, not a bare 405, for GET on a form address
     "governance.portal_accounts.MustChangePasswordMiddleware",  # after auth: a password set by an admin
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",

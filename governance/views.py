@@ -24,7 +24,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from governance import forms as portal_forms
 from governance.actions import exports as export_actions
-from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
 from governance.actions import rights
 from governance.actions import runs as run_actions
@@ -575,109 +574,6 @@ def _decided_message(cr: ChangeRequest, action: str) -> str:
         return "Signed. Your approval is recorded; more approvals are needed."
     return {"reject": "Rejected and signed.", "request_changes": "Changes requested; the version is back to draft.",
             "resubmit": "Resubmitted for review.", "withdraw": "Change request withdrawn."}[action]
-
-
-# --- releases -------------------------------------------------------------------------------------------------
-
-
-def _releases_context(request: HttpRequest, program: Program, **posted: Any) -> dict[str, Any]:
-    labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
-    label_names = [label.name for label in labels]
-    approved = program.versions.filter(status=VersionStatus.APPROVED).select_related("run").order_by("-number")
-    can_release = "move_labels" in rights.allowed_actions(program, request.user)
-    blocked = []
-    if can_release:
-        for version in approved:
-            version.program = program
-            why_not = rights.refusal(version, request.user, "release")
-            if why_not is not None:
-                blocked.append((version, why_not.message))
-    kw = {"versions": approved, "labels": label_names}
-    return {
-        "program": program, "labels": labels,
-        "history": list(program.releases.select_related("version", "previous_version", "actor")[:100]),
-        "approved": approved, "can_release": can_release, "blocked": blocked,
-        "release_form": posted.get("release_form") or portal_forms.ReleaseForm(**kw),
-        "rollback_form": posted.get("rollback_form") or portal_forms.RollbackForm(**kw),
-        "fallback_form": posted.get("fallback_form") or portal_forms.FallbackForm(**kw),
-        "kill_error": posted.get("kill_error"),
-    }
-
-
-@portal_view
-@require_GET
-def releases(request: HttpRequest, slug: str) -> HttpResponse:
-    program = _program(request, slug)
-    return render(request, "governance/releases.html", _releases_context(request, program))
-
-
-def _release_post(request: HttpRequest, slug: str, form_name: str, form_class: type,
-                  act: Callable[[Program, dict[str, Any]], Any], done: Callable[[dict[str, Any]], str]) -> HttpResponse:
-    program = _program(request, slug)
-    why_not = rights.refusal(program, request.user, "move_labels")
-    if why_not is not None:
-        raise why_not
-    labels = list(program.labels.values_list("name", flat=True))
-    approved = program.versions.filter(status=VersionStatus.APPROVED).order_by("-number")
-    form = form_class(request.POST, versions=approved, labels=labels)
-    if form.is_valid():
-        try:
-            act(program, form.cleaned_data)
-        except InvalidInput as exc:
-            form.add_error(field_of(exc, form), exc.message)
-        else:
-            messages.success(request, done(form.cleaned_data))
-            return redirect("releases", slug=program.slug)
-    return render(request, "governance/releases.html",
-                  _releases_context(request, program, **{form_name: form}), status=400)
-
-
-@portal_view
-@require_POST
-def release_create(request: HttpRequest, slug: str) -> HttpResponse:
-    return _release_post(
-        request, slug, "release_form", portal_forms.ReleaseForm,
-        lambda program, d: release_actions.release_version(d["version"], actor=request.user, label=d["label"],
-                                                           reason=d["reason"]),
-        lambda d: f"Version {d['version'].number} is now the {d['label']} version.")
-
-
-@portal_view
-@require_POST
-def release_rollback(request: HttpRequest, slug: str) -> HttpResponse:
-    def act(program: Program, d: dict[str, Any]) -> Any:
-        return release_actions.rollback(program, actor=request.user, label=d["label"], to_version=d["to_version"],
-                                        reason=d["reason"])
-    return _release_post(request, slug, "rollback_form", portal_forms.RollbackForm, act,
-                         lambda d: f"Label {d['label']} rolled back.")
-
-
-@portal_view
-@require_POST
-def release_fallback(request: HttpRequest, slug: str) -> HttpResponse:
-    def act(program: Program, d: dict[str, Any]) -> Any:
-        return release_actions.pin_fallback(program, actor=request.user, label=d["label"], version=d["version"],
-                                            reason=d["reason"])
-    return _release_post(request, slug, "fallback_form", portal_forms.FallbackForm, act,
-                         lambda d: f"Version {d['version'].number} pinned as the fallback of {d['label']}.")
-
-
-@portal_view
-@require_POST
-def release_kill_switch(request: HttpRequest, slug: str) -> HttpResponse:
-    program = _program(request, slug)
-    form = portal_forms.KillSwitchForm(request.POST)
-    if not form.is_valid():
-        error = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
-        return render(request, "governance/releases.html",
-                      _releases_context(request, program, kill_error=f"Kill switch not changed \u2014 {error}"),
-                      status=400)
-    data = form.cleaned_data
-    release_actions.set_kill_switch(program, actor=request.user, label=data["label"], on=data["on"],
-                                    reason=data["reason"])
-    state = "engaged: the label serves its fallback" if data["on"] else "released: the label serves its release"
-    messages.success(request, f"Kill switch of {data['label']} {state}.")
-    return redirect("releases", slug=program.slug)
 
 
 # --- audit trail ----------------------------------------------------------------------------------------------

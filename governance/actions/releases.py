@@ -7,6 +7,7 @@ All moves lock the program row first, so label creation and retirement cannot ra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -128,52 +129,89 @@ def label_history(program: Program, label: str) -> list[int]:
     return stack
 
 
-def _record_move(program: Program, *, actor: Any, label: str, action: str, version: PromptVersion,
-                 previous: PromptVersion | None, reason: str, audit_action: str) -> Release:
-    release = create(Release, by=actor, program=program, label=label, action=action, version=version,
+def _record_move(move: LabelMove, *, actor: Any, previous: PromptVersion | None, reason: str,
+                 audit_action: str) -> Release:
+    program, label, version = move.program, move.label, move.version
+    release = create(Release, by=actor, program=program, label=label, action=move.action, version=version,
                      previous_version=previous, reason=reason, actor=actor)
     record_event(audit_action, actor=actor, obj=release, program=program, reason=reason,
                  before={"label": label, "version": previous.number if previous else None,
                          "content_hash": previous.content_hash if previous else None},
                  after={"label": label, "version": version.number, "content_hash": version.content_hash,
-                        "action": action, "release": release.pk})
+                        "action": move.action, "release": release.pk})
     return release
 
 
-# --- actions ------------------------------------------------------------------------------------------------
+# --- plans: what a move would do, checked as the move itself checks it ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelMove:
+    """What one move of a label changes: the version it records and what the label serves before and after.
+
+    The portal shows it on the confirmation step; the action applies the same plan, so what was confirmed is
+    what happens (or the action refuses, when something changed in between).
+    """
+
+    program: Program
+    label: str
+    action: str  # a ReleaseAction
+    version: PromptVersion  # released, rolled back to, pinned, or serving once the kill switch moved
+    serving_before: PromptVersion | None
+    serving_after: PromptVersion
+    current: ReleaseLabel | None  # the label row (locked inside the action's transaction); None: created
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def creates_label(self) -> bool:
+        return self.current is None
+
+
+def _no_op_warning(label: ReleaseLabel | None, serving: PromptVersion, fallback_id: int | None) -> tuple[str, ...]:
+    if label is not None and fallback_id == serving.pk:
+        return (f"the fallback of label {label.name!r} would be version {serving.number}, the version it serves: "
+                "its kill switch would change nothing until another fallback is pinned",)
+    return ()
+
+
+def _label_for_release(program: Program, label: str, new_label: bool | None) -> ReleaseLabel | None:
+    """The label row to move, or None to create it; a typo must not create a label by accident."""
+    current = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    if new_label is True and current is not None:
+        raise InvalidInput(f"label {label!r} already exists in {program.slug}; choose it instead of creating it",
+                           field="label")
+    if new_label is False and current is None:
+        names = ", ".join(repr(n) for n in program.labels.order_by("name").values_list("name", flat=True))
+        raise InvalidInput(f"program {program.slug} has no label {label!r} (its labels: {names or 'none'}); "
+                           "choose an existing label, or create a new one explicitly", field="label")
+    return current
 
 
 @transaction.atomic
-def release_version(version: PromptVersion, *, actor: Any, label: str = PRODUCTION_LABEL, reason: str) -> Release:
-    """Point `label` at an approved version (creating the label on first release).
-
-    While the label's kill switch is on it keeps serving the fallback; the switch is released separately.
-    """
-    reason = require_reason(reason, doing="release a version")
+def plan_release(version: PromptVersion, *, actor: Any, label: str = PRODUCTION_LABEL,
+                 new_label: bool | None = None) -> LabelMove:
+    """Point `label` at an approved version. `new_label`: True creates the label (refused if it exists), False
+    moves an existing one (refused if missing), None does either (the API's and scripts' behaviour)."""
     label = _label_name(label)
     program = lock(version.program)
     version = _releasable(version, program, "be released")
     check_releaser(version, actor)
-    current = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    current = _label_for_release(program, label, new_label)
     if current is not None and current.version_id == version.pk:
         raise IllegalTransition(f"version {version.number} is already the {label!r} version of {program.slug}")
-    previous = current.version if current else None
-    if current is None:
-        create(ReleaseLabel, by=actor, program=program, name=label, version=version)
-    else:
-        current.version = version
-        save(current, actor=actor, fields=["version", "updated_at"])
-    release = _record_move(program, actor=actor, label=label, action=ReleaseAction.RELEASE, version=version,
-                           previous=previous, reason=reason, audit_action="release.created")
-    send_on_commit(version_released, Release, instance=release, actor=actor)
-    return release
+    serving_before = current.serving_version if current else None
+    serving_after = serving_before if current is not None and current.kill_switch else version
+    warnings = _no_op_warning(current, version, current.fallback_version_id if current else None)
+    if current is not None and current.kill_switch:
+        warnings += (f"the kill switch of {label!r} is on: it keeps serving fallback version "
+                     f"{serving_before.number} until the switch is released",)
+    return LabelMove(program, label, ReleaseAction.RELEASE, version, serving_before, serving_after, current, warnings)
 
 
 @transaction.atomic
-def rollback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, to_version: PromptVersion | None = None,
-             reason: str) -> Release:
+def plan_rollback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL,
+                  to_version: PromptVersion | None = None) -> LabelMove:
     """Move `label` back: to the previous approved version in its history, or to `to_version` from that history."""
-    reason = require_reason(reason, doing="roll back")
     program = lock(program)
     current = _existing_label(program, label, doing="roll back")
     history = label_history(program, label)
@@ -191,11 +229,85 @@ def rollback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, to_
         target = to_version
     target = _releasable(target, program, "be rolled back to")
     check_releaser(target, actor)
-    previous = current.version
-    current.version = target
-    save(current, actor=actor, fields=["version", "updated_at"])
-    release = _record_move(program, actor=actor, label=label, action=ReleaseAction.ROLLBACK, version=target,
-                           previous=previous, reason=reason, audit_action="release.rolled_back")
+    serving_after = current.serving_version if current.kill_switch else target
+    return LabelMove(program, label, ReleaseAction.ROLLBACK, target, current.serving_version, serving_after, current,
+                     _no_op_warning(current, target, current.fallback_version_id))
+
+
+def check_fallback(label: ReleaseLabel, version: PromptVersion) -> None:
+    """A fallback must differ from the label's release: engaging the kill switch would otherwise change nothing."""
+    if version.pk == label.version_id:
+        raise IllegalTransition(f"version {version.number} is the version label {label.name!r} serves; its fallback "
+                                "must be a different approved version, or the kill switch would change nothing")
+
+
+@transaction.atomic
+def plan_fallback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, version: PromptVersion) -> LabelMove:
+    """Name the approved version the label serves while its kill switch is on."""
+    _same_program(version, program)
+    program = lock(program)
+    current = _existing_label(program, label, doing="pin a fallback for (release a version first)")
+    version = _releasable(version, program, "be pinned as fallback")
+    check_releaser(version, actor)
+    if current.fallback_version_id == version.pk:
+        raise IllegalTransition(f"version {version.number} is already the fallback of label {label!r}")
+    check_fallback(current, version)
+    serving_after = version if current.kill_switch else current.serving_version
+    return LabelMove(program, label, ReleaseAction.FALLBACK_PINNED, version, current.serving_version, serving_after,
+                     current)
+
+
+@transaction.atomic
+def plan_kill_switch(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, on: bool) -> LabelMove:
+    """Engage (serve the pinned fallback instead of the release) or release the kill switch of a label."""
+    require_role(actor, Role.RELEASER, program, doing="switch the kill switch")
+    program = lock(program)
+    current = _existing_label(program, label, doing="switch off")
+    if current.kill_switch == on:
+        raise IllegalTransition(f"the kill switch of label {label!r} is already {'on' if on else 'off'}")
+    if on and current.fallback_version_id is None:
+        raise IllegalTransition(f"label {label!r} of {program.slug} has no pinned fallback version; "
+                                "pin one before engaging the kill switch")
+    if on:
+        check_fallback(current, current.fallback_version)
+    serving_after = current.fallback_version if on else current.version
+    action = ReleaseAction.KILL_SWITCH_ON if on else ReleaseAction.KILL_SWITCH_OFF
+    return LabelMove(program, label, action, serving_after, current.serving_version, serving_after, current)
+
+
+# --- actions ------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def release_version(version: PromptVersion, *, actor: Any, label: str = PRODUCTION_LABEL, reason: str,
+                    new_label: bool | None = None) -> Release:
+    """Point `label` at an approved version (see plan_release for `new_label`).
+
+    While the label's kill switch is on it keeps serving the fallback; the switch is released separately.
+    """
+    reason = require_reason(reason, doing="release a version")
+    move = plan_release(version, actor=actor, label=label, new_label=new_label)
+    previous = move.current.version if move.current else None
+    if move.current is None:
+        create(ReleaseLabel, by=actor, program=move.program, name=move.label, version=move.version)
+    else:
+        move.current.version = move.version
+        save(move.current, actor=actor, fields=["version", "updated_at"])
+    release = _record_move(move, actor=actor, previous=previous, reason=reason, audit_action="release.created")
+    send_on_commit(version_released, Release, instance=release, actor=actor)
+    return release
+
+
+@transaction.atomic
+def rollback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, to_version: PromptVersion | None = None,
+             reason: str) -> Release:
+    """Move `label` back: to the previous approved version in its history, or to `to_version` from that history."""
+    reason = require_reason(reason, doing="roll back")
+    move = plan_rollback(program, actor=actor, label=label, to_version=to_version)
+    previous = move.current.version
+    move.current.version = move.version
+    save(move.current, actor=actor, fields=["version", "updated_at"])
+    release = _record_move(move, actor=actor, previous=previous, reason=reason, audit_action="release.rolled_back")
     send_on_commit(release_rolled_back, Release, instance=release, actor=actor)
     return release
 
@@ -212,20 +324,13 @@ def _previous_approved(history: list[int], current: ReleaseLabel) -> PromptVersi
 @transaction.atomic
 def pin_fallback(program: Program, *, actor: Any, label: str = PRODUCTION_LABEL, version: PromptVersion,
                  reason: str) -> Release:
-    """Name the approved version the label serves while its kill switch is on."""
+    """Name the approved version the label serves while its kill switch is on (never the release itself)."""
     reason = require_reason(reason, doing="pin a fallback version")
-    _same_program(version, program)
-    program = lock(program)
-    current = _existing_label(program, label, doing="pin a fallback for (release a version first)")
-    version = _releasable(version, program, "be pinned as fallback")
-    check_releaser(version, actor)
-    if current.fallback_version_id == version.pk:
-        raise IllegalTransition(f"version {version.number} is already the fallback of label {label!r}")
-    previous = current.fallback_version
-    current.fallback_version = version
-    save(current, actor=actor, fields=["fallback_version", "updated_at"])
-    return _record_move(program, actor=actor, label=label, action=ReleaseAction.FALLBACK_PINNED, version=version,
-                        previous=previous, reason=reason, audit_action="release.fallback_pinned")
+    move = plan_fallback(program, actor=actor, label=label, version=version)
+    previous = move.current.fallback_version
+    move.current.fallback_version = move.version
+    save(move.current, actor=actor, fields=["fallback_version", "updated_at"])
+    return _record_move(move, actor=actor, previous=previous, reason=reason, audit_action="release.fallback_pinned")
 
 
 @transaction.atomic
@@ -236,17 +341,8 @@ def set_kill_switch(program: Program, *, actor: Any, label: str = PRODUCTION_LAB
     should not wait for a particular person.
     """
     reason = require_reason(reason, doing="switch the kill switch")
-    require_role(actor, Role.RELEASER, program, doing="switch the kill switch")
-    program = lock(program)
-    current = _existing_label(program, label, doing="switch off")
-    if current.kill_switch == on:
-        raise IllegalTransition(f"the kill switch of label {label!r} is already {'on' if on else 'off'}")
-    if on and current.fallback_version_id is None:
-        raise IllegalTransition(f"label {label!r} of {program.slug} has no pinned fallback version; "
-                                "pin one before engaging the kill switch")
-    serving_before = current.serving_version
-    current.kill_switch = on
-    save(current, actor=actor, fields=["kill_switch", "updated_at"])
-    action = ReleaseAction.KILL_SWITCH_ON if on else ReleaseAction.KILL_SWITCH_OFF
-    return _record_move(program, actor=actor, label=label, action=action, version=current.serving_version,
-                        previous=serving_before, reason=reason, audit_action=f"release.{action}")
+    move = plan_kill_switch(program, actor=actor, label=label, on=on)
+    move.current.kill_switch = on
+    save(move.current, actor=actor, fields=["kill_switch", "updated_at"])
+    return _record_move(move, actor=actor, previous=move.serving_before, reason=reason,
+                        audit_action=f"release.{move.action}")

@@ -23,7 +23,6 @@ from governance.models import (
     AuditEvent,
     ChangeRequest,
     OptimizationRun,
-    ReleaseLabel,
     Review,
     RunStatus,
 )
@@ -397,39 +396,7 @@ def test_the_author_submits_a_draft_for_review_from_its_page(client, author, pw,
 # --- releases ---------------------------------------------------------------------------------------------------
 
 
-def test_releaser_releases_rolls_back_pins_and_kills(client, releaser, pw, production, make_approved, make_version):
-    v2 = make_approved(version=make_version())
-    slug = production.program.slug
-    login(client, releaser, pw)
-    page = client.get(f"/programs/{slug}/releases/").content.decode()
-    assert f'value="{v2.pk}"' in page and "Release a version" in page
-
-    missing = client.post(f"/programs/{slug}/releases/release/", {"release-version": v2.pk,
-                                                                  "release-label": "production"})
-    assert missing.status_code == 400 and "This field is required." in missing.content.decode()
-    ok = client.post(f"/programs/{slug}/releases/release/", {"release-version": v2.pk, "release-label": "production",
-                                                             "release-reason": "better"})
-    assert ok.status_code == 302
-    label = ReleaseLabel.objects.get(program=production.program, name="production")
-    assert label.version == v2
-    again = client.post(f"/programs/{slug}/releases/release/", {"release-version": v2.pk,
-                                                                "release-label": "production", "release-reason": "x"})
-    assert again.status_code == 409 and b"is already the" in again.content
-
-    assert client.post(f"/programs/{slug}/releases/rollback/", {"rollback-label": "production",
-                                                                "rollback-reason": "regression"}).status_code == 302
-    label.refresh_from_db()
-    assert label.version == production
-    assert client.post(f"/programs/{slug}/releases/fallback/", {
-        "fallback-label": "production", "fallback-version": v2.pk, "fallback-reason": "safe"}).status_code == 302
-    no_reason = client.post(f"/programs/{slug}/releases/kill-switch/", {"label": "production", "on": "1"})
-    assert no_reason.status_code == 400 and b"Kill switch not changed" in no_reason.content
-    assert client.post(f"/programs/{slug}/releases/kill-switch/", {"label": "production", "on": "1",
-                                                                   "reason": "incident 42"}).status_code == 302
-    label.refresh_from_db()
-    assert label.kill_switch and label.serving_version == v2
-    page = client.get(f"/programs/{slug}/releases/").content.decode()
-    assert "kill switch on" in page and "Release kill switch" in page and "incident 42" in page
+# Release, rollback, fallback and kill switch through their confirmation step: tests/governance/test_portal_releases.py
 
 
 def test_only_releasers_see_and_use_the_release_forms(client, reviewer1, pw, production):
