@@ -98,7 +98,7 @@ _LAZY = {name: "optimizer.bundle" for name in (
     "private_key_pem", "public_key_b64", "public_key_raw", "sign_bundle", "verify_bundle")}
 _LAZY.update({name: "optimizer.dspy_compat" for name in (
     "DSPyImport", "dumps_dspy_state", "export_dspy_state", "import_dspy_state", "parse_dspy_json",
-    "program_from_dspy", "read_dspy_file", "resolve_layout", "to_dspy_state")})
+    "program_from_dspy", "read_dspy_bytes", "read_dspy_file", "resolve_layout", "to_dspy_state")})
 __all__ += sorted(_LAZY)
 
 

@@ -106,17 +106,21 @@ def parse_dspy_json(content: bytes | str, *, source: str = "dspy file") -> State
 
 def read_dspy_file(path: str | Path) -> State:
     """The state in a dspy ``.json`` file; a missing file, a directory or a pickle is one SpecError."""
+    return parse_dspy_json(read_dspy_bytes(path), source=str(path))
+
+
+def read_dspy_bytes(path: str | Path) -> bytes:
+    """The bytes of a dspy file, or one SpecError naming why there are none (missing, a directory, unreadable)."""
     source = Path(path)
     if source.is_dir():
         raise SpecError(f"{source} is a directory (dspy's save_program=True layout, a pickled program); "
                         "save the program with module.save('program.json') instead")
     try:
-        content = source.read_bytes()
+        return source.read_bytes()
     except FileNotFoundError:
         raise SpecError(f"{source}: file not found") from None
     except OSError as exc:
         raise SpecError(f"{source}: cannot read it ({exc.strerror})") from None
-    return parse_dspy_json(content, source=str(source))
 
 
 def save_dspy_state(program: ProgramSpec, path: str | Path, *, bare: bool = False,
@@ -442,7 +446,11 @@ def _lm_block_of(state: State, path: str) -> State | None:
     block = state.get("lm")
     if block is None:
         return None
-    return _as_object(block, path, "'lm'")
+    block = _as_object(block, path, "'lm'")
+    if "api_key" in block:  # dspy never writes one; a program version is no place for a secret
+        raise SpecError(f"dspy predictor {path!r}: its lm block holds an api_key; remove it (secrets come from "
+                        "the environment)")
+    return block
 
 
 def _one_lm_block(blocks: dict[str, State | None]) -> State | None:

@@ -309,6 +309,19 @@ class VersionEditSerializer(RefusesSystemFields):
     reason = reason_field()
 
 
+class DspyImportSerializer(serializers.Serializer):
+    """One of: `file` (multipart: what dspy's `module.save("x.json")` wrote) or `state` (that JSON object)."""
+
+    file = serializers.FileField(required=False, max_length=255)
+    state = json_object(required=False, help_text="The saved program's JSON, instead of a file.")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("file" in attrs) == ("state" in attrs):
+            raise serializers.ValidationError({"file": "give exactly one of file (multipart) or state (JSON)"})
+        return attrs
+
+
 class SubmitSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)

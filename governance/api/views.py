@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance.actions import datasets as dataset_actions
+from governance.actions import dspy_files as dspy_actions
 from governance.actions import exports as export_actions
 from governance.actions import programs as program_actions
 from governance.actions import releases as release_actions
@@ -164,6 +165,19 @@ class ProgramViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
             raise NotFound(f"no user {username!r}", field="username")
         program_actions.remove_member(self.get_object(), actor=request.user, user=user, reason=_reason(data))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request={"multipart/form-data": s.DspyImportSerializer,
+                            "application/json": s.DspyImportSerializer},
+                   responses={201: s.VersionSerializer})
+    @action(detail=True, methods=["post"], url_path="import-dspy")
+    def import_dspy(self, request: Request, slug: str | None = None) -> Response:
+        """A draft version from a DSPy saved-program JSON; a file for other fields is a 400 on "file" naming them."""
+        data = self.parse(s.DspyImportSerializer)
+        upload = data.get("file")
+        version = dspy_actions.import_dspy_version(
+            self.get_object(), actor=request.user, content=upload.read() if upload else data["state"],
+            filename=upload.name if upload else "", note=data["note"])
+        return self.respond(s.VersionSerializer, version, status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=s.LabelSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
@@ -307,6 +321,22 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
         bundle = export_actions.export_version(self.get_object(), actor=request.user, label=data["label"] or None,
                                                reason=data["reason"])
         return Response(bundle)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT},
+                   parameters=[OpenApiParameter("layout", str, enum=["auto", "bare", "module"], default="auto",
+                                                description="bare: a one-predictor program as dspy.Predict.load "
+                                                            "reads it; auto: as imported, else bare for one "
+                                                            "predictor")])
+    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=[], ordering=None)
+    def dspy(self, request: Request, pk: str | None = None) -> Response:
+        """The DSPy saved-program JSON (`module.load("x.json")`) of an approved version, its LM in the lm blocks."""
+        version = self.get_object()
+        state = dspy_actions.export_dspy(version, actor=request.user,
+                                         layout=request.query_params.get("layout", "auto"))
+        response = Response(state)
+        response["Content-Disposition"] = (f'attachment; filename="{version.program.slug}-v{version.number}'
+                                           '.dspy.json"')
+        return response
 
 
 # --- runs and trials ----------------------------------------------------------------------------------------

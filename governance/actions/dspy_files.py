@@ -1,0 +1,141 @@
+"""DSPy saved-program files in and out of governed programs.
+
+An import is a new draft version (origin "DSPy import") made by `versions.create_version`, plus a
+`version.dspy_imported` event naming the file and its SHA-256; a file for other fields, a pickle or
+malformed JSON is refused on field "file" and nothing is written. An export is the ``module.save()`` JSON of an
+approved version (the same versions a signed bundle may be made of), audited as `version.dspy_exported`.
+`create_program_from_dspy` makes a whole program from a file alone (the authoring pages offer it).
+The file format and what round-trips exactly: optimizer/dspy_compat.py and docs/optimizer.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+
+from governance.actions import exports as export_actions
+from governance.actions import programs as program_actions
+from governance.actions import versions as version_actions
+from governance.audit import record_event
+from governance.errors import InvalidInput
+from governance.models import Program, PromptVersion, VersionOrigin
+from optimizer import (
+    DSPyImport,
+    ProgramSpec,
+    SpecError,
+    content_hash,
+    export_dspy_state,
+    import_dspy_state,
+    parse_dspy_json,
+    program_from_dspy,
+    resolve_layout,
+)
+
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a saved program with hundreds of demos is well under a megabyte
+
+
+def read_upload(content: bytes | str | Mapping[str, Any], *, filename: str = "") -> dict[str, Any]:
+    """The dspy state in an uploaded file (bytes or text) or an already parsed JSON object; InvalidInput on "file"."""
+    if isinstance(content, Mapping):
+        return dict(content)
+    if len(content) > MAX_FILE_BYTES:
+        raise InvalidInput(f"the DSPy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB", field="file")
+    try:
+        return parse_dspy_json(content, source=f"DSPy file {filename}".strip() if filename else "the DSPy file")
+    except SpecError as exc:
+        raise InvalidInput(str(exc), field="file") from None
+
+
+@transaction.atomic
+def import_dspy_version(program: Program, *, actor: Any, content: bytes | str | Mapping[str, Any],
+                        filename: str = "", note: str = "") -> PromptVersion:
+    """A draft version of `program` holding a dspy file's instructions, fields, demos and LM (author role).
+
+    The file must fit the program's spec: same predictors (by dspy path), same fields. Its ``lm`` block, if
+    any, becomes the version's LM settings; otherwise the program's defaults apply.
+
+    Raises:
+        InvalidInput: on field "file", naming what does not fit (or that it is a pickle, not JSON, ...).
+        PermissionDenied: the actor may not create versions of this program.
+    """
+    state = read_upload(content, filename=filename)
+    defaults = version_actions.initial_payload(program)["lm"]
+    imported = _import(state, program_actions.parse_spec(program.spec), program, defaults)
+    payload = {"program": imported.program.to_dict(), "lm": imported.lm or defaults}
+    version = version_actions.create_version(
+        program, actor=actor, payload=payload, origin=VersionOrigin.DSPY_IMPORT,
+        note=note or f"Imported from DSPy file {filename or '(uploaded JSON)'}")
+    record_event("version.dspy_imported", actor=actor, obj=version, program=program,
+                 after={"version": version.number, "file": filename, "file_sha256": _sha256(content, state),
+                        "layout": imported.layout, "lm_from_file": imported.lm is not None,
+                        "content_hash": version.content_hash})
+    return version
+
+
+def _import(state: dict[str, Any], template: ProgramSpec, program: Program, defaults: dict[str, Any]) -> DSPyImport:
+    try:
+        return import_dspy_state(state, template, default_lm=defaults)
+    except SpecError as exc:
+        raise InvalidInput(f"the DSPy file does not fit program {program.slug}: {exc}", field="file") from None
+
+
+def _sha256(content: bytes | str | Mapping[str, Any], state: dict[str, Any]) -> str:
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    return hashlib.sha256(content).hexdigest() if isinstance(content, bytes) else content_hash(state)
+
+
+def export_dspy(version: PromptVersion, *, actor: Any, layout: str = "auto") -> dict[str, Any]:
+    """The dspy ``module.save()`` JSON of an approved version, its LM settings in the ``lm`` blocks.
+
+    `layout`: "bare" (a one-predictor program as ``dspy.Predict.load`` reads it), "module", or "auto" (the
+    layout it was imported in, else bare for one predictor).
+
+    Raises:
+        PermissionDenied: not a member of the program. IllegalTransition: the version is not approved.
+        InvalidInput: on field "layout".
+    """
+    export_actions.check_export(version, actor)
+    program = ProgramSpec.from_dict(version.payload["program"])
+    try:
+        resolved = resolve_layout(program, layout)
+        state = export_dspy_state(program, lm=version.payload["lm"], layout=resolved)
+    except SpecError as exc:
+        raise InvalidInput(str(exc), field="layout") from None
+    with transaction.atomic():
+        record_event("version.dspy_exported", actor=actor, obj=version, program=version.program,
+                     after={"version": version.number, "content_hash": version.content_hash, "layout": resolved,
+                            "state_hash": content_hash(state)})
+    return state
+
+
+def spec_from_dspy(content: bytes | str | Mapping[str, Any], *, name: str, filename: str = "",
+                   signatures: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A program spec (JSON) and LM settings (or None) read from a dspy file alone; InvalidInput on "file".
+
+    dspy does not save which fields are inputs: when its default instructions or a reasoning field do not say,
+    `signatures` gives them per predictor ({"predict": "text -> label: choice[a|b]"}), and so do types and
+    choices (a file has none: every field is str otherwise).
+    """
+    state = read_upload(content, filename=filename)
+    try:
+        imported = program_from_dspy(state, name=name, signatures=signatures)
+    except SpecError as exc:
+        raise InvalidInput(f"cannot make a program from the DSPy file: {exc}", field="file") from None
+    return imported.program.to_dict(), imported.lm
+
+
+def create_program_from_dspy(*, actor: Any, slug: str, name: str, content: bytes | str | Mapping[str, Any],
+                             filename: str = "", signatures: Mapping[str, str] | None = None,
+                             metric: str = "choice", description: str = "", **options: Any) -> Program:
+    """Create a program (``programs.create_program``: author role, audited) whose spec is read from a dspy file.
+
+    The file's LM settings, if any, become the program's default LM; `options` are create_program's others.
+    """
+    spec, lm = spec_from_dspy(content, name=name, filename=filename, signatures=signatures)
+    lm_config = {k: v for k, v in (lm or {}).items() if k in ("model", "temperature", "max_tokens", "mode")}
+    return program_actions.create_program(actor=actor, slug=slug, name=name, spec=spec, metric=metric,
+                                          description=description, lm_config=lm_config or None, **options)
