@@ -6,5 +6,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),
+    path("oidc/", include("governance.oidc.urls")),  # single sign-on (governance/oidc)
     path("", include("governance.portal_urls")),
 ]

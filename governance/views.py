@@ -9,6 +9,7 @@ segregation of duties), 404, 409 (illegal transition) pages carrying the action'
 from __future__ import annotations
 
 import functools
+from urllib.parse import urlencode
 from collections.abc import Callable
 from typing import Any
 
@@ -19,13 +20,14 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from governance import forms as portal_forms
 from governance.actions import exports as export_actions
 from governance.actions import reviews as review_actions
-from governance.actions import rights
+from governance.actions import identities, rights
 from governance.actions import runs as run_actions
 from governance.actions import versions as version_actions
 from governance.audit import checkpoint_status
@@ -51,6 +53,7 @@ from governance.models import (
 )
 from governance.permissions import has_role, is_member, require_role, visible_programs
 from governance.reports import audit_events, write_audit_csv
+from governance.oidc.forms import PROVIDER_FORMS
 from optimizer import dumps_bundle
 
 View = Callable[..., HttpResponse]
@@ -463,12 +466,14 @@ def _aligned_rows(cr: ChangeRequest) -> list[dict[str, Any]]:
     return rows[:MAX_ALIGNED_ROWS]
 
 
-def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None) -> dict[str, Any]:
+def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None, *, sso: bool = False) -> dict[str, Any]:
     seen = {"content_hash": cr.version.content_hash}  # what this page shows is what a decision signs
     forms = {"approve": portal_forms.ApproveForm(initial=seen), "reject": portal_forms.RejectForm(initial=seen),
              "request_changes": portal_forms.RequestChangesForm(initial=seen),
              "resubmit": portal_forms.ProposerForm(prefix="resubmit"),
              "withdraw": portal_forms.ProposerForm(prefix="withdraw")}
+    if sso:  # signs through the identity provider: the same decisions without a password
+        forms.update({name: form(initial=seen) for name, form in PROVIDER_FORMS.items()})
     forms.update(posted or {})
     return forms
 
@@ -493,7 +498,7 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
         "diff": version_diff(base.payload if base else None, version.payload),
         "evidence": evidence, "gate_blocks": review_actions.score_gate_blocks(cr), "provenance": provenance(version),
         "reviews": reviews, "live_approvals": live, "required": review_actions.required_approvals(cr.program),
-        "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr),
+        "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr, sso=_signs_at_provider(request.user)),
         "run": version.run, **extra,
     }
 
@@ -534,10 +539,14 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
         raise Http404(f"unknown action {action!r}")
     if action not in rights.allowed_actions(cr, request.user):
         raise _refusal(cr, request.user, action)
-    form = FORMS_BY_ACTION[action](request.POST, prefix=action if action in ("resubmit", "withdraw") else None)
+    sso = _signs_at_provider(request.user) and action in PROVIDER_FORMS
+    form_class = PROVIDER_FORMS[action] if sso else FORMS_BY_ACTION[action]
+    form = form_class(request.POST, prefix=action if action in ("resubmit", "withdraw") else None)
     status = 400
     if form.is_valid():
         try:
+            if sso:
+                return _sign_at_provider(cr, request.user, action, form.cleaned_data)
             _decide(cr, request.user, action, form.cleaned_data)
         except (InvalidInput, AuthenticationFailed, IllegalTransition) as exc:
             # A wrong password is refused (403, recorded by the action), content that changed since the page was
@@ -551,6 +560,18 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
             return redirect("change_request_detail", pk=cr.pk)
     context = _change_request_context(request, cr, forms=_review_forms(cr, {action: form}), open_form=action)
     return render(request, "governance/change_request.html", context, status=status)
+
+
+def _signs_at_provider(user: Any) -> bool:
+    """SSO users have no password here (service accounts neither, but they never sign): no query per page."""
+    return not user.has_usable_password()
+
+
+def _sign_at_provider(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> HttpResponse:
+    """Keep the decision server-side and send the signer to re-authenticate at the provider (governance.oidc)."""
+    _, state = identities.begin_signature(cr, actor=user, decision=action, content_hash=data["content_hash"],
+                                          reason=data.get("reason", ""))
+    return redirect(f"{reverse('oidc_sign_start')}?{urlencode({'state': state})}")
 
 
 def _decide(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> None:
