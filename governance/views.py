@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from governance import comparisons
 from governance import forms as portal_forms
 from governance.actions import exports as export_actions
 from governance.actions import reviews as review_actions
@@ -41,7 +42,6 @@ from governance.models import (
     ChangeRequestStatus,
     Decision,
     DriftAlert,
-    EvaluationStatus,
     OptimizationRun,
     Program,
     PromptVersion,
@@ -430,9 +430,6 @@ def _change_request(request: HttpRequest, pk: int) -> ChangeRequest:
     return cr
 
 
-MAX_ALIGNED_ROWS = 200
-
-
 def _evidence(cr: ChangeRequest) -> dict[str, Any]:
     """The system's evaluations of both versions, their paired comparison and the candidate checks."""
     candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
@@ -440,30 +437,17 @@ def _evidence(cr: ChangeRequest) -> dict[str, Any]:
             "recommendation": review_actions.recommendation_text(cr.comparison), "checks": cr.checks,
             "p_value": f"{cr.comparison['p_value']:.3g}" if cr.comparison else None,
             "delta": (candidate.score - baseline.score) if candidate and baseline and candidate.score is not None
-            and baseline.score is not None else None,
-            "rows": _aligned_rows(cr)}
+            and baseline.score is not None else None}
 
 
-def _aligned_rows(cr: ChangeRequest) -> list[dict[str, Any]]:
-    """Examples either version gets wrong, side by side: newly wrong first, then both wrong, then newly right."""
-    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
-    if not (candidate and baseline and candidate.status == baseline.status == EvaluationStatus.SUCCEEDED):
-        return []
-    base = {r.index: r for r in baseline.results.all()}
-    examples = list(candidate.dataset.examples.order_by("index"))  # results are indexed by position in this order
-    order = {"newly wrong": 0, "both wrong": 1, "newly right": 2}
-    rows = []
-    for result in candidate.results.all():
-        old = base.get(result.index)
-        if old is None or result.index >= len(examples) or (result.score >= 1 and old.score >= 1):
-            continue
-        example = examples[result.index]
-        change = ("both wrong" if result.score < 1 and old.score < 1
-                  else "newly wrong" if result.score < old.score else "newly right")
-        rows.append({"index": result.index, "change": change, "inputs": example.inputs, "expected": example.outputs,
-                     "candidate": result, "production": old})
-    rows.sort(key=lambda row: (order[row["change"]], row["index"]))
-    return rows[:MAX_ALIGNED_ROWS]
+def _comparison(request: HttpRequest, cr: ChangeRequest) -> comparisons.Comparison | None:
+    """Production and the candidate side by side on the change request's test rows (filter and page from the
+    query string: `rows`, `rows_page`); None before the system was asked to evaluate."""
+    dataset = cr.candidate_evaluation.dataset if cr.candidate_evaluation else None
+    if dataset is None:
+        return None
+    return comparisons.compare(comparisons.change_request_columns(cr), dataset, show=request.GET.get("rows", "all"),
+                               page=request.GET.get("rows_page", 1))
 
 
 def _review_forms(cr: ChangeRequest, posted: dict[str, Any] | None = None, *, sso: bool = False) -> dict[str, Any]:
@@ -497,6 +481,7 @@ def _change_request_context(request: HttpRequest, cr: ChangeRequest, **extra: An
         "why_not_approve": why_not_approve,
         "diff": version_diff(base.payload if base else None, version.payload),
         "evidence": evidence, "gate_blocks": review_actions.score_gate_blocks(cr), "provenance": provenance(version),
+        "comparison": _comparison(request, cr),
         "reviews": reviews, "live_approvals": live, "required": review_actions.required_approvals(cr.program),
         "allowed": allowed, "forms": extra.pop("forms", None) or _review_forms(cr, sso=_signs_at_provider(request.user)),
         "run": version.run, **extra,
