@@ -1,4 +1,11 @@
-"""Who may do what: roles are Django groups, rights are per program (membership).
+"""Who may do what: roles are granted per program through memberships; admin and auditor are also global.
+
+A membership (governance.models.ProgramMembership) makes its user a member of one program and carries their
+roles there (author, reviewer, releaser, auditor). Global roles are Django groups: an administrator passes every
+role check on every program, a global auditor reads every program and holds the auditor role on each. The
+global author, reviewer and releaser groups grant nothing on a program by themselves: they are the roles a new
+membership gets when none are named (governance.actions.memberships.default_roles), and the author group lets
+its holder create programs. The owner of a program may always see it.
 
 Actions ask these functions; views ask `allowed_actions` to decide which buttons to show. Superusers and the
 admin role pass role checks but never segregation-of-duties checks (those live in the actions).
@@ -15,18 +22,20 @@ from django.contrib.auth.models import AnonymousUser, Group
 from django.db.models import Q, QuerySet
 
 from governance.errors import PermissionDenied
-from governance.models import Program, Role
+from governance.models import Program, ProgramMembership, Role
 
 ROLE_NAMES = [role.value for role in Role]
-# (user id, program id) -> member?, while `remembered_memberships` is active; None otherwise.
-_memberships: ContextVar[dict[tuple[Any, Any], bool] | None] = ContextVar("governance_memberships", default=None)
+# user id -> {program id: roles on it} (every membership of the user, read at once), while
+# `remembered_memberships` is active; None otherwise.
+_memberships: ContextVar[dict[Any, dict[Any, frozenset[str]]] | None] = ContextVar(
+    "governance_memberships", default=None)
 
 
 @contextmanager
 def remembered_memberships() -> Iterator[None]:
-    """Within the block, each (user, program) membership is read from the database once: a page asking every
-    check of an object at once (governance.actions.rights) would otherwise ask the same question many times.
-    Nothing inside such a block changes memberships."""
+    """Within the block, each user's memberships are read from the database once (one query for all of them): a
+    page asking every check of an object at once (governance.actions.rights), or of each row of a list, would
+    otherwise ask the same question many times. Nothing inside such a block changes memberships."""
     token = _memberships.set({}) if _memberships.get() is None else None
     try:
         yield
@@ -52,33 +61,69 @@ def user_roles(user: Any) -> set[str]:
     return cached
 
 
-def has_role(user: Any, role: Role | str) -> bool:
+def _authenticated(user: Any) -> bool:
+    return user is not None and not isinstance(user, AnonymousUser) and bool(getattr(user, "is_authenticated", False))
+
+
+def program_roles(user: Any, program: Program) -> frozenset[str] | None:
+    """The roles `user`'s membership carries on `program` (empty: a member without roles); None: no membership."""
+    if not _authenticated(user):
+        return None
+    memo = _memberships.get()
+    if memo is None:
+        roles = ProgramMembership.objects.filter(program_id=program.pk, user_id=user.pk).values_list(
+            "roles", flat=True).first()
+        return None if roles is None else frozenset(roles)
+    if user.pk not in memo:
+        memo[user.pk] = {program_id: frozenset(roles) for program_id, roles in
+                         ProgramMembership.objects.filter(user_id=user.pk).values_list("program_id", "roles")}
+    return memo[user.pk].get(program.pk)
+
+
+def has_role(user: Any, role: Role | str, program: Program | None = None) -> bool:
+    """Given a program: the role on that program (its membership; admins hold every role everywhere, global
+    auditors the auditor role everywhere). Without one: the global role (the author, reviewer and releaser
+    groups are only defaults for new memberships, so ask with a program for anything done on one)."""
+    roles, role = user_roles(user), str(role)
+    if Role.ADMIN.value in roles:
+        return True
+    if program is None or (role == Role.AUDITOR.value and role in roles):
+        return role in roles
+    held = program_roles(user, program)
+    return held is not None and role in held
+
+
+def programs_with_role(user: Any, role: Role | str) -> QuerySet[Program]:
+    """The programs on which `user` holds `role` (every program for an administrator)."""
+    if not _authenticated(user):
+        return Program.objects.none()
+    if has_role(user, Role.ADMIN) or (str(role) == Role.AUDITOR.value and has_role(user, Role.AUDITOR)):
+        return Program.objects.all()
+    ids = [program_id for program_id, roles in
+           ProgramMembership.objects.filter(user_id=user.pk).values_list("program_id", "roles") if str(role) in roles]
+    return Program.objects.filter(pk__in=ids)
+
+
+def sees_every_program(user: Any) -> bool:
+    """Administrators and global auditors read every program."""
     roles = user_roles(user)
-    return str(role) in roles or Role.ADMIN.value in roles
+    return Role.ADMIN.value in roles or Role.AUDITOR.value in roles
 
 
 def is_member(user: Any, program: Program) -> bool:
-    """Members, the owner, admins and auditors (who read everything) may see a program."""
-    if not user_roles(user) and not getattr(user, "is_authenticated", False):
+    """Members (a membership, with or without roles), the owner, admins and global auditors may see a program."""
+    if not _authenticated(user):
         return False
-    if has_role(user, Role.ADMIN) or Role.AUDITOR.value in user_roles(user):
+    if sees_every_program(user) or program.owner_id == user.pk:
         return True
-    if program.owner_id == user.pk:
-        return True
-    memo, key = _memberships.get(), (user.pk, program.pk)
-    if memo is not None and key in memo:
-        return memo[key]
-    member = program.members.filter(pk=user.pk).exists()
-    if memo is not None:
-        memo[key] = member
-    return member
+    return program_roles(user, program) is not None
 
 
 def visible_programs(user: Any) -> QuerySet[Program]:
     """The programs a user may see (per-object permission for lists and lookups)."""
-    if not getattr(user, "is_authenticated", False):
+    if not _authenticated(user):
         return Program.objects.none()
-    if has_role(user, Role.ADMIN) or Role.AUDITOR.value in user_roles(user):
+    if sees_every_program(user):
         return Program.objects.all()
     return Program.objects.filter(Q(members=user) | Q(owner=user)).distinct()
 
@@ -89,12 +134,15 @@ def require_member(user: Any, program: Program) -> None:
 
 
 def require_role(user: Any, role: Role | str, program: Program | None = None, *, doing: str = "") -> None:
-    """Raise PermissionDenied unless `user` has `role` (and, given a program, is a member of it)."""
-    if not has_role(user, role):
-        what = f" to {doing}" if doing else ""
-        raise PermissionDenied(f"{_name(user)} needs the {Role(str(role)).label.lower()} role{what}")
+    """Raise PermissionDenied unless `user` has `role` (given a program: on that program, as `has_role` says).
+    A user who cannot even see the program hears that first."""
+    if has_role(user, role, program):
+        return
     if program is not None:
         require_member(user, program)
+    what = f" to {doing}" if doing else ""
+    where = f" on program {program.slug}" if program is not None else ""
+    raise PermissionDenied(f"{_name(user)} needs the {Role(str(role)).label.lower()} role{what}{where}")
 
 
 def _name(user: Any) -> str:

@@ -51,7 +51,7 @@ from governance.models import (
     RunStatus,
     VersionStatus,
 )
-from governance.permissions import has_role, is_member, require_role, visible_programs
+from governance.permissions import is_member, programs_with_role, require_role, visible_programs
 from governance.reports import audit_events, write_audit_csv
 from governance.oidc.forms import PROVIDER_FORMS
 from optimizer import dumps_bundle
@@ -138,11 +138,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             waiting_others.append(cr)
     my_runs = list(OptimizationRun.objects.filter(started_by=user).select_related("program")
                    .order_by("-created_at")[:6])
-    to_release = []
-    if has_role(user, Role.RELEASER):
-        to_release = list(PromptVersion.objects.filter(program__in=programs, status=VersionStatus.APPROVED,
-                                                       labels__isnull=True)
-                          .select_related("program").order_by("-approved_at")[:10])
+    to_release = list(PromptVersion.objects.filter(program__in=programs_with_role(user, Role.RELEASER),
+                                                   status=VersionStatus.APPROVED, labels__isnull=True)
+                      .select_related("program").order_by("-approved_at")[:10])
     drift = list(DriftAlert.objects.filter(program__in=programs, acknowledged_at__isnull=True)
                  .select_related("program", "version", "dataset")[:10])
     recent = list(AuditEvent.objects.filter(program__in=programs).select_related("program").order_by("-id")[:8])
@@ -153,7 +151,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "runs_active": [r for r in my_runs if r.status not in FINISHED_RUN_STATUSES],
         "runs_recent": [r for r in my_runs if r.status in FINISHED_RUN_STATUSES],
         "to_release": to_release, "drift": drift, "recent": recent, "my_signatures": my_signatures,
-        "show_runs": bool(my_runs) or has_role(user, Role.AUTHOR),
+        "show_runs": bool(my_runs) or programs_with_role(user, Role.AUTHOR).exists(),
     })
 
 

@@ -5,6 +5,9 @@ writes the audit events and queues domain signals on commit, in one transaction.
 and tasks call these functions and never save governed models themselves.
 """
 
+from governance.actions.memberships import (
+    change_program_roles, grant_membership, revoke_membership, set_program_roles,
+)
 from governance.actions.datasets import active_datasets, examples_for, import_dataset, parse_rows, validate_rows
 from governance.actions.discussion import (
     add_comment, assign_reviewer, edit_comment, reopen_comment, resolve_comment, unassign_reviewer,
@@ -36,6 +39,8 @@ from governance.actions.versions import (
 __all__ = [
     # programs
     "create_program", "update_program", "add_member", "remove_member", "create_review_policy", "parse_spec",
+    # memberships (roles per program)
+    "set_program_roles", "grant_membership", "change_program_roles", "revoke_membership",
     # datasets
     "import_dataset", "active_datasets", "examples_for", "parse_rows", "validate_rows",
     # versions

@@ -33,7 +33,7 @@ from rest_framework.authtoken.models import Token
 
 from governance.actions import exports as export_actions
 from governance.actions import tokens
-from governance.models import ApiKey, Program, PromptVersion, ReleaseLabel, Role
+from governance.models import ApiKey, Program, ProgramMembership, PromptVersion, ReleaseLabel, Role
 
 CACHE_PREFIX = "governance:bundle:v1"
 BUILD_REASON = "signed bundle built for production fetches of the label (served from cache until the label moves)"
@@ -130,7 +130,7 @@ _LABEL_JOINS = f"""JOIN {Program._meta.db_table} p ON p.slug = %s
 def fetch_state(token_key: str, slug: str, label: str) -> FetchState | None:
     """The hot path of a service's fetch, in one indexed query: the key's active owner within the key's scope,
     the label, and whether the owner may see the program (the rule of governance.permissions.is_member:
-    member, owner, admin, auditor).
+    a membership on that program, with or without roles, the owner, an admin or a global auditor).
 
     None when anything is missing, expired, revoked or not allowed; the caller then lets the regular view
     explain why (401 for the key, 403 for its scope, 404 for the label).
@@ -197,7 +197,7 @@ def _forget_states(**kwargs: Any) -> None:
     _states.clear()
 
 
-for _model in (ReleaseLabel, Token, ApiKey, get_user_model()):
+for _model in (ReleaseLabel, Token, ApiKey, ProgramMembership, get_user_model()):
     post_save.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-save-{_model.__name__}")
     post_delete.connect(_forget_states, sender=_model, dispatch_uid=f"bundle-states-delete-{_model.__name__}")
 for _through in (Program.members.through, get_user_model().groups.through, ApiKey.programs.through):

@@ -151,7 +151,8 @@ def test_members_added_and_removed_by_owner(program, users, audit):
     with pytest.raises(IllegalTransition, match="user 'outsider' is not a member of support"):
         remove_member(program, actor=users["author"], user=outsider)
     assert audit.actions() == ["program.member_added", "program.member_removed"]
-    assert audit.events()[0].after == {"member": {"id": outsider.pk, "username": "outsider"}}
+    assert audit.events()[0].after == {"member": {"id": outsider.pk, "username": "outsider"},  # default roles
+                                       "roles": ["author", "releaser", "reviewer"], "source": "manual"}
 
 
 def test_create_user_with_roles_is_audited_without_password(users, admin):

@@ -17,6 +17,7 @@ from governance.actions import (
     release_version,
     request_changes,
     resubmit_change_request,
+    set_program_roles,
     update_program,
     withdraw_change_request,
 )
@@ -33,11 +34,11 @@ from governance.models import (
     ChangeRequestStatus,
     Decision,
     OptimizationRun,
+    ProgramMembership,
     Review,
     SignatureMeaning,
     VersionStatus,
 )
-from governance.permissions import ensure_role_groups
 from tests.governance.conftest import WINNING_INSTRUCTIONS, AuditLog, evaluate, payload_with, seen
 
 pytestmark = pytest.mark.django_db
@@ -146,14 +147,15 @@ def test_signature_records_request_ip(make_cr, approve, reviewer1, monkeypatch):
     assert approve(make_cr(), reviewer1).ip_address == "203.0.113.9"
 
 
-def _give_reviewer_role(user) -> None:
-    user.groups.add(ensure_role_groups()["reviewer"])
-    user.__dict__.pop("_governance_roles", None)  # permissions caches roles on the user object
+def _give_reviewer_role(user, program) -> None:
+    """The reviewer role on the program as well (roles are per program)."""
+    held = ProgramMembership.objects.get(program=program, user=user).roles
+    set_program_roles(program, user, [*held, "reviewer"], actor=None, reason="also reviews")
 
 
 def test_author_cannot_approve_own_version(users, program, make_cr, approve, audit):
     author = users["author"]
-    _give_reviewer_role(author)  # even with the reviewer role
+    _give_reviewer_role(author, program)  # even with the reviewer role
     cr = make_cr()
     audit.mark()
     with pytest.raises(SegregationOfDuties, match="user 'author' is the author of version 1 and cannot review it"):
@@ -162,9 +164,9 @@ def test_author_cannot_approve_own_version(users, program, make_cr, approve, aud
     assert "approve" not in allowed_review_actions(cr, author)
 
 
-def test_opener_cannot_approve(users, make_version, approve, audit):
+def test_opener_cannot_approve(users, program, make_version, approve, audit):
     author2 = users["author2"]
-    _give_reviewer_role(author2)
+    _give_reviewer_role(author2, program)
     version = make_version()
     cr = open_change_request(version, actor=author2, title="proposed by author2")
     audit.mark()

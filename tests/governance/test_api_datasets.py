@@ -85,7 +85,7 @@ def test_wrong_users(api, program, outsider, reviewer1):
     assert error(api(reviewer1).post(f"{V1}/datasets/", {"program": "support", "name": "x", "split": "train",
                                                           "rows": ROWS}, format="json")) == {
         "status": 403, "code": "permission_denied",
-        "detail": "user 'reviewer1' needs the author role to import datasets"}
+        "detail": "user 'reviewer1' needs the author role to import datasets on program support"}
 
 
 def test_list_hides_other_programs_and_pins_queries(api, program, author, outsider, django_assert_max_num_queries):

@@ -46,7 +46,7 @@ def test_release_refusals(api, make_approved, make_version, reviewer1, users, ou
     approver = api(reviewer1).post(f"{V1}/programs/support/release/", {"version": version.pk, "reason": "r"},
                                    format="json")
     assert error(approver) == {"status": 403, "code": "permission_denied",
-                               "detail": "user 'reviewer1' needs the releaser role to move release labels"}
+                               "detail": "user 'reviewer1' needs the releaser role to move release labels on program support"}
     no_reason = api(users["releaser"]).post(f"{V1}/programs/support/release/", {"version": version.pk},
                                             format="json")
     assert no_reason.status_code == 400 and no_reason.json()["field"] == "reason"

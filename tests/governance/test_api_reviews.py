@@ -79,7 +79,7 @@ def test_segregation_of_duties_and_wrong_users(api, make_cr, author, outsider, u
                                            {"password": pw(users["releaser"]), "content_hash": cr.version.content_hash},
                                            format="json")
     assert error(releaser) == {"status": 403, "code": "permission_denied",
-                               "detail": "user 'releaser' needs the reviewer role to review change requests"}
+                               "detail": "user 'releaser' needs the reviewer role to review change requests on program support"}
 
 
 def test_reject_needs_reason_and_password(api, make_cr, reviewer1, pw):

@@ -63,7 +63,7 @@ def test_start_run_refusals(api, program, trained, author, reviewer1, outsider):
     assert huge_seed.status_code == 400 and huge_seed.json()["field"] == "seed"
     assert error(api(reviewer1).post(f"{V1}/runs/", {"program": "support"}, format="json")) == {
         "status": 403, "code": "permission_denied",
-        "detail": "user 'reviewer1' needs the author role to start optimization runs"}
+        "detail": "user 'reviewer1' needs the author role to start optimization runs on program support"}
     assert api(outsider).post(f"{V1}/runs/", {"program": "support"}, format="json").json()["field"] == "program"
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from governance.actions import import_dataset, release_version
-from governance.actions.accounts import revoke_role
+from governance.actions.memberships import change_program_roles
 from governance.actions.rights import allowed_actions, refusal
 from governance.actions.runs import cancel_run, start_run
 from governance.errors import IllegalTransition, PermissionDenied
-from governance.models import ReleaseLabel, Role, RunStatus
+from governance.models import ReleaseLabel, RunStatus
 from tests.optimizer.simulated import load_rows
 
 
@@ -30,7 +30,7 @@ def test_a_run_starter_without_the_author_role_gets_no_cancel_button_and_a_403(c
     run = start_run(datasets, actor=author, num_trials=4, enqueue=False)
     _login(client, author)
     assert 'id="cancel-run"' in client.get(f"/runs/{run.pk}/").content.decode()
-    revoke_role(author, actor=admin, role=Role.AUTHOR, reason="moved to another team")
+    change_program_roles(run.program, author, [], actor=admin, reason="moved to another team")
     assert 'id="cancel-run"' not in client.get(f"/runs/{run.pk}/").content.decode()
     assert client.post(f"/runs/{run.pk}/cancel/").status_code == 403
     run.refresh_from_db()
