@@ -434,7 +434,7 @@ class EvaluationSerializer(serializers.ModelSerializer):
 class EvaluationResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = EvaluationResult
-        fields = ("index", "predicted", "raw", "score", "error")
+        fields = ("index", "predicted", "raw", "score", "error", "feedback")
         read_only_fields = fields
 
 

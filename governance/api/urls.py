@@ -7,7 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import views
 from governance.api.accounts import AccountViewSet
-from governance.api.memberships import USERNAME_PATTERN, MembershipViewSet
+from governance.api.compare import CompareView
 
 router = DefaultRouter()
 router.register("programs", views.ProgramViewSet, basename="program")
@@ -29,11 +29,7 @@ router.register("users", AccountViewSet, basename="user")
 v1 = [
     path("programs/<slug:slug>/releases/<slug:label>/bundle", views.release_bundle,
          name="program-release-bundle"),
-    path("programs/<slug:slug>/memberships/", MembershipViewSet.as_view({"get": "list", "post": "create"}),
-         name="program-memberships"),
-    re_path(rf"^programs/(?P<slug>[-a-zA-Z0-9_]+)/memberships/(?P<username>{USERNAME_PATTERN})/$",
-            MembershipViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
-            name="program-membership-detail"),
+    path("programs/<slug:slug>/compare", CompareView.as_view(), name="program-compare"),
     path("", include(router.urls)),
 ]
 

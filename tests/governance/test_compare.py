@@ -196,3 +196,29 @@ def test_judge_verdicts_and_reasons_are_stored_and_shown(client, users, pw, grad
     assert first.feedback == {"verdict": "pass", "reason": f"{ROWS[0]['category']} against {ROWS[0]['category']}."}
     html = page_of(client, users["reviewer1"], pw, url(judged, [1, 2], dataset)).content.decode()
     assert "judge: <strong>fail</strong>" in html and "judge: <strong>pass</strong>" in html
+
+
+# --- API ------------------------------------------------------------------------------------------------------
+
+
+def test_api_answers_the_comparison_and_requests_missing_evaluations(client, users, pw, program, two, graded):
+    v1, v2, dataset = two
+    client.login(username="reviewer1", password=pw(users["reviewer1"]))
+    api = f"/api/v1/programs/{program.slug}/compare"
+    body = client.get(f"{api}?versions=1&versions=2&dataset={dataset.pk}&rows=newly_wrong").json()
+    assert body["ready"] and body["counts"] == {"all": 8, "newly_wrong": 2, "newly_right": 2, "both_wrong": 2}
+    assert [row["index"] for row in body["rows"]] == [0, 1]
+    assert [c["score"] for c in body["columns"]] == [0.5, 0.5] and body["pairs"][0]["paired"]["wins"] == 2
+    assert [cell["correct"] for cell in body["rows"][0]["cells"]] == [True, False]
+    create_version(program, actor=users["author"], payload=payload_with(program, "Classify. RIGHT=1"))
+    asked = client.post(api, {"versions": [1, 3], "dataset": dataset.pk}, content_type="application/json")
+    assert asked.status_code == 202 and not asked.json()["ready"]
+    assert asked.json()["columns"][1]["status"] == "queued"
+    for query, field in (("versions=1&dataset=%d", "versions"), ("versions=1&versions=7&dataset=%d", "versions"),
+                         ("versions=1&versions=2&dataset=999", "dataset"), ("versions=1&versions=2&dataset=%d&rows=x",
+                                                                             "rows")):
+        refused = client.get(f"{api}?{query.replace('%d', str(dataset.pk))}")
+        assert refused.status_code == 400 and field in str(refused.json()), query
+    client.logout()
+    client.login(username="outsider", password=pw(users["outsider"]))
+    assert client.get(f"{api}?versions=1&versions=2&dataset={dataset.pk}").status_code == 404
