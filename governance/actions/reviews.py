@@ -118,7 +118,15 @@ def review_state(review: Review) -> dict[str, Any]:
             "decision": review.decision, "meaning": review.meaning,
             "meaning_text": SignatureMeaning(review.meaning).label, "content_hash": review.content_hash,
             "signed_at": review.signed_at.isoformat(), "auth_method": review.auth_method,
-            "ip_address": review.ip_address, "voided": review.voided}
+            "ip_address": review.ip_address, "voided": review.voided, **_provider_state(review)}
+
+
+def _provider_state(review: Review) -> dict[str, Any]:
+    """A signature made through the identity provider names who the provider says signed, and when."""
+    if review.auth_method != "oidc":
+        return {}
+    return {"auth_issuer": review.auth_issuer, "auth_subject": review.auth_subject,
+            "auth_time": review.auth_time.isoformat() if review.auth_time else None}
 
 
 # --- checks (raise; allowed_review_actions asks the same functions) --------------------------------------
@@ -235,6 +243,9 @@ def reauthenticate(cr: ChangeRequest, actor: Any, password: str | None, *, doing
     it) rather than rolled back with the refused action. Callers must therefore not run this inside an atomic
     block they later roll back.
     """
+    if not actor.has_usable_password():  # an SSO user: decide_through_provider is their way to sign
+        raise AuthenticationFailed(f"user {_username(actor)} signs through the identity provider, not with a "
+                                   "password: sign in the portal", field="password")
     remaining = login_lockout_remaining(actor.get_username())
     if remaining:
         raise AuthenticationFailed(f"user {_username(actor)} is locked out after repeated wrong passwords: try again "
@@ -260,12 +271,12 @@ def check_meaning(decision: str, meaning: str) -> None:
 
 
 def _sign(cr: ChangeRequest, version: PromptVersion, actor: Any, *, decision: str, reason: str,
-          meaning: str, auth_method: str) -> Review:
+          meaning: str, auth: dict[str, Any]) -> Review:
     review = create(
         Review, by=actor, change_request=cr, version=version, reviewer=actor,
         version_author_id=version.created_by_id, run_starter_id=version.run.started_by_id if version.run_id else None,
         decision=decision, reason=reason, meaning=meaning, printed_name=printed_name(actor),
-        content_hash=version.content_hash, auth_method=auth_method, ip_address=current_request_context()["ip"])
+        content_hash=version.content_hash, ip_address=current_request_context()["ip"], **auth)
     action = {Decision.APPROVE: "review.approved", Decision.REJECT: "review.rejected",
               Decision.REQUEST_CHANGES: "review.changes_requested"}[decision]
     record_event(action, actor=actor, obj=review, program=cr.program, after=review_state(review), reason=reason)
@@ -418,11 +429,26 @@ def approve_change_request(cr: ChangeRequest, *, actor: Any, password: str, cont
     check_meaning(Decision.APPROVE, meaning)
     check_reviewer(cr.program, actor)
     reauthenticate(cr, actor, password, doing="approve")
-    return _approve(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash)
+    return _approve(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash,
+                    auth={"auth_method": "password"})
+
+
+def decide_through_provider(cr: ChangeRequest, *, actor: Any, decision: str, content_hash: str, reason: str,
+                            meaning: str, auth: dict[str, Any]) -> Review:
+    """A decision whose signer the identity provider has just re-authenticated (governance.actions.identities
+    checked the proof: nonce, issuer and sub of the signer, a fresh auth_time); `auth` is what the signature
+    records of it (auth_method "oidc", auth_issuer, auth_subject, auth_time). Same checks as the password path."""
+    check_meaning(decision, meaning)
+    if decision != Decision.APPROVE:
+        reason = require_reason(reason, doing=DECISION_MOVES[decision][0])
+    check_reviewer(cr.program, actor)
+    decide = {Decision.APPROVE: _approve, Decision.REJECT: _reject, Decision.REQUEST_CHANGES: _request_changes}
+    return decide[decision](cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash, auth=auth)
 
 
 @transaction.atomic
-def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str) -> Review:
+def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str,
+             auth: dict[str, Any]) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.APPROVE)
     check_seen(version, content_hash, doing="approve")
@@ -431,8 +457,7 @@ def _approve(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, conten
     final = len(approvers) >= required_approvals(cr.program)
     if final:
         check_score_gate(cr)
-    review = _sign(cr, version, actor, decision=Decision.APPROVE, reason=reason, meaning=meaning,
-                   auth_method="password")
+    review = _sign(cr, version, actor, decision=Decision.APPROVE, reason=reason, meaning=meaning, auth=auth)
     if final:
         _set_version_status(version, VersionStatus.APPROVED, actor=actor, action="version.approved",
                             reason=f"{len(approvers)} distinct approvals on change request {cr.pk}",
@@ -455,17 +480,16 @@ def reject_change_request(cr: ChangeRequest, *, actor: Any, reason: str, content
     if password is not None:
         reauthenticate(cr, actor, password, doing="reject")
     return _reject(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash,
-                   auth_method="password" if password is not None else "session")
+                   auth={"auth_method": "password" if password is not None else "session"})
 
 
 @transaction.atomic
 def _reject(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str,
-            auth_method: str) -> Review:
+            auth: dict[str, Any]) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.REJECT)
     check_seen(version, content_hash, doing="reject")
-    review = _sign(cr, version, actor, decision=Decision.REJECT, reason=reason, meaning=meaning,
-                   auth_method=auth_method)
+    review = _sign(cr, version, actor, decision=Decision.REJECT, reason=reason, meaning=meaning, auth=auth)
     close_change_request(cr, actor=actor, status=ChangeRequestStatus.REJECTED, reason=reason)
     _set_version_status(version, VersionStatus.REJECTED, actor=actor, action="version.rejected", reason=reason)
     send_on_commit(change_request_rejected, ChangeRequest, instance=cr, actor=actor)
@@ -481,17 +505,17 @@ def request_changes(cr: ChangeRequest, *, actor: Any, reason: str, content_hash:
     if password is not None:
         reauthenticate(cr, actor, password, doing="request changes")
     return _request_changes(cr, actor=actor, reason=reason, meaning=meaning, content_hash=content_hash,
-                            auth_method="password" if password is not None else "session")
+                            auth={"auth_method": "password" if password is not None else "session"})
 
 
 @transaction.atomic
 def _request_changes(cr: ChangeRequest, *, actor: Any, reason: str, meaning: str, content_hash: str,
-                     auth_method: str) -> Review:
+                     auth: dict[str, Any]) -> Review:
     cr, version = _locked(cr)
     check_decidable(cr, version, actor, Decision.REQUEST_CHANGES)
     check_seen(version, content_hash, doing="request changes")
     review = _sign(cr, version, actor, decision=Decision.REQUEST_CHANGES, reason=reason, meaning=meaning,
-                   auth_method=auth_method)
+                   auth=auth)
     transition(cr, ChangeRequestStatus.CHANGES_REQUESTED, actor=actor, action="change_request.changes_requested",
                state=cr_state, reason=reason)
     _set_version_status(version, VersionStatus.DRAFT, actor=actor, action="version.returned_to_draft",

@@ -90,12 +90,17 @@ class OidcProvider:
                 "GOVERNANCE_OIDC_CLIENT_SECRET": self.client_secret}
 
 
+class ProviderRefused(AssertionError):
+    """The provider's login page did not accept the username and password (wrong, or a disabled user)."""
+
+
 class ProviderBrowser:
     """A person's browser at the provider: keeps the provider's cookies, fills its login form."""
 
     def __init__(self, provider: OidcProvider) -> None:
         self.provider = provider
         self.session = requests.Session()
+        self.logins = 0  # how many times the provider asked for the password
 
     def authorize(self, url: str, username: str, password: str) -> str:
         """Follow the authorization URL, signing in at the provider whenever it asks; returns the URL the
@@ -120,7 +125,8 @@ class ProviderBrowser:
                                                       "password": password, "next": next_url},
                                      headers={"Referer": page.url}, allow_redirects=False, timeout=10)
         if response.status_code == 200:
-            raise AssertionError(f"the provider refused the login of {username!r}")
+            raise ProviderRefused(f"the provider refused the login of {username!r}")
+        self.logins += 1
         return response
 
 
