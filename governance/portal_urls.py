@@ -4,7 +4,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from governance import portal_identity
-from governance import portal_identity
 from governance import portal_accounts, portal_releases, views
 
 urlpatterns = [
@@ -38,10 +37,6 @@ urlpatterns = [
     path("accounts/new-service/", portal_accounts.service_account_create, name="service_account_create"),
     path("accounts/<str:username>/", portal_accounts.account_detail, name="account_detail"),
     path("accounts/<str:username>/keys/", portal_accounts.account_key_create, name="account_key_create"),
-    path("account/sessions/", portal_identity.my_sessions, name="my_sessions"),
-    path("account/sessions/end/", portal_identity.my_sessions_end, name="my_sessions_end"),
-    path("accounts/<str:username>/sessions/", portal_identity.account_sessions, name="account_sessions"),
-    path("accounts/<str:username>/sessions/end/", portal_identity.account_sessions_end, name="account_sessions_end"),
     path("account/sessions/", portal_identity.my_sessions, name="my_sessions"),
     path("account/sessions/end/", portal_identity.my_sessions_end, name="my_sessions_end"),
     path("accounts/<str:username>/sessions/", portal_identity.account_sessions, name="account_sessions"),

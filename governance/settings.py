@@ -7,7 +7,6 @@ CELERY_BROKER_URL (Redis or RabbitMQ), SECRET_KEY, ALLOWED_HOSTS, GOVERNANCE_SIG
 from __future__ import annotations
 
 import json
-import json
 import os
 from pathlib import Path
 
@@ -64,7 +63,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "governance.portal_pages.MethodNotAllowedPageMiddleware",  # a page, not a bare 405, for GET on a form address
-    "governance.session_policy.SessionPolicyMiddleware",  # after auth: idle and absolute timeouts, logout everywhere
     "governance.session_policy.SessionPolicyMiddleware",  # after auth: idle and absolute timeouts, logout everywhere
     "governance.portal_accounts.MustChangePasswordMiddleware",  # after auth: a password set by an admin
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -269,7 +267,6 @@ CELERY_BEAT_SCHEDULE = {
     "audit-checkpoint": {"task": "governance.tasks.audit_checkpoint",
                          "schedule": float(os.environ.get("GOVERNANCE_AUDIT_CHECKPOINT_SECONDS", "600"))},
     "verify-audit-trail": {"task": "governance.tasks.verify_audit_trail", "schedule": crontab(hour=4, minute=0)},
-    "check-identities": {"task": "governance.tasks.check_identities", "schedule": GOVERNANCE_OIDC_CHECK_SECONDS},
     "check-identities": {"task": "governance.tasks.check_identities", "schedule": GOVERNANCE_OIDC_CHECK_SECONDS},
 }
 

@@ -19,7 +19,6 @@ from governance.audit import verify_trail, write_checkpoint
 from governance.celery import app
 from governance.models import Program
 from governance.oidc import checks as identity_checks
-from governance.oidc import checks as identity_checks
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +79,6 @@ def audit_checkpoint() -> dict[str, Any] | None:
         return None
     return {"checkpoint": checkpoint.pk, "event_count": checkpoint.event_count,
             "last_event_id": checkpoint.last_event_id}
-
-
-@app.task(name="governance.tasks.check_identities")
-def check_identities() -> dict[str, int]:
-    """Beat job: refresh each SSO user's grant at the provider; one it refuses is deactivated (governance.oidc.checks)."""
-    return vars(identity_checks.check_identities())
 
 
 @app.task(name="governance.tasks.check_identities")

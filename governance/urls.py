@@ -7,6 +7,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("governance.api.urls")),
     path("oidc/", include("governance.oidc.urls")),  # single sign-on (governance/oidc)
-    path("oidc/", include("governance.oidc.urls")),  # single sign-on (governance/oidc)
     path("", include("governance.portal_urls")),
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from urllib.parse import urlencode
-from urllib.parse import urlencode
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,6 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -55,7 +53,6 @@ from governance.models import (
 )
 from governance.permissions import is_member, programs_with_role, require_role, visible_programs
 from governance.reports import audit_events, write_audit_csv
-from governance.oidc.forms import PROVIDER_FORMS
 from governance.oidc.forms import PROVIDER_FORMS
 from optimizer import dumps_bundle
 
@@ -546,18 +543,6 @@ def change_request_action(request: HttpRequest, pk: int, action: str) -> HttpRes
             return redirect("change_request_detail", pk=cr.pk)
     context = _change_request_context(request, cr, forms=_review_forms(cr, {action: form}), open_form=action)
     return render(request, "governance/change_request.html", context, status=status)
-
-
-def _signs_at_provider(user: Any) -> bool:
-    """SSO users have no password here (service accounts neither, but they never sign): no query per page."""
-    return not user.has_usable_password()
-
-
-def _sign_at_provider(cr: ChangeRequest, user: Any, action: str, data: dict[str, Any]) -> HttpResponse:
-    """Keep the decision server-side and send the signer to re-authenticate at the provider (governance.oidc)."""
-    _, state = identities.begin_signature(cr, actor=user, decision=action, content_hash=data["content_hash"],
-                                          reason=data.get("reason", ""))
-    return redirect(f"{reverse('oidc_sign_start')}?{urlencode({'state': state})}")
 
 
 def _signs_at_provider(user: Any) -> bool:

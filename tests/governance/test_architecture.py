@@ -35,7 +35,7 @@ LAYERS: dict[str, int] = {
     # points; notification delivery is a job; the others are actions' helpers.
     "governance.portal_authoring": ENTRY, "governance.portal_compare": ENTRY, "governance.portal_discussion": ENTRY,
     "governance.portal_identity": ENTRY, "governance.portal_releases": ENTRY, "governance.portal_audit": ENTRY,
-    "governance.oidc": ENTRY, "governance.session_policy": ENTRY, "governance.session_policy": ENTRY, "governance.health": ENTRY, "governance.metrics": ENTRY,
+    "governance.oidc": ENTRY, "governance.session_policy": ENTRY, "governance.health": ENTRY, "governance.metrics": ENTRY,
     "governance.logging": LIBRARY, "governance.notify": JOBS,
     "governance.comparisons": ACTIONS, "governance.playground": ACTIONS, "governance.memberships": ACTIONS,
     "governance.runner": JOBS, "governance.schedules": JOBS, "governance.studies": JOBS, "governance.evaluator": JOBS, "governance.jobs": JOBS, "governance.webhooks": JOBS,
