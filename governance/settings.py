@@ -51,12 +51,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN)
     "simple_history",
+    "django_prometheus",
     "governance",
 ]
 
 MIDDLEWARE = [
-    "governance.middleware.HostileInputMiddleware",  # first: request id, body size and NUL checks
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",  # times the whole request, refusals included
+    "governance.middleware.HostileInputMiddleware",  # request id, body size and NUL checks
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files from the app server (hashed names in production)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -68,6 +71,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "governance.middleware.RequestContextMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "governance.urls"
@@ -144,7 +148,33 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise looks there first, even when it serves from the apps
+# Production (GOVERNANCE_STATIC_MANIFEST=1, after `manage.py collectstatic`): WhiteNoise serves compressed files
+# under content-hashed names with far-future caching. Otherwise it serves the apps' files as they are, so the
+# demo and the tests need no collectstatic.
+GOVERNANCE_STATIC_MANIFEST = env_bool("GOVERNANCE_STATIC_MANIFEST", False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+                    if GOVERNANCE_STATIC_MANIFEST else "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = not GOVERNANCE_STATIC_MANIFEST
+
+# Served over HTTPS (GOVERNANCE_HTTPS=1, docs/operations.md): cookies only over TLS, HSTS, http redirected. Behind
+# a TLS-terminating proxy, GOVERNANCE_TLS_PROXY_HEADER=1 believes its X-Forwarded-Proto (set it only when the proxy
+# overwrites that header).
+GOVERNANCE_HTTPS = env_bool("GOVERNANCE_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = GOVERNANCE_HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", GOVERNANCE_HTTPS)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600 if GOVERNANCE_HTTPS else 0)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", GOVERNANCE_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("GOVERNANCE_TLS_PROXY_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes speak plain http inside the network
+# /metrics: with a token, scrapes must send `Authorization: Bearer <token>` (governance/metrics.py).
+GOVERNANCE_METRICS_TOKEN = os.environ.get("GOVERNANCE_METRICS_TOKEN", "")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -316,8 +346,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "governance.middleware.RequestIdLogFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        # LOG_FORMAT=json: one JSON object per line (time, level, logger, request id, message, exception).
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(process)d %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"],
+                             "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain"}},
     "loggers": {
         # Django's record of every unhandled exception on portal pages, traceback included.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
