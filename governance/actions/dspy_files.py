@@ -19,9 +19,11 @@ from django.db import transaction
 from governance.actions import exports as export_actions
 from governance.actions import programs as program_actions
 from governance.actions import versions as version_actions
+from governance.actions._common import Checks
 from governance.audit import record_event
 from governance.errors import InvalidInput
-from governance.models import Program, PromptVersion, VersionOrigin
+from governance.models import Program, PromptVersion, Role, VersionOrigin
+from governance.permissions import require_role
 from optimizer import (
     DSPyImport,
     ProgramSpec,
@@ -61,6 +63,7 @@ def import_dspy_version(program: Program, *, actor: Any, content: bytes | str | 
         InvalidInput: on field "file", naming what does not fit (or that it is a pickle, not JSON, ...).
         PermissionDenied: the actor may not create versions of this program.
     """
+    check_import(program, actor)  # before the file is parsed: a refusal names the right, not the file
     state = read_upload(content, filename=filename)
     defaults = version_actions.initial_payload(program)["lm"]
     imported = _import(state, program_actions.parse_spec(program.spec), program, defaults)
@@ -126,6 +129,16 @@ def spec_from_dspy(content: bytes | str | Mapping[str, Any], *, name: str, filen
     except SpecError as exc:
         raise InvalidInput(f"cannot make a program from the DSPy file: {exc}", field="file") from None
     return imported.program.to_dict(), imported.lm
+
+
+def check_import(program: Program, actor: Any) -> None:
+    """What ``import_dspy_version`` requires of the actor before the file is read: the author role here."""
+    require_role(actor, Role.AUTHOR, program, doing="create prompt versions")
+
+
+# What a user may do now (governance.actions.rights gathers these tables). The DSPy export of a version is
+# allowed exactly when its signed export is (exports.EXPORT_CHECKS' "export"): the same versions leave the system.
+PROGRAM_DSPY_CHECKS: Checks = {"import_dspy": check_import}
 
 
 def create_program_from_dspy(*, actor: Any, slug: str, name: str, content: bytes | str | Mapping[str, Any],

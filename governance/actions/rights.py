@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from governance.actions import dspy_files as dspy_actions
 from governance.actions import exports as export_actions
 from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
@@ -26,7 +27,8 @@ CHECKS: dict[type, Checks] = {
                     **release_actions.VERSION_RELEASE_CHECKS, **export_actions.EXPORT_CHECKS},
     OptimizationRun: run_actions.RUN_CHECKS,
     ReleaseLabel: release_actions.LABEL_CHECKS,
-    Program: {**run_actions.PROGRAM_RUN_CHECKS, **release_actions.PROGRAM_RELEASE_CHECKS},
+    Program: {**run_actions.PROGRAM_RUN_CHECKS, **release_actions.PROGRAM_RELEASE_CHECKS,
+              **dspy_actions.PROGRAM_DSPY_CHECKS},
 }
 
 
