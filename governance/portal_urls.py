@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from governance import portal_dspy
 from governance import portal_identity
 from governance import portal_accounts, portal_releases, views
 
@@ -16,6 +17,9 @@ urlpatterns = [
     path("programs/<slug:slug>/versions/<int:number>/", views.version_detail, name="version_detail"),
     path("programs/<slug:slug>/versions/<int:number>/submit/", views.version_submit, name="version_submit"),
     path("programs/<slug:slug>/versions/<int:number>/export/", views.version_export, name="version_export"),
+    path("programs/<slug:slug>/versions/<int:number>/export-dspy/", portal_dspy.version_dspy_export,
+         name="version_dspy_export"),
+    path("programs/<slug:slug>/import-dspy/", portal_dspy.program_dspy_import, name="program_dspy_import"),
     path("programs/<slug:slug>/releases/", portal_releases.releases, name="releases"),
     path("programs/<slug:slug>/releases/release/", portal_releases.release_create, name="release_create"),
     path("programs/<slug:slug>/releases/rollback/", portal_releases.release_rollback, name="release_rollback"),

@@ -73,7 +73,7 @@ def test_label_and_program_actions(make_approved, author, releaser):
     assert refusal(label, releaser, "kill_switch").message == (
         "label 'production' of support has no pinned fallback version; pin one before engaging the kill switch")
     assert allowed_actions(label, author) == set()
-    assert allowed_actions(version.program, author) == {"start_run"}
+    assert allowed_actions(version.program, author) == {"start_run", "import_dspy"}
     assert allowed_actions(version.program, releaser) == {"move_labels"}
 
 
