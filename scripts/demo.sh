@@ -56,8 +56,8 @@ cat <<MSG
 
 ==> portal: http://${HOST}:${PORT}/   (log in as reviewer1 to review the waiting change request)
     REST API: http://${HOST}:${PORT}/api/v1/   API docs: http://${HOST}:${PORT}/api/docs/
-    Stop with Ctrl-C. Start again with: scripts/demo.sh (or: . .venv/bin/activate && python manage.py runserver --insecure --noreload ${HOST}:${PORT})
+    Stop with Ctrl-C. Start again with: scripts/demo.sh (or: . .venv/bin/activate && python manage.py runserver --noreload ${HOST}:${PORT})
 
 MSG
-# --insecure serves the static files without DEBUG; --noreload keeps runs started in the portal alive.
-exec python manage.py runserver --insecure --noreload "${HOST}:${PORT}"
+# WhiteNoise serves the static files (no DEBUG needed); --noreload keeps runs started in the portal alive.
+exec python manage.py runserver --noreload "${HOST}:${PORT}"
