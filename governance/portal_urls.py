@@ -5,7 +5,7 @@ from django.urls import path
 
 from governance import portal_dspy
 from governance import portal_identity
-from governance import portal_accounts, portal_releases, views
+from governance import portal_accounts, portal_audit, portal_releases, views
 
 urlpatterns = [
     path("login/", portal_identity.LoginView.as_view(), name="login"),  # Django's, with lockout and SSO
@@ -25,8 +25,8 @@ urlpatterns = [
     path("programs/<slug:slug>/releases/rollback/", portal_releases.release_rollback, name="release_rollback"),
     path("programs/<slug:slug>/releases/fallback/", portal_releases.release_fallback, name="release_fallback"),
     path("programs/<slug:slug>/releases/kill-switch/", portal_releases.release_kill_switch, name="release_kill_switch"),
-    path("programs/<slug:slug>/audit/", views.audit_program, name="audit_program"),
-    path("programs/<slug:slug>/audit.csv", views.audit_program_csv, name="audit_program_csv"),
+    path("programs/<slug:slug>/audit/", portal_audit.audit_program, name="audit_program"),
+    path("programs/<slug:slug>/audit.csv", portal_audit.audit_program_csv, name="audit_program_csv"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
@@ -46,6 +46,7 @@ urlpatterns = [
     path("accounts/<str:username>/sessions/", portal_identity.account_sessions, name="account_sessions"),
     path("accounts/<str:username>/sessions/end/", portal_identity.account_sessions_end, name="account_sessions_end"),
     path("accounts/<str:username>/<slug:action>/", portal_accounts.account_action, name="account_action"),
-    path("audit/", views.audit_global, name="audit"),
-    path("audit.csv", views.audit_global_csv, name="audit_csv"),
+    path("audit/", portal_audit.audit_global, name="audit"),
+    path("audit.csv", portal_audit.audit_global_csv, name="audit_csv"),
+    path("signing-key/", portal_audit.signing_key_page, name="signing_key"),
 ]

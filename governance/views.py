@@ -16,12 +16,10 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured
-from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from governance import comparisons
@@ -31,7 +29,6 @@ from governance.actions import reviews as review_actions
 from governance.actions import identities, rights
 from governance.actions import runs as run_actions
 from governance.actions import versions as version_actions
-from governance.audit import checkpoint_status
 from governance.bundles import provenance
 from governance.diffing import version_diff
 from governance.errors import AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied
@@ -51,8 +48,7 @@ from governance.models import (
     RunStatus,
     VersionStatus,
 )
-from governance.permissions import is_member, programs_with_role, require_role, visible_programs
-from governance.reports import audit_events, write_audit_csv
+from governance.permissions import is_member, programs_with_role, visible_programs
 from governance.oidc.forms import PROVIDER_FORMS
 from optimizer import dumps_bundle
 
@@ -60,7 +56,6 @@ View = Callable[..., HttpResponse]
 ERROR_TITLES = {400: "Invalid request", 403: "Not allowed", 404: "Not found",
                 409: "Not possible in the current state", 503: "Not available"}
 REVIEW_DECISIONS = ("approve", "reject", "request_changes")
-AUDIT_PAGE_SIZE = 50
 
 
 # --- plumbing -----------------------------------------------------------------------------------------------
@@ -578,72 +573,3 @@ def _decided_message(cr: ChangeRequest, action: str) -> str:
         return "Signed. Your approval is recorded; more approvals are needed."
     return {"reject": "Rejected and signed.", "request_changes": "Changes requested; the version is back to draft.",
             "resubmit": "Resubmitted for review.", "withdraw": "Change request withdrawn."}[action]
-
-
-# --- audit trail ----------------------------------------------------------------------------------------------
-
-
-def _filtered_events(form: portal_forms.AuditFilterForm, program: Program | None) -> QuerySet[AuditEvent]:
-    data = form.cleaned_data if form.is_valid() else {}
-    events = audit_events(program=program, since=data.get("since"), until=data.get("until"))
-    if data.get("actor"):
-        events = events.filter(Q(actor_name__icontains=data["actor"]) | Q(actor__username__iexact=data["actor"]))
-    if data.get("action"):
-        events = events.filter(action__startswith=data["action"].strip())
-    return events
-
-
-def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
-    form = portal_forms.AuditFilterForm(request.GET or None)
-    events = _filtered_events(form, program)
-    page = Paginator(events.order_by("-id"), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    return render(request, "governance/audit.html", {
-        "program": program, "form": form, "page": page, "query": query.urlencode(),
-        "checkpoint": checkpoint_status(),  # the latest signed checkpoint; the chain is never re-walked per page
-        "action_names": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
-    })
-
-
-def _audit_csv(request: HttpRequest, program: Program | None) -> HttpResponse:
-    form = portal_forms.AuditFilterForm(request.GET or None)
-    if request.GET and not form.is_valid():
-        raise InvalidInput("; ".join(" ".join(v) for v in form.errors.values()))
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    name = f"audit-{program.slug if program else 'all'}-{timezone.now():%Y%m%dT%H%M%SZ}.csv"
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    write_audit_csv(_filtered_events(form, program), response)
-    return response
-
-
-def _require_auditor(request: HttpRequest) -> None:
-    require_role(request.user, Role.AUDITOR, doing="read the global audit trail (program members read their "
-                                                   "program's trail from the program page)")
-
-
-@portal_view
-@require_GET
-def audit_global(request: HttpRequest) -> HttpResponse:
-    _require_auditor(request)
-    return _audit(request, None)
-
-
-@portal_view
-@require_GET
-def audit_global_csv(request: HttpRequest) -> HttpResponse:
-    _require_auditor(request)
-    return _audit_csv(request, None)
-
-
-@portal_view
-@require_GET
-def audit_program(request: HttpRequest, slug: str) -> HttpResponse:
-    return _audit(request, _program(request, slug))
-
-
-@portal_view
-@require_GET
-def audit_program_csv(request: HttpRequest, slug: str) -> HttpResponse:
-    return _audit_csv(request, _program(request, slug))
-

@@ -452,7 +452,7 @@ def test_audit_page_reports_a_broken_checkpoint(client, auditor, pw, cr, monkeyp
     from governance.audit import CheckpointStatus
 
     broken = CheckpointStatus(None, ["the latest checkpoint: event #3 no longer has the hash it recorded"], 40, 0)
-    monkeypatch.setattr("governance.views.checkpoint_status", lambda: broken)
+    monkeypatch.setattr("governance.portal_audit.checkpoint_status", lambda: broken)
     login(client, auditor, pw)
     page = client.get("/audit/").content.decode()
     assert "event #3 no longer has the hash it recorded" in page and "chain-status" not in page
