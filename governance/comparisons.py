@@ -259,3 +259,46 @@ def change_request_columns(cr: Any) -> list[Column]:
     return [Column(f"Production v{base.number}" if base else "Production (program spec)", base,
                    cr.baseline_evaluation),
             Column(f"Candidate v{cr.version.number}", cr.version, cr.candidate_evaluation)]
+
+
+# --- figures: every score names its dataset, its size and its source ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchFigure:
+    """The search's best full-validation score: the optimizer's own measure on its validation rows, not an
+    evaluation. `rows` is how many rows a full-validation trial scored (the preset caps it), `of_rows` how many
+    the validation set has, `dataset` the dataset they come from (the train set when validation was held out)."""
+
+    score: float | None
+    rows: int | None
+    of_rows: int | None
+    dataset: Dataset | None
+    held_out: bool
+
+
+def search_figure(run: Any, trials: Sequence[Any]) -> SearchFigure:
+    """The run's best search score with the validation rows it was measured on (`trials`: the run's trials)."""
+    ids = (run.config or {}).get("datasets") or {}
+    held_out = bool((run.config or {}).get("val_held_out"))
+    dataset_id = ids.get("train") if held_out else ids.get("val")
+    dataset = Dataset.objects.filter(pk=dataset_id).first() if dataset_id else None
+    rows = max((t.examples for t in trials if t.kind == "full"), default=None)
+    of_rows = None if held_out or dataset is None else dataset.row_count
+    return SearchFigure((run.progress or {}).get("best_score"), rows, of_rows, dataset, held_out)
+
+
+def final_evaluations(run: Any, versions: Sequence[PromptVersion]) -> list[tuple[str, Evaluation]]:
+    """The system evaluations a run ended with, each named for what it scored: the run's candidate (a version
+    it produced) or production (what the candidate is compared with)."""
+    produced = {v.content_hash for v in versions}
+    return [("Candidate" if e.content_hash in produced else "Production", e)
+            for e in run.evaluations.filter(status=EvaluationStatus.SUCCEEDED).select_related("dataset")
+            .order_by("id")]
+
+
+def content_evaluations(program: Program, content_hash: str) -> list[Evaluation]:
+    """The system's succeeded evaluations of one content, newest first, each with its dataset."""
+    return list(Evaluation.objects.filter(program=program, content_hash=content_hash,
+                                          status=EvaluationStatus.SUCCEEDED).select_related("dataset")
+                .order_by("-finished_at", "-id"))

@@ -241,6 +241,7 @@ def _version_context(request: HttpRequest, version: PromptVersion, **extra: Any)
         "reviews": list(Review.objects.filter(version=version).select_related("reviewer").order_by("signed_at")),
         "exports": list(version.exports.select_related("exported_by").order_by("-created_at")[:10]),
         "labels": list(version.labels.all()),
+        "evaluations": comparisons.content_evaluations(version.program, version.content_hash),
         "can_export": "export" in actions,
         "can_submit": "submit" in actions,
         "submit_form": extra.pop("submit_form", None) or portal_forms.SubmitForReviewForm(),
@@ -320,6 +321,8 @@ def _run_live_context(request: HttpRequest, run: OptimizationRun, *, candidate_c
         "trials": trials, "latest_trials": trials[::-1][:8], "finished": finished, "result_versions": versions,
         "candidate_count": candidate_count,
         "can_cancel": "cancel" in rights.allowed_actions(run, request.user),
+        "search": comparisons.search_figure(run, trials),
+        "final_evaluations": comparisons.final_evaluations(run, versions) if finished else [],
     }
 
 

@@ -37,8 +37,7 @@ def diff(segments: Iterable[Segment]) -> SafeString:
 
 @register.filter
 def utc(value: datetime | str | None) -> SafeString | str:
-    """A <time> element showing UTC to the second in ISO 8601: 2026-01-02T09:00:05Z (the same text everywhere:
-    pages, CSV, API)."""
+    """A <time> element showing UTC to the second: 2026-01-02 09:00:05 UTC."""
     if not value:
         return "\u2014"
     if isinstance(value, str):
@@ -49,8 +48,8 @@ def utc(value: datetime | str | None) -> SafeString | str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
-    iso = value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return format_html('<time datetime="{}">{}</time>', iso, iso)
+    return format_html('<time datetime="{}">{} UTC</time>', value.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                       value.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 @register.filter
@@ -180,8 +179,10 @@ LEFT, RIGHT, TOP, BOTTOM = 52, 16, 40, 40
 
 
 @register.simple_tag
-def trial_chart(trials: list[Any], planned: int | None = None, chart_id: str = "trial-chart") -> SafeString:
+def trial_chart(trials: list[Any], planned: int | None = None, chart_id: str = "trial-chart",
+                val_rows: int | None = None) -> SafeString:
     """A server-rendered SVG: each trial's score (dots) and the best full-validation score so far (line).
+    `val_rows`: how many validation rows a full-validation trial scores (named in the legend).
 
     `trials` are Trial rows (number, kind, state, score) in trial order. Minibatch (partial) scores are hollow,
     full-validation scores filled; pruned trials are drawn lower-opacity.
@@ -212,7 +213,7 @@ def trial_chart(trials: list[Any], planned: int | None = None, chart_id: str = "
         parts.append(f'<circle class="{css}" cx="{x(t.number):.1f}" cy="{y(t.score):.1f}" r="{5 if full else 4}">'
                      f'<title>trial {t.number} ({escape(t.kind)}, {escape(t.state)}): {t.score * 100:.1f}% on '
                      f'{t.examples} examples</title></circle>')
-    parts += _legend()
+    parts += _legend(val_rows)
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
@@ -264,12 +265,14 @@ def _best_line(trials: list[Any], x: Any, y: Any) -> list[str]:
     return [f'<polyline class="best-line" points="{path}"/>']
 
 
-def _legend() -> list[str]:
+def _legend(val_rows: int | None = None) -> list[str]:
     lx, ly = LEFT, 8
+    full = f"full validation ({val_rows} rows)" if val_rows else "full validation"
+    shift = 56 if val_rows else 0  # room for the row count
     return [
         f'<g class="legend" transform="translate({lx},{ly})">',
-        '<circle class="pt-full" cx="4" cy="7" r="5"/><text x="14" y="11">full validation</text>',
-        '<circle class="pt-mini" cx="118" cy="7" r="4"/><text x="128" y="11">minibatch (partial)</text>',
-        '<line class="best-line" x1="256" x2="280" y1="7" y2="7"/><text x="286" y="11">best so far</text>',
+        f'<circle class="pt-full" cx="4" cy="7" r="5"/><text x="14" y="11">{escape(full)}</text>',
+        f'<circle class="pt-mini" cx="{118 + shift}" cy="7" r="4"/><text x="{128 + shift}" y="11">minibatch (partial)</text>',
+        f'<line class="best-line" x1="{256 + shift}" x2="{280 + shift}" y1="7" y2="7"/><text x="{286 + shift}" y="11">best so far</text>',
         "</g>",
     ]

@@ -222,3 +222,53 @@ def test_api_answers_the_comparison_and_requests_missing_evaluations(client, use
     client.logout()
     client.login(username="outsider", password=pw(users["outsider"]))
     assert client.get(f"{api}?versions=1&versions=2&dataset={dataset.pk}").status_code == 404
+
+
+# --- figures: each names its dataset, size and source -------------------------------------------------------
+
+
+@pytest.fixture
+def stopped_run(program, author, graded):
+    """A run planned for 5 trials that stopped after 3 (two scored on all 20 validation rows), whose proposal's
+    change request was evaluated by the system."""
+    from governance.actions.runs import Proposal, claim_run, complete_run, record_trial, start_run
+    from optimizer.lm import Usage
+    from optimizer.search import TrialRecord
+    from tests.governance.conftest import evaluate
+
+    for split, size in (("train", 40), ("val", 20)):
+        import_dataset(program, actor=author, split=split, name=f"{split} slice", rows=load_rows(split)[:size])
+    run = start_run(program, actor=author, num_trials=5, enqueue=False)
+    claim_run(run.pk, worker="w", stale_after=60)
+    usage = Usage(calls=1, cached_calls=0, prompt_tokens=1, completion_tokens=1, cost_usd=0.0, seconds_in_lm=0.1)
+    best = None
+    for number, (score, full) in enumerate([(0.55, True), (0.2, False), (0.9, True)]):
+        best = score if full and (best is None or score > best) else best
+        record_trial(run.pk, TrialRecord(number=number, params={}, state="complete", score=score,
+                                         examples=20 if full else 5, full_score=score if full else None,
+                                         is_full=full, calls=1, cached_calls=0, tokens=2, cost_usd=0.0, seconds=0.1,
+                                         best_score=best), worker="w", usage=usage, owner=True)
+    proposal = Proposal(payload=payload_with(program, "Classify. RIGHT=0,1,2"), scores={}, evaluation={},
+                        candidates={}, stop_reason="no better full-validation score in 2 trials", production_id=None,
+                        title="Optimized", description="")
+    cr = evaluate(complete_run(run, worker="w", proposal=proposal, usage=usage))
+    run.refresh_from_db()
+    return run, cr
+
+
+def test_run_and_version_pages_name_each_figures_dataset_size_and_source(client, users, pw, stopped_run):
+    run, cr = stopped_run
+    val = run.program.datasets.get(split="val")
+    page = page_of(client, users["author"], pw, f"/runs/{run.pk}/").content.decode()
+    assert "3 of 5 planned trials: the search stopped early" in page and "100%" not in page.split("trials-label")[1][:200]
+    assert f"90.0% <span class=\"small muted\" id=\"stat-best-rows\">on 20 of 20 validation rows of dataset val slice " \
+           f"(#{val.pk})" in page
+    assert "full validation (20 rows)" in page
+    version = page_of(client, users["author"], pw,
+                      f"/programs/{run.program.slug}/versions/{cr.version.number}/").content.decode()
+    evaluation = cr.candidate_evaluation
+    assert "Val score" not in version
+    assert f"37.5% <span class=\"small muted\">on 8 rows of dataset test slice (#{evaluation.dataset_id}) · choice" in version
+    assert f"system evaluation #{evaluation.pk}" in version
+    review = client.get(f"/change-requests/{cr.pk}/").content.decode()
+    assert f"dataset test slice (#{evaluation.dataset_id}, test split, 8 rows)" in review
