@@ -6,6 +6,7 @@ from django.urls import path
 from governance import portal_dspy
 from governance import portal_identity
 from governance import portal_accounts, portal_audit, portal_releases, views
+from governance import portal_compare
 
 urlpatterns = [
     path("login/", portal_identity.LoginView.as_view(), name="login"),  # Django's, with lockout and SSO
@@ -25,6 +26,8 @@ urlpatterns = [
     path("programs/<slug:slug>/releases/rollback/", portal_releases.release_rollback, name="release_rollback"),
     path("programs/<slug:slug>/releases/fallback/", portal_releases.release_fallback, name="release_fallback"),
     path("programs/<slug:slug>/releases/kill-switch/", portal_releases.release_kill_switch, name="release_kill_switch"),
+    path("programs/<slug:slug>/compare/", portal_compare.compare_page, name="compare"),
+    path("programs/<slug:slug>/compare/evaluate/", portal_compare.compare_evaluate, name="compare_evaluate"),
     path("programs/<slug:slug>/audit/", portal_audit.audit_program, name="audit_program"),
     path("programs/<slug:slug>/audit.csv", portal_audit.audit_program_csv, name="audit_program_csv"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
