@@ -20,10 +20,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from governance.actions._common import create
-from governance.actions.datasets import convert_value
-from governance.actions.evaluations import evaluation_lm
-from governance.actions.programs import parse_spec
+from governance.actions import _common as common
+from governance.actions import datasets as dataset_actions
+from governance.actions import evaluations as evaluation_actions
+from governance.actions import programs as program_actions
 from governance.audit import record_event
 from governance.errors import InvalidInput, PermissionDenied
 from governance.models import Example, PlaygroundCall, PromptVersion, Role
@@ -51,7 +51,7 @@ def model_choices(version: PromptVersion) -> list[str]:
 def lm_settings(version: PromptVersion, model: str) -> dict[str, Any]:
     """The version's own LM settings (reached through the program's endpoint) for its own model; another model
     keeps the version's temperature and token cap and is reached at litellm's default endpoint for it."""
-    own = evaluation_lm(version.program, version.payload)
+    own = evaluation_actions.evaluation_lm(version.program, version.payload)
     if model == own.get("model"):
         return own
     lm = version.payload.get("lm", {})
@@ -71,7 +71,7 @@ def clean_inputs(spec: ProgramSpec, values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(f.name)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise InvalidInput(f"{f.name} is required", field=f.name)
-        cleaned[f.name] = convert_value(f, value)
+        cleaned[f.name] = dataset_actions.convert_value(f, value)
     return cleaned
 
 
@@ -80,7 +80,7 @@ def try_version(version: PromptVersion, *, actor: Any, inputs: dict[str, Any], m
     """Run `version` on `inputs` (or on dataset row `example`) with `model` (default: the version's own) and
     record the call for `actor`. A failed call (no answer, an unparseable one) is recorded with its error."""
     check_try(version, actor)
-    spec = parse_spec(version.payload["program"], field="payload")
+    spec = program_actions.parse_spec(version.payload["program"], field="payload")
     if example is not None:
         if example.dataset.program_id != version.program_id:
             raise InvalidInput("the example belongs to another program's dataset", field="example")
@@ -126,7 +126,7 @@ def _step(call: PredictorCall) -> dict[str, Any]:
 @transaction.atomic
 def _record(version: PromptVersion, *, actor: Any, inputs: dict[str, Any], example: Example | None,
             config: dict[str, Any], outcome: dict[str, Any]) -> PlaygroundCall:
-    call = create(PlaygroundCall, by=actor, user=actor, program=version.program, version=version,
+    call = common.create(PlaygroundCall, by=actor, user=actor, program=version.program, version=version,
                   content_hash=version.content_hash, lm_config=config, example=example, inputs=inputs, **outcome)
     record_event("playground.called", actor=actor, obj=call, program=version.program, after={
         "version": version.number, "content_hash": version.content_hash, "model": config.get("model"),

@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from governance import portal_authoring
 from governance import portal_dspy
 from governance import portal_identity
 from governance import portal_accounts, portal_audit, portal_releases, views
@@ -13,11 +14,20 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
     path("programs/", views.program_list, name="program_list"),
+    path("programs/new/", portal_authoring.program_new, name="program_new"),  # before <slug>
     path("programs/<slug:slug>/", views.program_detail, name="program_detail"),
     path("programs/<slug:slug>/runs/", views.start_run_view, name="run_start"),
     path("programs/<slug:slug>/versions/<int:number>/", views.version_detail, name="version_detail"),
     path("programs/<slug:slug>/versions/<int:number>/submit/", views.version_submit, name="version_submit"),
     path("programs/<slug:slug>/versions/<int:number>/export/", views.version_export, name="version_export"),
+    path("programs/<slug:slug>/datasets/new/", portal_authoring.dataset_upload, name="dataset_upload"),
+    path("programs/<slug:slug>/datasets/<int:pk>/", portal_authoring.dataset_detail, name="dataset_detail"),
+    path("programs/<slug:slug>/drafts/", portal_authoring.draft_new, name="draft_new"),
+    path("programs/<slug:slug>/versions/<int:number>/edit/", portal_authoring.version_edit, name="version_edit"),
+    path("programs/<slug:slug>/versions/<int:number>/preview/", portal_authoring.version_preview,
+         name="version_preview"),
+    path("programs/<slug:slug>/versions/<int:number>/playground/", portal_authoring.version_playground,
+         name="version_playground"),
     path("programs/<slug:slug>/versions/<int:number>/export-dspy/", portal_dspy.version_dspy_export,
          name="version_dspy_export"),
     path("programs/<slug:slug>/import-dspy/", portal_dspy.program_dspy_import, name="program_dspy_import"),
