@@ -250,6 +250,7 @@ def check_edit(version: PromptVersion, actor: Any) -> None:
 
 
 def check_withdraw(version: PromptVersion, actor: Any) -> None:
+    require_role(actor, Role.AUTHOR, version.program, doing="withdraw prompt versions")
     require_version_author(version, actor, doing="withdraw it")
     expect_transition(version, VersionStatus.WITHDRAWN, doing="be withdrawn")
 
