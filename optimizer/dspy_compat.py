@@ -313,8 +313,13 @@ def lm_settings(block: Mapping[str, Any], *, default: Mapping[str, Any] | None =
 
 
 def from_dspy_state(state: State, template: ProgramSpec) -> ProgramSpec:
-    """A copy of `template` with what a dspy state holds (see ``import_dspy_state``); the LM is not returned."""
-    return import_dspy_state(state, template).program
+    """A copy of `template` with the content a dspy state holds (see ``import_dspy_state``).
+
+    Content only: neither the LM nor the record of the file's layout and ``lm`` blocks (the template's metadata
+    stays as it was), so ``from_dspy_state(to_dspy_state(p), p) == p``. Use ``import_dspy_state`` to write the
+    file back exactly.
+    """
+    return replace(import_dspy_state(state, template).program, metadata=template.metadata)
 
 
 def import_dspy_state(state: State, template: ProgramSpec, *,

@@ -78,11 +78,6 @@ def tuned_dspy_module() -> TwoStage:
     return module
 
 
-def without_dspy_record(program: Program) -> Program:
-    """`program` minus the ``metadata["dspy"]`` record reading a file adds (layout, lm blocks)."""
-    return replace(program, metadata={k: v for k, v in program.metadata.items() if k != "dspy"})
-
-
 def field_view(program: Program) -> dict[str, list[tuple[str, str, str]]]:
     """Per predictor: (name, prefix, description) of every declared field."""
     return {p.name: [(f.name, f.prefix, f.description) for f in p.signature.fields] for p in program.predictors}
@@ -165,7 +160,7 @@ def test_dspy_saved_program_applies_onto_our_program(tmp_path: Path) -> None:
     assert [list(p.demos) for p in loaded.predictors] == [COT_DEMOS, CHECK_DEMOS]
     # dspy's default reasoning field (description "${reasoning}") is kept, not replaced by ours
     assert loaded.predictor("answer").reasoning == Field("reasoning", prefix="Reasoning:", description="")
-    assert without_dspy_record(loaded) == replace(expected, predictors=(
+    assert loaded == replace(expected, predictors=(
         replace(expected.predictors[0], reasoning=loaded.predictor("answer").reasoning), expected.predictors[1]))
 
 
@@ -245,9 +240,9 @@ def test_bare_state_loads_into_a_fresh_bare_dspy_predict(tmp_path: Path) -> None
 def test_round_trip_through_dspy_state_is_identity(tmp_path: Path) -> None:
     program = tuned_program()
 
-    assert without_dspy_record(from_dspy_state(to_dspy_state(program), two_stage_program())) == program
+    assert from_dspy_state(to_dspy_state(program), two_stage_program()) == program
     save_dspy_state(program, tmp_path / "ours.json")
-    assert without_dspy_record(load_dspy_state(tmp_path / "ours.json", two_stage_program())) == program
+    assert load_dspy_state(tmp_path / "ours.json", two_stage_program()) == program
 
 
 def test_round_trip_through_dspy_itself_is_identity(tmp_path: Path) -> None:
@@ -257,7 +252,7 @@ def test_round_trip_through_dspy_itself_is_identity(tmp_path: Path) -> None:
     module.load(tmp_path / "ours.json")
     module.save(tmp_path / "dspy.json")
 
-    assert without_dspy_record(load_dspy_state(tmp_path / "dspy.json", two_stage_program())) == program
+    assert load_dspy_state(tmp_path / "dspy.json", two_stage_program()) == program
 
 
 # --- 4. errors ---------------------------------------------------------------------------------------------
@@ -297,7 +292,7 @@ def test_extra_keys_are_ignored() -> None:
     state["check"]["fields"] = {}  # dspy >= 3.4 may write per-predictor decision fields
     state["check"]["other"] = [1, 2]
 
-    assert without_dspy_record(from_dspy_state(state, two_stage_program())) == tuned_program()
+    assert from_dspy_state(state, two_stage_program()) == tuned_program()
 
 
 def test_malformed_states_raise_spec_error(tmp_path: Path) -> None:
