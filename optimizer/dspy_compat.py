@@ -32,6 +32,7 @@ the same file, and a changed model or temperature shows up in it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -96,12 +97,27 @@ def parse_dspy_json(content: bytes | str, *, source: str = "dspy file") -> State
             raise SpecError(f"{source} is not UTF-8 JSON; save the program with module.save('program.json')") \
                 from None
     try:
-        state = json.loads(content)
+        state = json.loads(content, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise SpecError(f"{source} is malformed JSON: {exc}") from None
+    except ValueError as exc:  # NaN, Infinity or an overflowing number: not JSON, and not storable as such
+        raise SpecError(f"{source} is not plain JSON: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{source} is nested too deeply to be a saved program") from None
     if not isinstance(state, dict):
         raise SpecError(f"{source}: a dspy state must be a JSON object, got {type(state).__name__}")
     return state
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a floating-point number")
+    return value
 
 
 def read_dspy_file(path: str | Path) -> State:

@@ -45,10 +45,35 @@ def read_upload(content: bytes | str | Mapping[str, Any], *, filename: str = "")
         return dict(content)
     if len(content) > MAX_FILE_BYTES:
         raise InvalidInput(f"the DSPy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB", field="file")
+    source = f"DSPy file {filename}" if filename else "the DSPy file"
     try:
-        return parse_dspy_json(content, source=f"DSPy file {filename}".strip() if filename else "the DSPy file")
+        state = parse_dspy_json(content, source=source)
     except SpecError as exc:
         raise InvalidInput(str(exc), field="file") from None
+    problem = _unstorable_text(state)
+    if problem:
+        raise InvalidInput(f"{source} {problem}", field="file")
+    return state
+
+
+def _unstorable_text(value: Any) -> str | None:
+    """What the database cannot store in a version's JSON (NUL, unpaired surrogates); iterative on purpose."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character, which a version cannot store"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "contains an unpaired surrogate escape (such as \\ud800), which is not valid Unicode"
+    return None
 
 
 @transaction.atomic

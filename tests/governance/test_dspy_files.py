@@ -99,6 +99,11 @@ def test_a_file_for_other_fields_is_refused_naming_them_and_nothing_is_written(t
                               "and are refused"),
     (b"{not json", "DSPy file program.pkl is malformed JSON"),
     (b"[1, 2]", "DSPy file program.pkl: a dspy state must be a JSON object, got list"),
+    (b'{"self": {"x": NaN}}', "DSPy file program.pkl is not plain JSON: NaN is not a JSON number"),
+    (b'{"self": {"x": 1e400}}', "DSPy file program.pkl is not plain JSON: 1e400 does not fit a floating-point number"),
+    (b"[" * 100_000 + b"]" * 100_000, "DSPy file program.pkl is nested too deeply to be a saved program"),
+    (b'{"self": {"demos": [{"ticket": "a\\u0000b"}]}}', "DSPy file program.pkl contains a NUL character"),
+    (b'{"self": {"demos": [{"ticket": "\\ud800"}]}}', "DSPy file program.pkl contains an unpaired surrogate"),
 ])
 def test_files_that_are_not_dspy_json_are_refused_on_the_file_field(content, message, program, author):
     with pytest.raises(InvalidInput, match=re.escape(message)) as refused:
