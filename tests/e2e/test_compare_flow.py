@@ -5,7 +5,7 @@ The fixtures come from tests/e2e/portal.py (world: v1 released on the fake LM, e
 
 from __future__ import annotations
 
-from governance.actions import create_version, initial_payload
+from governance.actions import create_version, initial_payload, open_change_request
 from tests.e2e.portal import (  # noqa: F401 - fixtures
     Portal,
     browser,
@@ -23,7 +23,7 @@ def test_compare_two_versions_in_the_browser(world, live_server, browser):  # no
     program, users = world["program"], world["users"]
     payload = initial_payload(program)
     payload["program"]["predictors"][0]["signature"]["instructions"] = f"Classify the ticket as {MAGIC} the categories."
-    create_version(program, actor=users["author"], payload=payload, note="Names the categories.")
+    v2 = create_version(program, actor=users["author"], payload=payload, note="Names the categories.")
 
     reviewer = Portal(browser, live_server.url, "reviewer1")
     page = reviewer.page
@@ -45,4 +45,15 @@ def test_compare_two_versions_in_the_browser(world, live_server, browser):  # no
     assert rows.count() > 0 and all("newly right" in row.inner_text() for row in rows.all())
     page.locator("#aligned-examples details summary", has_text="raw output").first.click()
     reviewer.shot("compare")
+
+    # The change request of v2 shows the same comparison (its evaluations are the ones just made: reused).
+    cr = open_change_request(v2, actor=users["author"], title="Name the categories")
+    page.goto(f"/change-requests/{cr.pk}/?rows=newly_right")
+    sync_api.expect(page.locator("#comparison-pairs")).to_contain_text("Candidate v2 vs Production v1:")
+    sync_api.expect(page.locator("#filter-newly_right")).to_have_attribute("aria-current", "true")
+    page.get_by_role("link", name="Open in the compare view").click()
+    sync_api.expect(page.locator("#comparison-totals")).to_be_visible()
+    page.go_back()
+    page.locator("#fail-h").scroll_into_view_if_needed()
+    reviewer.shot("change_request_comparison")
     reviewer.close()
