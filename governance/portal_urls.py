@@ -5,6 +5,7 @@ from django.urls import path
 
 from governance import portal_authoring
 from governance import portal_dspy
+from governance import portal_memberships
 from governance import portal_identity
 from governance import portal_accounts, portal_audit, portal_releases, views
 from governance import portal_compare
@@ -17,6 +18,11 @@ urlpatterns = [
     path("programs/new/", portal_authoring.program_new, name="program_new"),  # before <slug>
     path("programs/<slug:slug>/", views.program_detail, name="program_detail"),
     path("programs/<slug:slug>/runs/", views.start_run_view, name="run_start"),
+    path("programs/<slug:slug>/members/", portal_memberships.member_add, name="program_member_add"),
+    path("programs/<slug:slug>/members/<str:username>/roles/", portal_memberships.member_roles,
+         name="program_member_roles"),
+    path("programs/<slug:slug>/members/<str:username>/remove/", portal_memberships.member_remove,
+         name="program_member_remove"),
     path("programs/<slug:slug>/versions/<int:number>/", views.version_detail, name="version_detail"),
     path("programs/<slug:slug>/versions/<int:number>/submit/", views.version_submit, name="version_submit"),
     path("programs/<slug:slug>/versions/<int:number>/export/", views.version_export, name="version_export"),

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     # points; notification delivery is a job; the others are actions' helpers.
     "governance.portal_authoring": ENTRY, "governance.portal_compare": ENTRY, "governance.portal_discussion": ENTRY,
     "governance.portal_identity": ENTRY, "governance.portal_releases": ENTRY, "governance.portal_audit": ENTRY,
+    "governance.portal_memberships": ENTRY,  # the program page's members and roles (issue 18)
     "governance.oidc": ENTRY, "governance.session_policy": ENTRY, "governance.health": ENTRY, "governance.metrics": ENTRY,
     "governance.logging": LIBRARY, "governance.notify": JOBS,
     "governance.comparisons": ACTIONS, "governance.playground": ACTIONS, "governance.memberships": ACTIONS,
