@@ -206,7 +206,7 @@ def deliver(build: Callable[[], Message | list[Message] | None], what: str) -> l
             rows = [row for message in messages for row in _write(message)]
             for row in rows:
                 if row.email_status == EmailStatus.PENDING:
-                    transaction.on_commit(lambda pk=row.pk: send_email_soon(pk))
+                    transaction.on_commit(lambda pk=row.pk: _send_soon_safely(pk))
             return rows
     except Exception:
         logger.exception("could not write notifications for %s", what)
@@ -228,6 +228,14 @@ def dispatch_mode() -> str:
     if configured:
         return configured
     return "celery" if settings.CELERY_BROKER_URL else "thread"
+
+
+def _send_soon_safely(notification_id: int) -> None:
+    """Hand the email on; whatever goes wrong is logged, never raised into the request that caused it."""
+    try:
+        send_email_soon(notification_id)
+    except Exception:
+        logger.exception("could not send the email of notification %s", notification_id)
 
 
 def send_email_soon(notification_id: int, delay: float = 0.0) -> None:

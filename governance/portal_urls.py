@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from governance import portal_discussion
 from governance import portal_authoring
 from governance import portal_dspy
 from governance import portal_memberships
@@ -51,6 +52,20 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("change-requests/<int:pk>/", views.change_request_detail, name="change_request_detail"),
     path("change-requests/<int:pk>/evaluate/", views.change_request_reevaluate, name="change_request_reevaluate"),
+    path("change-requests/<int:pk>/discussion/comment/", portal_discussion.comment_add, name="discussion_comment"),
+    path("change-requests/<int:pk>/discussion/<int:comment_id>/reply/", portal_discussion.comment_reply,
+         name="discussion_reply"),
+    path("change-requests/<int:pk>/discussion/<int:comment_id>/edit/", portal_discussion.comment_edit,
+         name="discussion_edit"),
+    path("change-requests/<int:pk>/discussion/<int:comment_id>/resolve/", portal_discussion.comment_resolve,
+         name="discussion_resolve"),
+    path("change-requests/<int:pk>/discussion/assign/", portal_discussion.assign, name="discussion_assign"),
+    path("change-requests/<int:pk>/discussion/unassign/<str:username>/", portal_discussion.unassign,
+         name="discussion_unassign"),
+    path("notifications/", portal_discussion.notification_list, name="notifications"),
+    path("notifications/read/", portal_discussion.notifications_read, name="notifications_read"),
+    path("notifications/settings/", portal_discussion.notification_settings, name="notification_settings"),
+    path("notifications/<int:notification_id>/open/", portal_discussion.notification_open, name="notification_open"),
     path("change-requests/<int:pk>/<str:action>/", views.change_request_action, name="change_request_action"),
     path("account/password/", portal_accounts.password_change, name="password_change"),
     path("account/keys/", portal_accounts.my_keys, name="my_keys"),

@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import views
 from governance.api.accounts import AccountViewSet
+from governance.api.discussion import AssignmentViewSet, CommentViewSet, NotificationViewSet
 from governance.api.compare import CompareView
 
 router = DefaultRouter()
@@ -25,6 +26,9 @@ router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
 router.register("webhooks", views.WebhookSubscriptionViewSet, basename="webhook")
 router.register("webhook-deliveries", views.WebhookDeliveryViewSet, basename="webhookdelivery")
 router.register("users", AccountViewSet, basename="user")
+router.register("comments", CommentViewSet, basename="comment")
+router.register("assignments", AssignmentViewSet, basename="assignment")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 v1 = [
     path("programs/<slug:slug>/releases/<slug:label>/bundle", views.release_bundle,

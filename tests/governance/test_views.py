@@ -35,7 +35,11 @@ from tests.optimizer.simulated import load_rows
 
 pytestmark = pytest.mark.django_db
 
-PAGES_MAX_QUERIES = 16  # the main pages must not grow with the number of rows (no N+1)
+# The main pages must not grow with the number of rows (no N+1): 16 queries, plus the notification bell's unread
+# count on every page; the change request page also reads its discussion (threads, assignments, the program's
+# people offered to the assign form).
+PAGES_MAX_QUERIES = 16 + 1
+BASE_EXTRA = {"change_request": 3}
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -493,14 +497,15 @@ def test_main_pages_have_a_bounded_query_count(client, users, pw, finished_run, 
         counts = {}
         for page, (username, url) in pages.items():
             login(client, users[username], pw)
-            with django_assert_max_num_queries(PAGES_MAX_QUERIES + GROWTH.get(page, 0)) as queries:
+            with django_assert_max_num_queries(PAGES_MAX_QUERIES + BASE_EXTRA.get(page, 0) + GROWTH.get(page, 0)) \
+                    as queries:
                 assert client.get(url).status_code == 200, page
             counts[page] = len(queries.captured_queries)
             client.logout()
         return counts
 
     before = count_queries()
-    assert all(n <= PAGES_MAX_QUERIES for n in before.values()), before
+    assert all(n <= PAGES_MAX_QUERIES + BASE_EXTRA.get(page, 0) for page, n in before.items()), before
     _more_rows(make_cr, make_version, make_approved)
     after = count_queries()
     for page in pages:
