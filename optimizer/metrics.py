@@ -93,14 +93,6 @@ def metric_names() -> list[str]:
     return [*builtin, *sorted(set(registered_metrics()) - set(builtin))]
 
 
-def is_metric_name(name: str) -> bool:
-    """A built-in or registered name, or the shape of a `module:function` reference (not imported here)."""
-    return name in metric_names() or bool(_REFERENCE.fullmatch(name))
-
-
-_REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-
-
 def resolve_metric(name: str) -> Metric:
     """`exact`, `choice`, `f1`, `judge` (the LM judge with the default rubric), a name registered through entry points, or `package.module:function`."""
     if name in BUILTIN_METRICS:
