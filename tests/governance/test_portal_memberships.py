@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from governance.actions.memberships import set_program_roles
 from governance.models import AuditEvent, ProgramMembership
 from governance.permissions import program_roles
 from tests.governance.conftest import password
@@ -70,3 +71,11 @@ def test_bad_input_is_a_400_naming_the_field(program, admin):
     bad_role = client.post(f"{PAGE}members/", {"username": "auditor", "roles": ["admin"]})
     assert bad_role.status_code == 400 and b"elect a valid choice. admin is not one of the available choices" in bad_role.content
     assert not AuditEvent.objects.filter(action__startswith="program.member").exists()
+
+
+def test_per_program_buttons_follow_the_roles_on_that_program(program, users, author, admin):
+    client = signed_in(author)
+    assert 'id="new-draft"' in client.get(PAGE).content.decode()
+    set_program_roles(program, author, ["reviewer"], actor=admin, reason="reviews only now")
+    page = client.get(PAGE).content.decode()
+    assert 'id="new-draft"' not in page and "Upload a dataset" not in page
