@@ -156,6 +156,20 @@ def spec_from_dspy(content: bytes | str | Mapping[str, Any], *, name: str, filen
     return imported.program.to_dict(), imported.lm
 
 
+def program_spec_from_file(content: bytes | str, *, name: str, filename: str = "",
+                           signatures: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The program spec in an uploaded file, which is either a spec JSON ("predictors": [...]) or a DSPy file.
+
+    For "create a program from a spec/DSPy file": give the result to ``programs.create_program(spec=...)``,
+    which validates it. A DSPy file's LM settings, if any, are in the spec's ``metadata["dspy"]["lm_settings"]``
+    (``create_program_from_dspy`` makes them the program's default LM). InvalidInput on field "file".
+    """
+    state = read_upload(content, filename=filename)
+    if isinstance(state.get("predictors"), list):  # our own spec; no dspy state has a "predictors" list
+        return state
+    return spec_from_dspy(state, name=name, filename=filename, signatures=signatures)[0]
+
+
 def check_import(program: Program, actor: Any) -> None:
     """What ``import_dspy_version`` requires of the actor before the file is read: the author role here."""
     require_role(actor, Role.AUTHOR, program, doing="create prompt versions")
@@ -173,7 +187,7 @@ def create_program_from_dspy(*, actor: Any, slug: str, name: str, content: bytes
 
     The file's LM settings, if any, become the program's default LM; `options` are create_program's others.
     """
-    spec, lm = spec_from_dspy(content, name=name, filename=filename, signatures=signatures)
+    spec, lm = spec_from_dspy(content, name=slug.replace("-", "_"), filename=filename, signatures=signatures)
     lm_config = {k: v for k, v in (lm or {}).items() if k in ("model", "temperature", "max_tokens", "mode")}
     return program_actions.create_program(actor=actor, slug=slug, name=name, spec=spec, metric=metric,
                                           description=description, lm_config=lm_config or None, **options)

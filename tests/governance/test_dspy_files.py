@@ -141,6 +141,29 @@ def test_a_program_is_created_from_a_dspy_file_alone(tmp_path, users, author, au
     assert refused.value.field == "file" and not Program.objects.filter(slug="s").exists()
 
 
+def test_a_spec_file_or_a_dspy_file_gives_a_program_spec(tmp_path, users, author):
+    ours = json.dumps({"name": "qa", "predictors": [{"name": "qa", "signature": {
+        "inputs": [{"name": "question"}], "outputs": [{"name": "answer"}]}}]})
+    from_dspy = dspy_actions.program_spec_from_file(saved(TwoStageLike(), tmp_path / "two.json"), name="two")
+
+    assert dspy_actions.program_spec_from_file(ours, name="ignored") == json.loads(ours)
+    assert [(p["name"], p["kind"]) for p in from_dspy["predictors"]] == [
+        ("answer", "chain_of_thought"), ("check", "predict")]
+    created = dspy_actions.create_program_from_dspy(actor=author, slug="two", name="Two",
+                                                    content=(tmp_path / "two.json").read_bytes())
+    assert created.spec == from_dspy
+    with pytest.raises(InvalidInput, match="DSPy file x.pkl is a pickle") as refused:
+        dspy_actions.program_spec_from_file(b"\x80\x05", name="x", filename="x.pkl")
+    assert refused.value.field == "file"
+
+
+class TwoStageLike(dspy.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = dspy.ChainOfThought("question -> answer")
+        self.check = dspy.Predict("question, answer -> verdict")
+
+
 # --- API ----------------------------------------------------------------------------------------------------
 
 
