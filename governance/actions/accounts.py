@@ -286,7 +286,7 @@ def _locked(user: Any) -> Any:
     """The user re-read under a row lock, so two administrators' changes serialize on it. The caller's instance
     forgets what it cached (roles, signing state), since the action is about to change them."""
     _forget_cached(user)
-    return get_user_model()._default_manager.select_for_update().get(pk=user.pk)
+    return get_user_model()._default_manager.select_for_update(no_key=True).get(pk=user.pk)
 
 
 def _known_roles(roles: Iterable[str], *, field: str) -> list[str]:
@@ -321,7 +321,7 @@ def _require_another_admin(user: Any, *, doing: str) -> None:
 
 def _record_state(user: Any, *, actor: Any, **changes: Any) -> AccountState:
     """Write the account's snapshot (activity, roles, password state); one history row per action."""
-    state = AccountState.objects.select_for_update().filter(user=user).first() or AccountState(user=user)
+    state = AccountState.objects.select_for_update(no_key=True).filter(user=user).first() or AccountState(user=user)
     state.active = user.is_active
     state.roles = sorted(_group_roles(user))
     for name, value in changes.items():

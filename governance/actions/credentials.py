@@ -59,7 +59,7 @@ def record_login_failure(username: str) -> int:
     if limit <= 0 or not username:
         return 0
     now = timezone.now()
-    row = LoginThrottle.objects.select_for_update().get_or_create(username=_login_key(username))[0]
+    row = LoginThrottle.objects.select_for_update(no_key=True).get_or_create(username=_login_key(username))[0]
     window = timedelta(seconds=float(getattr(settings, "GOVERNANCE_LOGIN_FAILURE_WINDOW", 900)))
     if row.first_failure_at is None or now - row.first_failure_at > window:
         row.failures, row.first_failure_at = 0, now

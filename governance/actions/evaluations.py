@@ -104,7 +104,7 @@ def retry_evaluation(evaluation: Evaluation, *, actor: Any) -> Evaluation:
 @transaction.atomic
 def claim_evaluation(evaluation_id: int, *, worker: str) -> Evaluation | None:
     """queued -> running for `worker`; None when another executor has it or it has finished."""
-    evaluation = Evaluation.objects.select_for_update().filter(pk=evaluation_id).first()
+    evaluation = Evaluation.objects.select_for_update(no_key=True).filter(pk=evaluation_id).first()
     if evaluation is None or evaluation.status != EvaluationStatus.QUEUED:
         return None
     return transition(evaluation, EvaluationStatus.RUNNING, actor=None, action="evaluation.started",
@@ -145,14 +145,14 @@ def complete_evaluation(evaluation: Evaluation, *, outcomes: Sequence[ExampleOut
 def fail_evaluation(evaluation: Evaluation, *, error: str, usage: Usage, seconds: float,
                     cancelled: bool = False) -> Evaluation:
     """running (or queued) -> failed | cancelled with the reason; no per-example results are kept."""
-    evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+    evaluation = Evaluation.objects.select_for_update(no_key=True).get(pk=evaluation.pk)
     status = EvaluationStatus.CANCELLED if cancelled else EvaluationStatus.FAILED
     expect_transition(evaluation, status, doing="end")
     return _finish(evaluation, status, usage=usage, seconds=seconds, error=error)
 
 
 def _locked_running(evaluation: Evaluation, *, doing: str) -> Evaluation:
-    evaluation = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+    evaluation = Evaluation.objects.select_for_update(no_key=True).get(pk=evaluation.pk)
     expect_transition(evaluation, EvaluationStatus.SUCCEEDED, doing=doing)
     return evaluation
 

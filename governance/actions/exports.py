@@ -37,7 +37,7 @@ def export_version(version: PromptVersion, *, actor: Any, label: str | None = No
         require_member(actor, program)
     with transaction.atomic():
         # No select_related here: PostgreSQL refuses FOR UPDATE across the nullable side of an outer join.
-        locked = PromptVersion.objects.select_for_update().get(pk=version.pk)
+        locked = PromptVersion.objects.select_for_update(no_key=True).get(pk=version.pk)
         _require_exportable(locked)
         release_label = _label_serving(locked, label) if label else None
         bundle = build_bundle(locked, label=release_label, exported_by=actor)
@@ -83,7 +83,7 @@ def _require_exportable(version: PromptVersion) -> None:
 
 
 def _get_label(program: Program, name: str, *, lock: bool = False) -> ReleaseLabel:
-    labels = ReleaseLabel.objects.select_for_update() if lock else ReleaseLabel.objects.all()
+    labels = ReleaseLabel.objects.select_for_update(no_key=True) if lock else ReleaseLabel.objects.all()
     try:
         return labels.get(program=program, name=name)
     except ReleaseLabel.DoesNotExist:

@@ -134,7 +134,7 @@ def sign_in(login: ProviderLogin) -> Any:
     program roles. A user the provider check deactivated is active again (the provider vouches for them once
     more); a user an administrator deactivated stays so (the login callback then refuses them)."""
     issuer, subject = _required(login.issuer, "iss"), _required(login.subject, "sub")
-    identity = Identity.objects.select_for_update().select_related("user").filter(
+    identity = Identity.objects.select_for_update(no_key=True).select_related("user").filter(
         issuer=issuer, subject=subject).first()
     claims = {name: login.claims[name] for name in (*PROFILE_CLAIMS, "groups") if name in login.claims}
     if identity is None:
@@ -235,7 +235,7 @@ def apply_group_roles(user: Any, groups: Iterable[str]) -> list[str]:
 def provider_refused(identity: Identity, *, detail: str) -> Any:
     """The provider answered invalid_grant to the identity's refresh token (the person is disabled there, or
     their grant revoked): deactivate the account, revoke its API keys and end its sessions, audited."""
-    identity = Identity.objects.select_for_update().select_related("user").get(pk=identity.pk)
+    identity = Identity.objects.select_for_update(no_key=True).select_related("user").get(pk=identity.pk)
     user = identity.user
     identity.disabled_at, identity.refresh_token, identity.checked_at = timezone.now(), "", timezone.now()
     save(identity, actor=None)
@@ -299,7 +299,7 @@ def claim_challenge(state: str, *, actor: Any) -> SignatureChallenge:
     """The signer's challenge of this `state`, marked used; a second use, an unknown state, another user's
     challenge or an expired one is refused and recorded (committed) as "signature.failed"."""
     with transaction.atomic():
-        challenge = SignatureChallenge.objects.select_for_update().select_related(
+        challenge = SignatureChallenge.objects.select_for_update(no_key=True).select_related(
             "change_request__program", "change_request__version").filter(state_hash=state_hash(state or "")).first()
         problem = _challenge_problem(challenge, actor)
         if challenge is not None and challenge.used_at is None:

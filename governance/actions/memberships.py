@@ -175,7 +175,7 @@ def _require_owner(program: Program, actor: Any, doing: str) -> None:
 
 def _locked(program: Program, user: Any) -> ProgramMembership | None:
     """The membership re-read under a row lock (two administrators' changes serialize on it), or None."""
-    return (ProgramMembership.objects.select_for_update().select_related("user", "program")
+    return (ProgramMembership.objects.select_for_update(no_key=True).select_related("user", "program")
             .filter(program=program, user=user).first())
 
 

@@ -112,7 +112,7 @@ def judge_drift(version: PromptVersion, dataset: Dataset, *, baseline: float, cu
 @transaction.atomic
 def raise_alert(check: DriftCheck, *, actor: Any) -> DriftAlert | None:
     """One alert per (version, dataset): a nightly check on the same data does not alert again."""
-    program = Program.objects.select_for_update().get(pk=check.version.program_id)
+    program = Program.objects.select_for_update(no_key=True).get(pk=check.version.program_id)
     if DriftAlert.objects.filter(version=check.version, dataset=check.dataset).exists():
         return DriftAlert.objects.filter(version=check.version, dataset=check.dataset).first()
     alert = create(DriftAlert, by=actor, program=program, version=check.version, dataset=check.dataset,

@@ -160,7 +160,7 @@ def due_emails(limit: int = 200) -> list[int]:
 def claim_email(notification_id: int) -> Notification | None:
     """The notification if its email is pending and due, leased to this sender (None otherwise)."""
     now = timezone.now()
-    row = Notification.objects.select_for_update().select_related("recipient", "program", "actor") \
+    row = Notification.objects.select_for_update(no_key=True).select_related("recipient", "program", "actor") \
         .filter(pk=notification_id, email_status=EmailStatus.PENDING, email_next_attempt_at__lte=now).first()
     if row is None:
         return None

@@ -105,7 +105,7 @@ def _releasable(version: PromptVersion, program: Program, doing: str) -> PromptV
 
 
 def _existing_label(program: Program, label: str, *, doing: str) -> ReleaseLabel:
-    found = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    found = ReleaseLabel.objects.select_for_update(no_key=True).filter(program=program, name=label).first()
     if found is None:
         raise IllegalTransition(f"program {program.slug} has no {label!r} label; nothing to {doing}")
     return found
@@ -176,7 +176,7 @@ def _no_op_warning(label: ReleaseLabel | None, serving: PromptVersion, fallback_
 
 def _label_for_release(program: Program, label: str, new_label: bool | None) -> ReleaseLabel | None:
     """The label row to move, or None to create it; a typo must not create a label by accident."""
-    current = ReleaseLabel.objects.select_for_update().filter(program=program, name=label).first()
+    current = ReleaseLabel.objects.select_for_update(no_key=True).filter(program=program, name=label).first()
     if new_label is True and current is not None:
         raise InvalidInput(f"label {label!r} already exists in {program.slug}; choose it instead of creating it",
                            field="label")

@@ -342,7 +342,7 @@ def record_comparisons(evaluation: Evaluation) -> int:
 
 @transaction.atomic
 def _record_comparison(cr_pk: int) -> bool:
-    cr = ChangeRequest.objects.select_for_update().get(pk=cr_pk)
+    cr = ChangeRequest.objects.select_for_update(no_key=True).get(pk=cr_pk)
     return _compare_if_ready(cr)
 
 

@@ -214,7 +214,7 @@ class Claim:
 def claim_run(run_id: int, *, worker: str, stale_after: float) -> Claim:
     """Make `worker` the run's executor: queued -> running, or take over a running run whose executor stopped
     sending heartbeats. A run with a live executor, or a finished one, is skipped (a duplicate delivery)."""
-    run = OptimizationRun.objects.select_for_update().filter(pk=run_id).first()
+    run = OptimizationRun.objects.select_for_update(no_key=True).filter(pk=run_id).first()
     if run is None:
         return Claim(None, f"run {run_id} does not exist")
     if run.status in FINISHED_RUN_STATUSES:
@@ -253,7 +253,7 @@ def record_trial(run_id: int, record: TrialRecord, *, worker: str, usage: Usage,
     Not audited: trials are their own records. The row lock serializes the workers sharing a run.
     """
     _insert_trial(run_id, record)
-    run = OptimizationRun.objects.select_for_update().get(pk=run_id)
+    run = OptimizationRun.objects.select_for_update(no_key=True).get(pk=run_id)
     done = Trial.objects.filter(run_id=run_id).count()
     updates: dict[str, Any] = {"progress": _progress(run, record, worker, usage, done), **_usage_increments(usage)}
     if owner and run.worker == worker:
@@ -315,7 +315,7 @@ def record_progress(run_id: int, *, progress: dict[str, Any], usage: Usage | Non
     Returns whether the run asked to stop (cancel requested or no longer running).
     """
     with transaction.atomic():
-        run = OptimizationRun.objects.select_for_update().get(pk=run_id)
+        run = OptimizationRun.objects.select_for_update(no_key=True).get(pk=run_id)
         updates: dict[str, Any] = {"progress": {**run.progress, **progress}}
         if usage is not None:
             updates.update(_usage_increments(usage))
@@ -339,7 +339,7 @@ def recover_run(run_id: int, *, stale_after: float, max_attempts: int) -> str | 
 
     The staleness is judged under the row lock, so a heartbeat that arrives meanwhile wins.
     """
-    run = OptimizationRun.objects.select_for_update().filter(pk=run_id).first()
+    run = OptimizationRun.objects.select_for_update(no_key=True).filter(pk=run_id).first()
     if run is None or run.status != RunStatus.RUNNING or not _is_stale(run, stale_after):
         return None
     seen = run.heartbeat_at or run.started_at
@@ -361,7 +361,7 @@ def redispatch_run(run_id: int, *, queued_after: float) -> bool:
     """Send again the task of a run queued for longer than `queued_after` seconds: its message may be lost (a
     broker restarted without persistence, a local pool gone with its process). A duplicate delivery is
     harmless, since claim_run lets exactly one executor take the run. False when the run needs nothing."""
-    run = OptimizationRun.objects.select_for_update().filter(pk=run_id).first()
+    run = OptimizationRun.objects.select_for_update(no_key=True).filter(pk=run_id).first()
     if run is None or run.status != RunStatus.QUEUED:
         return False
     waiting_since = run.heartbeat_at or run.created_at

@@ -47,7 +47,7 @@ def session_seen(marker: str) -> None:
 @transaction.atomic
 def end_session(marker: str, *, actor: Any, reason: str, action: str = "session.ended") -> PortalSession | None:
     """End the session the marker names (logout, or "session.expired" for a timeout); None when already ended."""
-    row = PortalSession.objects.select_for_update().select_related("user").filter(
+    row = PortalSession.objects.select_for_update(no_key=True).select_related("user").filter(
         key_hash=marker_hash(marker), ended_at__isnull=True).first()
     if row is None:
         return None

@@ -143,7 +143,7 @@ def revoke_api_key(key: ApiKey, *, actor: Any, reason: str = "") -> ApiKey:
     """Revoke one key (its owner or an administrator); 409 when it is already revoked."""
     if getattr(actor, "pk", None) != key.owner_id:
         require_role(actor, Role.ADMIN, doing="revoke other users' API keys")
-    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    key = ApiKey.objects.select_for_update(no_key=True).get(pk=key.pk)
     if key.revoked_at is not None:
         raise IllegalTransition(f"API key {key.prefix} is already revoked")
     _revoke(key.owner, actor=actor, keys=[key], legacy=False)
