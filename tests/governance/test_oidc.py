@@ -147,7 +147,7 @@ def test_signature_reauthenticates_at_the_provider(sso, rita, make_cr, audit):
     assert review.content_hash == seen(cr) and abs(time.time() - review.auth_time.timestamp()) < 30
     assert audit.actions() == ["review.approved"]
     assert audit.events()[0].after["auth_subject"] == identity.subject
-    assert b"authenticated by oidc" in client.get(f"/change-requests/{cr.pk}/").content
+    assert b"signed in again at the identity provider" in client.get(f"/change-requests/{cr.pk}/").content
 
 
 def test_a_stale_auth_time_is_refused_and_audited(sso, rita, make_cr, settings, audit):
