@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
 
 from governance.models import AuditEvent, Dataset
 from tests.governance.api_support import V1, error, results
@@ -100,3 +102,24 @@ def test_list_hides_other_programs_and_pins_queries(api, program, author, outsid
     client = api(author)
     with django_assert_max_num_queries(4):
         assert len(results(client.get(f"{V1}/datasets/?program=support&split=train"))) == 6
+
+
+def test_the_command_line_gives_the_apis_row_messages(api, program, author, tmp_path):
+    """`manage.py import_dataset` goes through the same action: the same messages, nothing imported."""
+    rows = ROWS * 5 + [{"ticket": "x", "category": "refnd"}, {"ticket": "no label"}] + ROWS
+    path = tmp_path / "bad.jsonl"
+    path.write_text(jsonl(rows))
+    response = api(author).post(f"{V1}/datasets/", {"program": "support", "name": "bad", "split": "train",
+                                                     "content": jsonl(rows), "format": "jsonl"}, format="json")
+    expected = ["row 16: field 'category' is 'refnd', not one of billing, refund, shipping, account, technical, "
+                "product_question, feedback", "row 17: missing field 'category'"]
+    assert response.json()["detail"] == "; ".join(expected)
+    with pytest.raises(CommandError) as info:
+        call_command("import_dataset", "support", str(path), split="train", actor="author")
+    assert str(info.value) == "nothing imported; bad rows:\n" + "\n".join(expected)
+    assert not Dataset.objects.filter(split="train").exists()
+    path.write_text(jsonl(ROWS))
+    out = io.StringIO()
+    call_command("import_dataset", "support", str(path), split="train", actor="author", stdout=out)
+    assert out.getvalue().startswith("imported 3 rows into support as dataset #")
+    assert Dataset.objects.get(split="train").source_filename == "bad.jsonl"
