@@ -253,3 +253,15 @@ def test_an_account_deactivated_here_stays_out_whatever_the_provider_says(sso, r
     response = sso_login(client, sso, "rita", "rita-pass-1")
     assert response.status_code == 302 and response["Location"] == "/login/"
     assert "_auth_user_id" not in client.session
+
+
+def test_an_sso_user_cannot_sign_with_a_password_through_the_api(sso, rita, make_cr):
+    cr = make_cr()
+    client, _ = logged_in_as("rita", sso, "rita-pass-1")  # her provider password is no password here
+
+    response = client.post(f"/api/v1/change-requests/{cr.pk}/approve/",
+                           {"password": "rita-pass-1", "content_hash": seen(cr)}, content_type="application/json")
+
+    assert response.status_code == 403
+    assert "signs through the identity provider" in response.json()["detail"]
+    assert not Review.objects.filter(change_request=cr).exists()
