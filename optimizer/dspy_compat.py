@@ -194,6 +194,9 @@ def resolve_layout(program: ProgramSpec, layout: str = "auto") -> str:
     """"bare" or "module": `layout` itself, or for "auto" the ``default_layout``."""
     if layout not in LAYOUTS:
         raise SpecError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == BARE and len(program.predictors) != 1:
+        raise SpecError(f"layout 'bare' is for a one-predictor program; {program.name!r} has "
+                        f"{len(program.predictors)} predictors (use 'module')")
     return default_layout(program) if layout == "auto" else layout
 
 
@@ -279,8 +282,13 @@ def _lm_blocks(program: ProgramSpec, lm: Mapping[str, Any] | None) -> dict[str, 
     recorded = program.metadata.get(PROGRAM_METADATA_KEY)
     if not isinstance(recorded, dict) or "lm_predictors" not in recorded:
         return {p.name: _lm_block(None, {}, lm) for p in program.predictors}
-    original, read = recorded.get("lm"), recorded.get("lm_settings") or {}
-    return {name: _lm_block(original, read, lm) for name in recorded["lm_predictors"]}
+    names, original, read = recorded["lm_predictors"], recorded.get("lm"), recorded.get("lm_settings") or {}
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+            and isinstance(original, (dict, type(None))) and isinstance(read, dict)):
+        raise SpecError(f"program {program.name!r}: metadata.{PROGRAM_METADATA_KEY} must hold 'lm_predictors' (a list "
+                        "of predictor names), 'lm' (an object or null) and 'lm_settings' (an object), as an import "
+                        "wrote them")
+    return {name: _lm_block(original, read, lm) for name in names}
 
 
 def _lm_block(original: Mapping[str, Any] | None, read: Mapping[str, Any], lm: Mapping[str, Any]) -> State:
@@ -302,7 +310,10 @@ def _lm_block(original: Mapping[str, Any] | None, read: Mapping[str, Any], lm: M
 
 
 def _resolved_mode(lm: Mapping[str, Any]) -> str:
-    return LMConfig(model=str(lm.get("model") or "-"), mode=str(lm.get("mode") or "auto")).resolved_mode
+    try:
+        return LMConfig(model=str(lm.get("model") or "-"), mode=str(lm.get("mode") or "auto")).resolved_mode
+    except ValueError as exc:
+        raise SpecError(f"LM settings: {exc}") from None
 
 
 def lm_settings(block: Mapping[str, Any], *, default: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -124,15 +124,20 @@ def export_dspy(version: PromptVersion, *, actor: Any, layout: str = "auto") -> 
 
     Raises:
         PermissionDenied: not a member of the program. IllegalTransition: the version is not approved.
-        InvalidInput: on field "layout".
+        InvalidInput: on field "layout" (unknown, or bare for several predictors); on "payload" when the
+            content has no dspy form (a predictor named "metadata", a malformed ``metadata["dspy"]`` record).
     """
     export_actions.check_export(version, actor)
     program = ProgramSpec.from_dict(version.payload["program"])
     try:
         resolved = resolve_layout(program, layout)
-        state = export_dspy_state(program, lm=version.payload["lm"], layout=resolved)
     except SpecError as exc:
         raise InvalidInput(str(exc), field="layout") from None
+    try:
+        state = export_dspy_state(program, lm=version.payload["lm"], layout=resolved)
+    except SpecError as exc:  # a payload edited by hand before approval can hold what dspy cannot take
+        raise InvalidInput(f"version {version.number} cannot be written as a DSPy file: {exc}",
+                           field="payload") from None
     with transaction.atomic():
         record_event("version.dspy_exported", actor=actor, obj=version, program=version.program,
                      after={"version": version.number, "content_hash": version.content_hash, "layout": resolved,

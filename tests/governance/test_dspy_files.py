@@ -6,6 +6,7 @@ approve, export) must give dspy back the module it saved (`dump_state()` equalit
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import os
@@ -220,6 +221,18 @@ def test_api_exports_an_approved_version_in_the_layout_asked(api, program, make_
     assert (error(bogus)["status"], error(bogus)["field"]) == (400, "layout")
     assert error(draft)["status"] == 409
     assert AuditEvent.objects.filter(action="version.dspy_exported").count() == 2
+
+
+def test_an_export_of_content_with_no_dspy_form_is_a_400_naming_it(program, make_approved, reviewer1):
+    approved = make_approved()
+    mangled = copy.deepcopy(approved.payload)
+    mangled["program"]["metadata"] = {"dspy": {"lm_predictors": 7}}
+    approved.payload = mangled  # not saved: what a payload edited by hand before its approval could hold
+
+    with pytest.raises(InvalidInput, match="version 1 cannot be written as a DSPy file: program 'support_triage': "
+                                           "metadata.dspy must hold 'lm_predictors'") as refused:
+        dspy_actions.export_dspy(approved, actor=reviewer1)
+    assert refused.value.field == "payload"
 
 
 # --- manage.py import_dspy ----------------------------------------------------------------------------------

@@ -481,6 +481,8 @@ def test_a_one_predictor_module_read_in_the_module_layout_exports_in_it_again(tm
     assert result["program"].metadata["dspy"]["layout"] == "module"  # type: ignore[attr-defined]
     with pytest.raises(SpecError, match="layout must be one of auto, bare, module"):
         export_dspy_state(template, layout="flat")
+    with pytest.raises(SpecError, match="layout 'bare' is for a one-predictor program; 'qa' has 2 predictors"):
+        export_dspy_state(two_stage_program(), layout="bare")
 
 
 # --- 7. files for other fields, and files that are not dspy JSON ---------------------------------------------
