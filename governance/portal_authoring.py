@@ -34,7 +34,7 @@ from governance.errors import InvalidInput
 from governance.models import Dataset, Example, Program, PromptVersion, Role, Split, VersionStatus
 from governance.permissions import has_role
 from governance.views import _program, _version, field_of, portal_view
-from optimizer import Field, ProgramSpec, SpecError, metric_names, render_prompts
+from optimizer import Field, LMConfig, ProgramSpec, SpecError, metric_names, render_prompts
 
 FIELD_TYPE_CHOICES = ("str", "choice", "int", "float", "bool", "list[str]")
 PREDICTOR_KINDS = (("predict", "Predict"), ("chain_of_thought", "Chain of thought"))
@@ -346,6 +346,8 @@ def _posted_lm(post: Any, current: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise InvalidInput(f"LM {key.replace('_', ' ')} must be a number, got {text!r}", field="lm") from None
     mode = post.get("lm-mode", current.get("mode", "auto"))
+    if mode not in dict(LM_MODES):
+        raise InvalidInput(f"LM prompt format must be one of {', '.join(dict(LM_MODES))}, got {mode!r}", field="lm")
     if mode != "auto":
         lm["mode"] = mode
     return lm
@@ -372,11 +374,11 @@ def preview(payload: dict[str, Any], inputs: dict[str, str]) -> list[dict[str, A
 
 
 def _is_chat(lm: dict[str, Any]) -> bool:
-    """The adapter the LM settings select (the LM's own rule: completion for local/* and text-completion-*)."""
-    mode, model = lm.get("mode", "auto"), lm.get("model", "")
-    if mode != "auto":
-        return mode == "chat"
-    return not (model.startswith("local/") or model.split("/", 1)[0].startswith("text-completion"))
+    """The adapter the LM settings select, by the LM's own rule (LMConfig.resolved_mode)."""
+    try:
+        return LMConfig(model=lm.get("model") or "", mode=lm.get("mode", "auto")).resolved_mode == "chat"
+    except ValueError as exc:  # no model yet, or an unknown format: the editor says so
+        raise InvalidInput(f"LM settings: {exc}", field="lm") from None
 
 
 def _pick_rows(program: Program, limit: int = PICKABLE_ROWS) -> list[dict[str, Any]]:
@@ -396,9 +398,13 @@ def _editor_context(request: HttpRequest, version: PromptVersion, payload: dict[
     spec = ProgramSpec.from_dict(payload["program"])
     inputs = _preview_inputs(version.program, spec, post)
     lm = payload.get("lm", {})
+    try:
+        shown: dict[str, Any] = {"preview": preview(payload, inputs)}
+    except InvalidInput as exc:
+        shown = {"preview_error": exc.message}
     return {"program": version.program, "version": version, "predictors": editor_predictors(payload),
             "lm": lm, "lm_mode": lm.get("mode", "auto"), "modes": LM_MODES, "inputs": inputs,
-            "preview": preview(payload, inputs), "pick_rows": _pick_rows(version.program),
+            **shown, "pick_rows": _pick_rows(version.program),
             "note": post.get("note", version.note) if post is not None else version.note, **extra}
 
 

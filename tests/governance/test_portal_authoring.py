@@ -216,3 +216,16 @@ def test_the_playground_refuses_outsiders_and_empty_inputs(client, auditor, auth
     response = _login(client, author).post(url, {"model": version.payload["lm"]["model"], "in-ticket": " "})
     assert response.status_code == 400 and "This field is required." in response.content.decode()
     assert PlaygroundCall.objects.count() == 0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lm-temperature": "hot"}, "LM temperature must be a number, got &#x27;hot&#x27;"),
+    ({"lm-mode": "telepathy"}, "LM prompt format must be one of auto, completion, chat"),
+    ({"lm-model": ""}, "payload.lm.model must be a non-empty model string"),
+])
+def test_bad_lm_settings_are_refused_and_nothing_changes(client, author, make_version, program, changes, message):
+    draft = make_version()
+    response = _login(client, author).post(f"/programs/{program.slug}/versions/{draft.number}/edit/",
+                                           _editor_post(draft, **changes))
+    assert response.status_code == 400 and message in response.content.decode()
+    assert _events("version.edited") == 0
