@@ -29,6 +29,7 @@ from governance.actions import reviews as review_actions
 from governance.actions import identities, rights
 from governance.actions import runs as run_actions
 from governance.actions import versions as version_actions
+from governance.audit_text import present
 from governance.bundles import provenance
 from governance.diffing import version_diff
 from governance.errors import AuthenticationFailed, GovernanceError, IllegalTransition, InvalidInput, PermissionDenied
@@ -53,8 +54,13 @@ from governance.oidc.forms import PROVIDER_FORMS
 from optimizer import dumps_bundle
 
 View = Callable[..., HttpResponse]
-ERROR_TITLES = {400: "Invalid request", 403: "Not allowed", 404: "Not found",
-                409: "Not possible in the current state", 503: "Not available"}
+ERROR_TITLES = {400: "Something in the request is not right", 403: "You cannot do this", 404: "Not found",
+                409: "Not possible right now", 503: "Not available yet"}
+ERROR_HINTS = {  # what the reader can do next; the action's own message says why
+    400: "Go back, correct it and try again.", 403: "Ask an administrator if your role should allow this.",
+    404: "It does not exist, or it belongs to a program you are not a member of.",
+    409: "Someone may have changed it meanwhile: reload the page to see where it stands now.",
+    503: "An administrator needs to finish setting this up."}
 REVIEW_DECISIONS = ("approve", "reject", "request_changes")
 
 
@@ -76,7 +82,7 @@ def portal_view(view: View) -> View:
 
 def error_page(request: HttpRequest, message: str, status: int, *, code: str = "") -> HttpResponse:
     context = {"message": message, "status": status, "code": code, "title": ERROR_TITLES.get(status, "Error"),
-               "back": _safe_referer(request)}
+               "hint": ERROR_HINTS.get(status, ""), "back": _safe_referer(request)}
     return render(request, "governance/error.html", context, status=status)
 
 
@@ -125,6 +131,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     for cr in active:
         allowed = review_actions.allowed_review_actions(cr, user)
         cr.required = review_actions.required_approvals(cr.program)
+        cr.test_delta = _score_delta(cr)
         if allowed & set(REVIEW_DECISIONS):
             to_review.append(cr)
         elif "resubmit" in allowed:
@@ -145,9 +152,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "to_review": to_review, "sent_back": sent_back, "waiting_others": waiting_others,
         "runs_active": [r for r in my_runs if r.status not in FINISHED_RUN_STATUSES],
         "runs_recent": [r for r in my_runs if r.status in FINISHED_RUN_STATUSES],
-        "to_release": to_release, "drift": drift, "recent": recent, "my_signatures": my_signatures,
+        "to_release": to_release, "drift": drift, "recent": present(recent, user), "my_signatures": my_signatures,
         "show_runs": bool(my_runs) or programs_with_role(user, Role.AUTHOR).exists(),
     })
+
+
+def _score_delta(cr: ChangeRequest) -> float | None:
+    """Candidate minus production on the change request's system evaluations (the figures its page shows)."""
+    candidate, baseline = cr.candidate_evaluation, cr.baseline_evaluation
+    if candidate is None or baseline is None or candidate.score is None or baseline.score is None:
+        return None
+    return candidate.score - baseline.score
 
 
 @portal_view

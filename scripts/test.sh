@@ -12,4 +12,8 @@ if ! .venv/bin/python -c "import optimizer, governance, llama_cpp, dspy, playwri
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -e ".[local,dev]"
 fi
+# axe-core for the browser tests' accessibility scan, from the npm registry (pinned in tests/e2e/axe/package-lock.json)
+if [ ! -f tests/e2e/axe/node_modules/axe-core/axe.min.js ] && command -v npm >/dev/null; then
+  npm ci --prefix tests/e2e/axe --no-audit --no-fund --silent
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -102,10 +102,20 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     assert shown.input_value() == cr.version.content_hash
     expect_text(page, "What changes")
     sync_api.expect(page.locator("ins.diff-ins, .demo-list.added li").first).to_be_visible()
-    page.get_by_label("Re-enter your password").fill("wrong password")
+    # The decision panel is neutral (no decision open) and a few key presses away: the second skip link, then
+    # the "Approve and sign" summary, open it, and the password field.
+    assert page.locator("details.decision[open]").count() == 0
+    page.locator("body").focus()
+    for key in ("Tab", "Tab", "Enter", "Tab", "Enter", "Tab"):
+        page.keyboard.press(key)
+    assert page.evaluate("document.activeElement.name") == "approve-password"
+    page.keyboard.type("wrong password")
     page.get_by_label(re.compile("Meaning of my signature")).first.check()
     page.locator("#approve-button").click()
     expect_text(page, "re-authentication failed")  # refused and recorded; nothing signed
+    # Focus is on the field in error, and the address bar shows the change request, not the POST-only address.
+    assert page.evaluate("document.activeElement.name") == "approve-password"
+    assert page.url == f"{base}/change-requests/{cr.pk}/"
     page.get_by_label("Re-enter your password").fill(password("reviewer1"))
     page.get_by_label(re.compile("Meaning of my signature")).first.check()
     page.locator("#approve-button").click()
@@ -121,6 +131,7 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     expect_text(page, "I approve this prompt version for release")
     expect_text(page, cr.version.content_hash)
     second.shot("change-request")
+    page.get_by_text("Approve and sign", exact=True).click()  # open the decision (none is open by default)
     page.get_by_label("Re-enter your password").fill(password("reviewer2"))
     page.get_by_label(re.compile("Meaning of my signature")).first.check()
     page.locator("#approve-button").click()
@@ -137,6 +148,9 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     page.get_by_label("Approved version").select_option(value=str(cr.version.pk))
     page.get_by_label("Reason for the release").fill(f"Optimized prompt approved by two reviewers (CR-{cr.pk}).")
     page.locator("#release-button").click()
+    expect_text(page, f"Release version {cr.version.number} as production")  # the confirmation: before and after
+    releaser.shot("release-confirm")
+    page.locator("#confirm-button").click()
     expect_text(page, f"Version {cr.version.number} is now the production version")
     releaser.shot("releases")
     releaser.close()
@@ -149,7 +163,7 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     page.get_by_role("link", name="Audit trail").click()
     sync_api.expect(page.locator("#chain-status")).to_contain_text("verified")
-    expect_text(page, "release.created")
+    expect_text(page, f"released version {cr.version.number} as production")
     auditor.shot("audit")
     page.get_by_label("Action").fill("review.approved")
     page.get_by_role("button", name="Apply").click()

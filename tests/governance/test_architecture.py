@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "governance.forms": ENTRY, "governance.templatetags": ENTRY, "governance.apps": ENTRY,
     "governance.middleware": ENTRY,
     "governance.portal_pages": ENTRY,  # shared portal plumbing: form pages, the friendly 405
+    "governance.audit_text": ENTRY,  # audit events in words and links, for the pages that list them
     "governance.portal_dspy": ENTRY,  # DSPy file import and export pages (issue 14)
     # Reserved for the parallel issues (14, 15, 17, 18): portal pages, identity, health and metrics are entry
     # points; notification delivery is a job; the others are actions' helpers.

@@ -13,7 +13,7 @@ import pytest
 
 from governance.actions import releases as release_actions
 from governance.models import AuditEvent
-from governance.portal_audit import changes, sentence
+from governance.audit_text import changes, sentence
 from governance.templatetags.portal import utc
 from optimizer.bundle import generate_private_key, key_fingerprint, private_key_pem, public_key_raw
 
