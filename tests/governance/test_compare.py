@@ -272,3 +272,17 @@ def test_run_and_version_pages_name_each_figures_dataset_size_and_source(client,
     assert f"system evaluation #{evaluation.pk}" in version
     review = client.get(f"/change-requests/{cr.pk}/").content.decode()
     assert f"dataset test slice (#{evaluation.dataset_id}, test split, 8 rows)" in review
+
+
+def test_long_text_folds_behind_a_summary_and_shows_in_full(rf, program, two):
+    from django.template.loader import render_to_string
+
+    v1, v2, dataset = two
+    table = comparisons.compare(comparisons.version_columns(program, [v1, v2], dataset), dataset)
+    long = "word " * 40
+    cell = comparisons.Cell({"category": long}, raw="raw " + long, score=0.0, error="", feedback={})
+    table.rows = [comparisons.Row(0, "both_wrong", {"ticket": long}, {"category": long}, [cell, cell])]
+    html = render_to_string("governance/_comparison.html", {"comparison": table, "request": rf.get("/"),
+                                                            "program": program})
+    # input, expected and both answers fold behind a summary; both raw outputs too; the full text is there
+    assert html.count("<details><summary>") == 6 and long.strip() in html
