@@ -229,3 +229,14 @@ def test_bad_lm_settings_are_refused_and_nothing_changes(client, author, make_ve
                                            _editor_post(draft, **changes))
     assert response.status_code == 400 and message in response.content.decode()
     assert _events("version.edited") == 0
+
+
+def test_the_playground_runs_a_dataset_row_and_shows_its_label(client, author, make_version, program):
+    version = make_version()
+    example = program.datasets.get().examples.order_by("index")[2]
+    response = _login(client, author).post(f"/programs/{program.slug}/versions/{version.number}/playground/", {
+        "model": version.payload["lm"]["model"], "in-ticket": example.inputs["ticket"], "example": example.pk})
+    call = PlaygroundCall.objects.get()
+    assert call.example == example and call.inputs == example.inputs
+    page = response.content.decode()
+    assert "Expected (dataset row 3)" in page and example.outputs["category"] in page
