@@ -66,6 +66,8 @@ WORDING: dict[str, str] = {
     "webhook.created": "added a webhook", "webhook.deleted": "removed a webhook",
     "review_policy.created": "set the review policy", "playground.called": "tried a version in the playground",
     "notification_settings.changed": "changed their notification settings",
+    "session.started": "signed in", "session.ended": "signed out", "session.expired": "was signed out (session expired)",
+    "sessions.ended_everywhere": "ended every session of an account",
 }
 
 OBJECT_NAMES = {"PromptVersion": "version", "ChangeRequest": "change request", "OptimizationRun": "run",

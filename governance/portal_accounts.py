@@ -30,6 +30,7 @@ from governance.forms import LoginForm
 from governance.models import AccountState, ApiKey, AuditEvent, Program, Role
 from governance.models.accounts import MUST_CHANGE_PASSWORD_SESSION_KEY
 from governance.permissions import has_role, require_role, user_roles, visible_programs
+from governance.portal_pages import search_page
 from governance.views import field_of, portal_view
 
 User = get_user_model()
@@ -228,13 +229,15 @@ def _account(username: str) -> Any:
 @require_GET
 def account_list(request: HttpRequest) -> HttpResponse:
     _require_reader(request.user)
-    users = list(User.objects.order_by("username").prefetch_related("groups"))
-    states = {s.user_id: s for s in AccountState.objects.all()}
+    page, query = search_page(request, User.objects.order_by("username").prefetch_related("groups"),
+                              ("username", "first_name", "last_name", "email"), per_page=50)
+    users = list(page.object_list)
+    states = {s.user_id: s for s in AccountState.objects.filter(user__in=users)}
     for user in users:
         user.state = states.get(user.pk)
         user.role_list = sorted(g.name for g in user.groups.all())
     return render(request, "governance/accounts_list.html",
-                  {"users": users, "can_manage": has_role(request.user, Role.ADMIN)})
+                  {"users": users, "page": page, "q": query, "can_manage": has_role(request.user, Role.ADMIN)})
 
 
 @portal_view

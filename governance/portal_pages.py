@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.core.paginator import Page, Paginator
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
@@ -83,3 +85,15 @@ class MethodNotAllowedPageMiddleware:
                           status=405)
         friendly["Allow"] = response.get("Allow", "POST")
         return friendly
+
+
+def search_page(request: HttpRequest, queryset: QuerySet[Any], fields: tuple[str, ...], *, per_page: int = 25,
+                page_param: str = "page", query_param: str = "q") -> tuple[Page, str]:
+    """One page of `queryset`, narrowed to the rows whose `fields` contain the request's search text."""
+    query = request.GET.get(query_param, "").strip()[:200]
+    if query:
+        match = Q()
+        for field in fields:
+            match |= Q(**{f"{field}__icontains": query})
+        queryset = queryset.filter(match)
+    return Paginator(queryset, per_page).get_page(request.GET.get(page_param)), query

@@ -51,6 +51,7 @@ from governance.models import (
 )
 from governance.permissions import is_member, programs_with_role, visible_programs
 from governance.oidc.forms import PROVIDER_FORMS
+from governance.portal_pages import search_page
 from optimizer import dumps_bundle
 
 View = Callable[..., HttpResponse]
@@ -175,7 +176,8 @@ def program_list(request: HttpRequest) -> HttpResponse:
                           n_runs=Count("runs", distinct=True))
                 .prefetch_related(Prefetch("labels", queryset=ReleaseLabel.objects.select_related("version")))
                 .order_by("slug"))
-    return render(request, "governance/program_list.html", {"programs": programs})
+    page, query = search_page(request, programs, ("slug", "name", "description"))
+    return render(request, "governance/program_list.html", {"programs": page.object_list, "page": page, "q": query})
 
 
 def _spec_predictors(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -187,10 +189,12 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
     active_ids = {}
     for dataset in datasets:
         active_ids.setdefault(dataset.split, dataset.pk)
-    versions = list(program.versions.select_related("created_by", "run")
-                    .prefetch_related(Prefetch("change_requests", queryset=ChangeRequest.objects.order_by("-id"),
-                                               to_attr="crs"))
-                    .order_by("-number"))
+    version_page, version_query = search_page(
+        request, program.versions.select_related("created_by", "run")
+        .prefetch_related(Prefetch("change_requests", queryset=ChangeRequest.objects.order_by("-id"), to_attr="crs"))
+        .order_by("-number"), ("note", "status", "origin", "created_by__username", "created_by__last_name"),
+        per_page=20, query_param="vq", page_param="versions")
+    versions = list(version_page.object_list)
     labels = list(program.labels.select_related("version", "fallback_version").order_by("name"))
     label_names: dict[int, list[str]] = {}
     for label in labels:
@@ -198,9 +202,11 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
     for version in versions:
         version.label_names = label_names.get(version.pk, [])
         version.latest_cr = version.crs[0] if version.crs else None
-    runs = list(program.runs.select_related("started_by").order_by("-created_at")[:15])
+    run_page, _ = search_page(request, program.runs.select_related("started_by").order_by("-created_at"), (),
+                              per_page=15, page_param="runs")
     return {"program": program, "predictors": _spec_predictors(program.spec), "datasets": datasets,
-            "active_dataset_ids": set(active_ids.values()), "versions": versions, "labels": labels, "runs": runs,
+            "active_dataset_ids": set(active_ids.values()), "versions": versions, "labels": labels,
+            "runs": list(run_page.object_list), "version_page": version_page, "vq": version_query, "run_page": run_page,
             "can_start": "start_run" in rights.allowed_actions(program, request.user),
             "run_form": extra.pop("run_form", None) or portal_forms.StartRunForm(),
             "required_approvals": review_actions.required_approvals(program), **extra}

@@ -50,3 +50,19 @@ def test_refusals_read_as_sentences_not_codes(client, author, pw, make_cr):
     main = page.split("<main")[1]
     assert "needs the reviewer role" in main and main.count('role="alert"') == 1
     assert '<meta name="form-page" content="/change-requests/' in page  # the address bar leaves the POST address
+
+
+def test_lists_are_searched_and_paginated(client, admin, author, pw, program, make_version):
+    for _ in range(21):
+        make_version()
+    page = _login(client, author, pw).get(f"/programs/{program.slug}/").content.decode()
+    assert 'name="vq"' in page and 'aria-label="Version pages"' in page and "?versions=2" in page
+    assert f'href="/programs/{program.slug}/versions/21/"' in page and f'/versions/1/"' not in page
+    second = client.get(f"/programs/{program.slug}/", {"versions": 2}).content.decode()
+    assert f'href="/programs/{program.slug}/versions/1/"' in second
+    found = client.get("/programs/", {"q": program.name[:5]}).content.decode()
+    assert f'href="/programs/{program.slug}/"' in found
+    assert "No program matches" in client.get("/programs/", {"q": "zzz-nothing"}).content.decode()
+    client.logout()
+    accounts = _login(client, admin, pw).get("/accounts/", {"q": "review"}).content.decode()
+    assert 'href="/accounts/reviewer1/"' in accounts and 'href="/accounts/author/"' not in accounts
