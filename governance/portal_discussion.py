@@ -26,6 +26,7 @@ from governance.actions import discussion as discussion_actions
 from governance.actions import notifications as notification_actions
 from governance.errors import InvalidInput, NotFound
 from governance.models import AnchorKind, ChangeRequest, Comment, NotificationKind
+from governance.permissions import remembered_memberships
 
 NOTIFICATIONS_PAGE_SIZE = 25
 
@@ -68,8 +69,8 @@ class CommentForm(forms.Form):
     def __init__(self, *args: Any, cr: ChangeRequest, may_review: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["anchor"].choices = anchor_choices(cr)
-        if not may_review:
-            del self.fields["review"]
+        if not may_review:  # not offered; a forced "review" still reaches the action, which refuses it (403)
+            self.fields["review"].widget = forms.HiddenInput()
 
 
 class ReplyForm(forms.Form):
@@ -121,10 +122,11 @@ class SettingsForm(forms.Form):
 def discussion_context(request: HttpRequest, cr: ChangeRequest, posted: dict[str, Any] | None = None) -> dict[str, Any]:
     """Threads with what the user may do to each, assignments, and the forms (bound ones after a refused POST)."""
     user = request.user
-    allowed = discussion_actions.allowed_discussion_actions(cr, user)
     threads = discussion_actions.threads(cr)
-    for comment in [c for root in threads for c in (root, *root.thread_replies)]:
-        comment.allowed = discussion_actions.allowed_comment_actions(comment, user)
+    with remembered_memberships():  # one membership answer for the whole section
+        allowed = discussion_actions.allowed_discussion_actions(cr, user)
+        for comment in [c for root in threads for c in (root, *root.thread_replies)]:
+            comment.allowed = discussion_actions.allowed_comment_actions(comment, user)
     posted = posted or {}
     anchor = request.GET.get("anchor", "")
     forms_ = {

@@ -75,9 +75,12 @@ def threads(cr: ChangeRequest) -> list[Comment]:
                     .prefetch_related("mentions").order_by("created_at", "id"))
     roots = [c for c in comments if c.parent_id is None]
     by_root: dict[int, list[Comment]] = {c.pk: [] for c in roots}
+    by_pk = {c.pk: c for c in roots}
     for comment in comments:
+        comment.change_request = cr  # the same instance: no query per comment, one answer per check
         if comment.parent_id is not None:
-            by_root.setdefault(comment.parent_id, []).append(comment)
+            comment.parent = by_pk[comment.parent_id]
+            by_root[comment.parent_id].append(comment)
     for root in roots:
         root.thread_replies = by_root[root.pk]
     return roots
@@ -94,8 +97,16 @@ def program_people(program: Program) -> QuerySet[Any]:
 
 
 def may_review(cr: ChangeRequest, user: Any) -> bool:
-    """Whether `user` could sign a decision on this change (role, membership, not a proposer of it)."""
-    return _refused(lambda: (check_reviewer(cr.program, user), check_segregation(cr, cr.version, user))) is None
+    """Whether `user` could sign a decision on this change (role, membership, not a proposer of it).
+
+    Remembered on the change request instance: a page asks once per comment, and actions lock (re-read) the
+    change request, so they always judge a fresh instance.
+    """
+    memo = cr.__dict__.setdefault("_may_review", {})
+    if user.pk not in memo:
+        memo[user.pk] = _refused(lambda: (check_reviewer(cr.program, user),
+                                          check_segregation(cr, cr.version, user))) is None
+    return memo[user.pk]
 
 
 def eligible_reviewers(cr: ChangeRequest) -> list[Any]:
