@@ -131,7 +131,7 @@ def test_run_review_release_audit_export(world, live_server, browser, lm_server,
     expect_text(page, "I approve this prompt version for release")
     expect_text(page, cr.version.content_hash)
     second.shot("change-request")
-    page.get_by_text("Approve and sign", exact=True).click()  # open the decision (none is open by default)
+    page.locator("summary", has_text="Approve and sign").click()  # open the decision (none is open by default)
     page.get_by_label("Re-enter your password").fill(password("reviewer2"))
     page.get_by_label(re.compile("Meaning of my signature")).first.check()
     page.locator("#approve-button").click()
