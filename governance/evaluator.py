@@ -28,11 +28,13 @@ from governance.jobs import guarded_lm, lm_config_from, local_executor, worker_n
 from governance.signals import evaluation_requested
 from optimizer import (
     ExampleResult,
+    Metric,
     ProgramSpec,
     StopRequested,
     Usage,
     evaluate_example,
     examples_from_records,
+    metric_usage,
     resolve_metric,
 )
 
@@ -101,40 +103,58 @@ def finish_pending(evaluations: list[Evaluation], *, timeout: float = 300) -> No
         execute_evaluation(evaluation.pk, worker=worker_name("inline-eval"))
 
 
+class Spending:
+    """What an evaluation has spent since it started: its LM's calls, plus those of a metric with an LM of its own
+    (an LM judge), so an evaluation judged by a model reports the judge's calls, tokens and cost too."""
+
+    def __init__(self, lm: Any) -> None:
+        self.lm, self.metric = lm, None
+        self.before = lm.usage()
+
+    def watch(self, metric: Metric) -> Metric:
+        self.metric = metric
+        self.before = self.before + metric_usage(metric)
+        return metric
+
+    def __call__(self) -> Usage:
+        judge = metric_usage(self.metric) if self.metric is not None else Usage.zero()
+        return self.lm.usage() + judge - self.before
+
+
 def run_claimed(evaluation: Evaluation, lm: Any, *, on_progress: ProgressCallback | None = None) -> Evaluation:
     """Evaluate a running evaluation with `lm` and record the outcome.
 
     BudgetExceeded, StopRequested and a tripped model guard fail (or cancel) the evaluation and are re-raised:
     they end whatever job the evaluation is part of. Any other error fails it and is re-raised too.
     """
-    started, before = time.monotonic(), lm.usage()
+    started, spent = time.monotonic(), Spending(lm)
     try:
-        outcomes = _outcomes(evaluation, lm, before, on_progress)
+        metric = spent.watch(resolve_metric(evaluation.metric))
+        outcomes = _outcomes(evaluation, lm, metric, spent, on_progress)
     except StopRequested as exc:
-        _end(evaluation, lm, before, started, f"cancelled: {exc}", cancelled=True)
+        _end(evaluation, spent(), started, f"cancelled: {exc}", cancelled=True)
         raise
     except Exception as exc:
-        _end(evaluation, lm, before, started, f"{type(exc).__name__}: {exc}")
+        _end(evaluation, spent(), started, f"{type(exc).__name__}: {exc}")
         raise
-    completed = evaluation_actions.complete_evaluation(evaluation, outcomes=outcomes, usage=lm.usage() - before,
+    completed = evaluation_actions.complete_evaluation(evaluation, outcomes=outcomes, usage=spent(),
                                                        seconds=time.monotonic() - started)
     review_actions.record_comparisons(completed)
     return completed
 
 
-def _outcomes(evaluation: Evaluation, lm: Any, before: Usage,
+def _outcomes(evaluation: Evaluation, lm: Any, metric: Metric, spending: Spending,
               on_progress: ProgressCallback | None) -> list[evaluation_actions.ExampleOutcome]:
     program = ProgramSpec.from_dict(evaluation.payload["program"])
     dataset = evaluation.dataset
     examples = examples_from_records(dataset_actions.examples_for(dataset), program, source=f"dataset {dataset.name}")
-    metric = resolve_metric(evaluation.metric)
     items = list(enumerate(examples))
     outcomes: list[evaluation_actions.ExampleOutcome] = []
     for start in range(0, len(items), CHUNK):
         results = lm.map(lambda item: evaluate_example(program, item[1], metric, lm, index=item[0]),
                          items[start:start + CHUNK])
         outcomes += [_outcome(result) for result in results]
-        spent = lm.usage() - before
+        spent = spending()
         evaluation_actions.record_evaluation_progress(evaluation.pk, done=len(outcomes), usage=spent)
         if on_progress is not None:
             on_progress(len(outcomes), len(items), spent)
@@ -148,11 +168,10 @@ def _outcome(result: ExampleResult) -> evaluation_actions.ExampleOutcome:
                                              error=result.error or "", feedback=result.feedback or None)
 
 
-def _end(evaluation: Evaluation, lm: Any, before: Usage, started: float, error: str, *,
-         cancelled: bool = False) -> None:
+def _end(evaluation: Evaluation, spent: Usage, started: float, error: str, *, cancelled: bool = False) -> None:
     logger.warning("evaluation %s ended without a score: %s", evaluation.pk, error)
-    evaluation_actions.fail_evaluation(evaluation, error=error, usage=lm.usage() - before,
-                                       seconds=time.monotonic() - started, cancelled=cancelled)
+    evaluation_actions.fail_evaluation(evaluation, error=error, usage=spent, seconds=time.monotonic() - started,
+                                       cancelled=cancelled)
 
 
 # --- drift check: a scheduled job that evaluates the production version on new labeled data ------------------

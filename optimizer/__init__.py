@@ -27,7 +27,15 @@ from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate, eval
 from optimizer.execution import Prediction, run_program
 from optimizer.judge import JudgeMetric, Judgement, parse_judgement
 from optimizer.lm import LM, Budget, LMConfig, Usage
-from optimizer.metrics import Metric, choice_match, exact_match, metric_names, resolve_metric, token_f1
+from optimizer.metrics import (
+    Metric,
+    choice_match,
+    exact_match,
+    metric_names,
+    metric_usage,
+    resolve_metric,
+    token_f1,
+)
 from optimizer.preview import PredictorCall, RenderedPrompt, render_prompt, render_prompts, run_with_prompts
 from optimizer.program import ChainOfThought, Predict, Predictor, Program, ProgramSpec, canonical_json, content_hash
 from optimizer.search import MIPRO, PRESETS, MIPROConfig, RunResult, TrialRecord
@@ -84,6 +92,7 @@ __all__ = [
     "render_prompt",
     "render_prompts",
     "metric_names",
+    "metric_usage",
     "parse_judgement",
     "resolve_metric",
     "run_program",

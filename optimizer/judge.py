@@ -24,7 +24,7 @@ from typing import Any
 from optimizer.data import Example
 from optimizer.errors import MetricError
 from optimizer.execution import Prediction
-from optimizer.lm import LM, LMConfig
+from optimizer.lm import LM, LMConfig, Usage
 
 DEFAULT_JUDGE_MODEL = "local/gemma-3-270m"
 DEFAULT_RUBRIC = ("The answer is correct when it means the same as the expected answer; wording, case and "
@@ -137,6 +137,11 @@ class JudgeMetric:
             if self._lm is None:
                 self._lm = LM(self.lm_config or _default_config())
             return self._lm
+
+    def usage(self) -> Usage:
+        """What the judge's own LM has spent so far (callers add it to the spending of what they evaluate)."""
+        with self._lock:
+            return self._lm.usage() if self._lm is not None else Usage.zero()
 
     def __call__(self, example: Example, prediction: Prediction) -> Judgement:
         if not prediction.ok:

@@ -28,6 +28,7 @@ from optimizer.data import Example
 from optimizer.errors import MetricError
 from optimizer.execution import Prediction
 from optimizer.judge import default_judge
+from optimizer.lm import Usage
 
 Metric = Callable[[Example, Prediction], SupportsFloat]
 ENTRY_POINT_GROUP = "prompt_governance.metrics"
@@ -91,6 +92,13 @@ def metric_names() -> list[str]:
     """Every metric name `resolve_metric` knows without a `module:function` reference, built-ins first."""
     builtin = [*BUILTIN_METRICS, *BUILTIN_FACTORIES]
     return [*builtin, *sorted(set(registered_metrics()) - set(builtin))]
+
+
+def metric_usage(metric: Metric) -> Usage:
+    """What a metric with an LM of its own (a judge: anything with a `usage()` method) has spent so far; zero for
+    metrics that call no model."""
+    usage = getattr(metric, "usage", None)
+    return usage() if callable(usage) else Usage.zero()
 
 
 def resolve_metric(name: str) -> Metric:

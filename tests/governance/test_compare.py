@@ -192,6 +192,8 @@ def test_judge_verdicts_and_reasons_are_stored_and_shown(client, users, pw, grad
     finish_pending(comparisons.request_missing(judged, versions, dataset, actor=users["author"]))
     evaluation = Evaluation.objects.get(content_hash=versions[0].content_hash)
     assert evaluation.status == EvaluationStatus.SUCCEEDED and evaluation.score == 0.5
+    assert evaluation.calls == 8  # 4 answers and 4 verdicts: the judge's calls count as the evaluation's
+    assert evaluation.prompt_tokens > 0 and evaluation.completion_tokens > 0
     first = evaluation.results.get(index=0)
     assert first.feedback == {"verdict": "pass", "reason": f"{ROWS[0]['category']} against {ROWS[0]['category']}."}
     html = page_of(client, users["reviewer1"], pw, url(judged, [1, 2], dataset)).content.decode()

@@ -17,7 +17,10 @@ from optimizer import (
     Predict,
     Program,
     evaluate,
+    Usage,
+    choice_match,
     metric_names,
+    metric_usage,
     parse_judgement,
     resolve_metric,
 )
@@ -110,6 +113,8 @@ def test_judge_metric_scores_an_evaluation_and_keeps_verdicts_and_reasons(fake_s
     # the unparsable answer is judged without asking the judge: the program gave nothing to judge
     assert result.results[2].feedback["verdict"] == "fail"
     assert result.results[2].feedback["reason"].startswith("no answer to judge:")
+    assert metric_usage(judge).calls == 2 == judge.usage().calls  # what callers add to the evaluation's spending
+    assert metric_usage(choice_match) == Usage.zero()
     judge_prompts = [r["prompt"] for r in fake_server.requests if "Verdict:" in str(r.get("prompt"))]
     assert len(judge_prompts) == 2 and all("Rubric: The category must be the expected one." in p
                                            for p in judge_prompts)
