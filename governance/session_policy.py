@@ -9,29 +9,23 @@ costs no extra write) and the marker of its PortalSession row. Ending a session 
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import auth, messages
-from django.contrib.auth.signals import user_logged_in, user_logged_out
+from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from governance.actions import sessions
 from governance.middleware import client_ip
+from governance.models.identity import SESSION_MARKER, SESSION_SEEN, SESSION_STARTED
 
-STARTED, SEEN, MARKER = "governance_session_started", "governance_session_seen", "governance_session_marker"
+STARTED, SEEN, MARKER = SESSION_STARTED, SESSION_SEEN, SESSION_MARKER
 SEEN_RESOLUTION = 60.0  # seconds: the idle timeout is this precise, and a session is written at most this often
-
-
-@receiver(user_logged_in, dispatch_uid="governance-session-started")
-def _stamp_start(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """Every login (password, SSO, a test's force_login) dates its session; no database write here."""
-    if request is not None and hasattr(request, "session"):
-        request.session[STARTED] = request.session[SEEN] = time.time()
 
 
 @receiver(user_logged_out, dispatch_uid="governance-session-ended")

@@ -9,8 +9,13 @@ re-authenticate at the provider: the content hash the page showed, the reason an
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.db import models
+from django.dispatch import receiver
 from simple_history.models import HistoricalRecords
 
 from governance.models.choices import Decision, SignatureMeaning
@@ -76,3 +81,16 @@ class PortalSession(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.pk} of {self.user_id}"
+
+
+# Session keys of governance.session_policy: when the session started, when it was last seen, and the marker of
+# its PortalSession row. Every login dates its session here (password, SSO, a test's force_login), with no
+# database write; the receiver lives with the models so it is connected before any request.
+SESSION_STARTED, SESSION_SEEN, SESSION_MARKER = (
+    "governance_session_started", "governance_session_seen", "governance_session_marker")
+
+
+@receiver(user_logged_in, dispatch_uid="governance-session-started")
+def stamp_session_start(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if request is not None and hasattr(request, "session"):
+        request.session[SESSION_STARTED] = request.session[SESSION_SEEN] = time.time()

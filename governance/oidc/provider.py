@@ -74,6 +74,20 @@ def setting(name: str, *default: Any) -> Any:
     return source() if source is not None else import_from_settings(name, *default)
 
 
+class OAuthError(ProviderError):
+    """The token endpoint's error answer; `error` is the OAuth code (RFC 6749 5.2)."""
+
+    def __init__(self, response: requests.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        self.error = str(body.get("error") or f"http_{response.status_code}")
+        self.description = str(body.get("error_description") or "")
+        super().__init__(f"the provider answered {response.status_code} {self.error}"
+                         f"{': ' + self.description if self.description else ''}")
+
+
 def token_request(data: dict[str, str]) -> dict[str, Any]:
     """POST to the token endpoint with the client's credentials; the JSON answer, or ProviderError carrying
     the OAuth error code (`invalid_grant` for a disabled user's refresh token)."""
@@ -84,20 +98,11 @@ def token_request(data: dict[str, str]) -> dict[str, Any]:
     except requests.RequestException as exc:
         raise ProviderError(f"token endpoint unreachable: {exc}") from exc
     if response.status_code == 200:
-        return response.json()
-    raise OAuthError(response)
-
-
-class OAuthError(ProviderError):
-    def __init__(self, response: requests.Response) -> None:
         try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        self.error = str(body.get("error") or f"http_{response.status_code}")
-        self.description = str(body.get("error_description") or "")
-        super().__init__(f"the provider answered {response.status_code} {self.error}"
-                         f"{': ' + self.description if self.description else ''}")
+            return response.json()
+        except ValueError as exc:
+            raise ProviderError(f"the token endpoint answered no JSON: {exc}") from exc
+    raise OAuthError(response)
 
 
 def verify_id_token(token: str) -> dict[str, Any]:
