@@ -249,7 +249,7 @@ def account_create(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(request: HttpRequest, user: Any, **posted: Any) -> dict[str, Any]:
-    member_of = sorted(user.programs.all(), key=lambda p: p.slug)
+    member_of = list(user.program_memberships.select_related("program").order_by("program__slug"))
     return {
         "account": user, "state": accounts.account_state(user), "tokens": list(tokens.active_keys(user)),
         "roles": sorted(g.name for g in user.groups.all()), "member_of": member_of,

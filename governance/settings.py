@@ -236,6 +236,8 @@ SPECTACULAR_SETTINGS = {
         "ChangeRequestStatusEnum": "governance.models.choices.ChangeRequestStatus",
         "WebhookEventEnum": "governance.models.choices.WebhookEvent",
         "RoleEnum": "governance.models.choices.Role",
+        "ProgramRoleEnum": "governance.models.memberships.PROGRAM_ROLES",
+        "MembershipSourceEnum": "governance.models.memberships.MembershipSource",
     },
 }
 
