@@ -302,3 +302,10 @@ def content_evaluations(program: Program, content_hash: str) -> list[Evaluation]
     return list(Evaluation.objects.filter(program=program, content_hash=content_hash,
                                           status=EvaluationStatus.SUCCEEDED).select_related("dataset")
                 .order_by("-finished_at", "-id"))
+
+
+def succeeded_evaluations(program: Program, versions: Sequence[PromptVersion],
+                          dataset: Dataset) -> dict[int, Evaluation]:
+    """Version id -> its succeeded evaluation on `dataset` (its own LM, the program's metric); one query."""
+    return {c.version.pk: c.evaluation for c in version_columns(program, versions, dataset)  # type: ignore[misc]
+            if c.ready}

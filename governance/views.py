@@ -199,9 +199,12 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
     label_names: dict[int, list[str]] = {}
     for label in labels:
         label_names.setdefault(label.version_id, []).append(label.name)
+    test = next((d for d in datasets if d.split == "test"), None)  # the newest: what change requests use
+    tested = comparisons.succeeded_evaluations(program, versions, test) if test else {}
     for version in versions:
         version.label_names = label_names.get(version.pk, [])
         version.latest_cr = version.crs[0] if version.crs else None
+        version.test_evaluation = tested.get(version.pk)
     run_page, _ = search_page(request, program.runs.select_related("started_by").order_by("-created_at"), (),
                               per_page=15, page_param="runs")
     return {"program": program, "predictors": _spec_predictors(program.spec), "datasets": datasets,
@@ -209,7 +212,7 @@ def _program_context(request: HttpRequest, program: Program, **extra: Any) -> di
             "runs": list(run_page.object_list), "version_page": version_page, "vq": version_query, "run_page": run_page,
             "can_start": "start_run" in rights.allowed_actions(program, request.user),
             "run_form": extra.pop("run_form", None) or portal_forms.StartRunForm(),
-            "required_approvals": review_actions.required_approvals(program), **extra}
+            "required_approvals": review_actions.required_approvals(program), "test_dataset": test, **extra}
 
 
 @portal_view

@@ -288,3 +288,11 @@ def test_long_text_folds_behind_a_summary_and_shows_in_full(rf, program, two):
                                                             "program": program})
     # input, expected and both answers fold behind a summary; both raw outputs too; the full text is there
     assert html.count("<details><summary>") == 6 and long.strip() in html
+
+
+def test_program_page_scores_come_from_the_evaluations_on_the_test_dataset(client, users, pw, program, two):
+    v1, v2, dataset = two
+    evaluation = Evaluation.objects.get(content_hash=v2.content_hash)
+    html = page_of(client, users["reviewer1"], pw, f"/programs/{program.slug}/").content.decode()
+    assert f'Test score <span class="small muted">({TEST_ROWS} rows)</span>' in html and ">Val<" not in html
+    assert f'title="system evaluation #{evaluation.pk} on dataset {dataset.name} (#{dataset.pk}, 8 rows)">50.0%' in html
