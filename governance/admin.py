@@ -35,6 +35,7 @@ from governance.models import (
     Export,
     LoginThrottle,
     OptimizationRun,
+    PlaygroundCall,
     Program,
     PromptVersion,
     Release,
@@ -177,6 +178,14 @@ class EvaluationResultAdmin(ReadOnlyAdmin):
     list_display = ("evaluation", "index", "score", "error")
     search_fields = ("error",)
     list_select_related = ("evaluation",)
+
+
+@admin.register(PlaygroundCall)
+class PlaygroundCallAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "user", "program", "version", "created_at", "latency_ms", "error")
+    list_filter = ("program",)
+    search_fields = ("user__username", "program__slug", "content_hash")
+    list_select_related = ("user", "program", "version")
 
 
 @admin.register(ChangeRequest)

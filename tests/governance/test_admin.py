@@ -12,6 +12,7 @@ from governance.actions.exports import export_version
 from governance.actions.accounts import record_login_failure
 from governance.actions.programs import create_review_policy
 from governance.actions.tokens import create_api_key
+from governance.playground import try_version
 from governance.audit import write_checkpoint
 from governance.models import (
     AuditEvent,
@@ -52,7 +53,7 @@ def world(tmp_path):
                              rows=[{"ticket": "Refund please", "category": "refund"}])
     run = optimizer_run(team)
     version = approved(team, run=run)
-    draft(team, instructions="A newer idea.")
+    try_version(draft(team, instructions="A newer idea."), actor=team.author, inputs={"ticket": "Refund please"})
     release(team, version)
     with signing_key_settings(tmp_path):
         export_version(version, actor=team.releaser)
