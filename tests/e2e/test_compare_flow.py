@@ -5,6 +5,8 @@ The fixtures come from tests/e2e/portal.py (world: v1 released on the fake LM, e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from governance.actions import create_version, initial_payload, open_change_request
 from tests.e2e.portal import (  # noqa: F401 - fixtures
     Portal,
@@ -17,6 +19,21 @@ from tests.e2e.portal import (  # noqa: F401 - fixtures
     world,
 )
 from tests.optimizer.simulated import MAGIC
+
+AXE = Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+SERIOUS = """async () => (await axe.run(document, {resultTypes: ["violations"]})).violations
+  .filter(v => v.impact === "serious" || v.impact === "critical").map(v => v.id + " at " + v.nodes[0].target)"""
+
+
+def fits_and_passes_axe(page, width: int) -> list[str]:
+    """Problems of the page as shown: wider than the viewport, or serious/critical axe violations."""
+    problems = []
+    if page.evaluate("document.documentElement.scrollWidth") > width:
+        problems.append(f"scrollWidth > {width}")
+    if AXE.exists():  # scripts/test.sh installs axe-core from npm
+        page.add_script_tag(path=str(AXE))
+        problems += page.evaluate(SERIOUS)
+    return problems
 
 
 def test_compare_two_versions_in_the_browser(world, live_server, browser):  # noqa: F811 - fixtures
@@ -45,6 +62,15 @@ def test_compare_two_versions_in_the_browser(world, live_server, browser):  # no
     assert rows.count() > 0 and all("newly right" in row.inner_text() for row in rows.all())
     page.locator("#aligned-examples details summary", has_text="raw output").first.click()
     reviewer.shot("compare")
+    # The table with its results fits a phone (it scrolls inside itself) and has no serious accessibility issue.
+    assert fits_and_passes_axe(page, 1366) == []
+    page.emulate_media(color_scheme="dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert fits_and_passes_axe(page, 390) == []
+    reviewer.shot("compare-390-dark")
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 1366, "height": 900})
 
     # The change request of v2 shows the same comparison (its evaluations are the ones just made: reused).
     cr = open_change_request(v2, actor=users["author"], title="Name the categories")
