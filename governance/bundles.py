@@ -70,8 +70,18 @@ def approvals(version: PromptVersion) -> list[dict[str, Any]]:
                .order_by("signed_at", "id"))
     return [{"name": review.printed_name, "signed_at": utc_iso(review.signed_at), "meaning": review.meaning,
              "statement": review.get_meaning_display(), "content_hash": review.content_hash,
-             "change_request": review.change_request_id, "auth_method": review.auth_method}
+             "change_request": review.change_request_id, "auth_method": review.auth_method,
+             **_provider_proof(review)}
             for review in reviews]
+
+
+def _provider_proof(review: Review) -> dict[str, Any]:
+    """A signature through the identity provider also names the provider, the signer there and when it
+    re-authenticated them."""
+    if review.auth_method != "oidc":
+        return {}
+    return {"auth_issuer": review.auth_issuer, "auth_subject": review.auth_subject,
+            "auth_time": utc_iso(review.auth_time) if review.auth_time else None}
 
 
 def provenance(version: PromptVersion) -> dict[str, Any]:

@@ -503,8 +503,8 @@ class ReviewSerializer(serializers.ModelSerializer):
     class Meta:
         model = Review
         fields = ("id", "change_request", "version", "version_number", "reviewer", "printed_name", "decision",
-                  "reason", "meaning", "meaning_text", "content_hash", "auth_method", "ip_address", "signed_at",
-                  "voided")
+                  "reason", "meaning", "meaning_text", "content_hash", "auth_method", "auth_issuer", "auth_subject",
+                  "auth_time", "ip_address", "signed_at", "voided")  # auth_*: signatures through the identity provider
         read_only_fields = fields
 
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.test import Client
 
+from governance import bundles
 from governance.actions import tokens
 from governance.models import AuditEvent, Identity, ProgramMembership, Review
 from governance.oidc import checks, provider
@@ -128,7 +129,7 @@ def start_signing(client: Client, cr, decision: str = "approve", **fields) -> st
     return to_provider["Location"]
 
 
-def test_signature_reauthenticates_at_the_provider(sso, rita, make_cr, audit):
+def test_signature_reauthenticates_at_the_provider(sso, rita, make_cr, audit, approve, reviewer1):
     cr = make_cr()
     client, browser = logged_in_as("rita", sso, "rita-pass-1")
     authorize = start_signing(client, cr, reason="fine")
@@ -148,6 +149,12 @@ def test_signature_reauthenticates_at_the_provider(sso, rita, make_cr, audit):
     assert audit.actions() == ["review.approved"]
     assert audit.events()[0].after["auth_subject"] == identity.subject
     assert b"signed in again at the identity provider" in client.get(f"/change-requests/{cr.pk}/").content
+    assert client.get("/api/v1/reviews/", {"change_request": cr.pk}).json()["results"][0]["auth_subject"] == \
+        identity.subject
+    approve(cr, reviewer1)  # the second approval (a password): the version is approved; its manifest names both
+    cr.version.refresh_from_db()
+    assert [(a["auth_method"], a.get("auth_subject")) for a in bundles.approvals(cr.version)] == [
+        ("oidc", identity.subject), ("password", None)]
 
 
 def test_a_stale_auth_time_is_refused_and_audited(sso, rita, make_cr, settings, audit):
