@@ -28,7 +28,7 @@ from governance.audit import record_event
 from governance.errors import InvalidInput, PermissionDenied
 from governance.models import Example, PlaygroundCall, PromptVersion, Role
 from governance.permissions import require_role
-from optimizer import LM, Field, LMConfig, OptimizerError, PredictorCall, ProgramSpec, run_with_prompts
+from optimizer import LM, LMConfig, OptimizerError, PredictorCall, ProgramSpec, run_with_prompts
 
 HISTORY_SIZE = 10
 
@@ -58,16 +58,10 @@ def lm_settings(version: PromptVersion, model: str) -> dict[str, Any]:
     return {"model": model, **{k: lm[k] for k in ("temperature", "max_tokens") if k in lm}}
 
 
-def program_inputs(spec: ProgramSpec) -> list[Field]:
-    """The fields a caller types: the program's inputs, with their types."""
-    by_name = {f.name: f for p in spec.predictors for f in p.signature.inputs}
-    return [by_name[name] for name in spec.input_names]
-
-
 def clean_inputs(spec: ProgramSpec, values: dict[str, Any]) -> dict[str, Any]:
     """Every program input present and of its type (typed text converted), or InvalidInput naming the field."""
     cleaned = {}
-    for f in program_inputs(spec):
+    for f in dataset_actions.fields_of(spec)[0]:  # the program's inputs, with their types
         value = values.get(f.name)
         if value is None or (isinstance(value, str) and not value.strip()):
             raise InvalidInput(f"{f.name} is required", field=f.name)

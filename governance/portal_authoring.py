@@ -31,8 +31,7 @@ from governance.actions import programs as program_actions
 from governance.actions import rights
 from governance.actions import versions as version_actions
 from governance.errors import InvalidInput
-from governance.models import Dataset, Example, Program, PromptVersion, Role, Split, VersionStatus
-from governance.permissions import has_role
+from governance.models import Dataset, Example, Program, PromptVersion, Split
 from governance.views import _program, _version, field_of, portal_view
 from optimizer import Field, LMConfig, ProgramSpec, SpecError, metric_names, render_prompts
 
@@ -212,10 +211,8 @@ def dataset_upload(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _dataset_fields(program: Program) -> dict[str, list[Field]]:
-    spec = program_actions.parse_spec(program.spec)
-    by_name = {f.name: f for p in spec.predictors for f in (*p.signature.inputs, *p.signature.outputs)}
-    return {"inputs": [by_name[n] for n in spec.input_names],
-            "outputs": [f for f in (spec.output_field(n) for n in spec.output_names) if f is not None]}
+    inputs, outputs = dataset_actions.fields_of(program_actions.parse_spec(program.spec))
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def label_counts(dataset: Dataset, fields: list[Field]) -> list[dict[str, Any]]:
@@ -467,7 +464,7 @@ class PlaygroundForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [(m, m) for m in playground.model_choices(version)]
         spec = program_actions.parse_spec(version.payload["program"], field="payload")
-        for f in playground.program_inputs(spec):
+        for f in dataset_actions.fields_of(spec)[0]:
             hint = f"One of: {', '.join(f.choices)}" if f.choices else f"Type: {f.type}" if f.type != "str" else ""
             self.fields[f"in-{f.name}"] = forms.CharField(
                 label=f.prefix.rstrip(":") or f.name, help_text=f.description or hint,
@@ -505,13 +502,3 @@ def version_playground(request: HttpRequest, slug: str, number: int) -> HttpResp
         form.add_error(f"in-{exc.field}" if f"in-{exc.field}" in form.fields else field_of(exc, form), exc.message)
         return _playground_page(request, version, form, status=400)
     return _playground_page(request, version, PlaygroundForm(request.POST, version=version), call=call)
-
-
-def can_author(user: Any) -> bool:
-    """For the program pages' buttons: may the user create programs and drafts at all (author role)?"""
-    return has_role(user, Role.AUTHOR)
-
-
-def draft_bases(program: Program) -> list[PromptVersion]:
-    """Versions a new draft may start from, newest first (any status: a rejected idea may be worth reworking)."""
-    return list(program.versions.exclude(status=VersionStatus.WITHDRAWN).order_by("-number")[:20])

@@ -21,7 +21,7 @@ from governance.audit import record_event
 from governance.errors import InvalidInput
 from governance.models import Dataset, Example, Program, Role, Split
 from governance.permissions import require_role
-from optimizer import Field, content_hash
+from optimizer import Field, ProgramSpec, content_hash
 
 FORMATS = ("jsonl", "csv")
 MAX_ROW_ERRORS = 20  # a file with thousands of bad rows has one or two mistakes repeated; the first few show them
@@ -71,8 +71,11 @@ def _parse_jsonl(content: str) -> list[dict[str, Any]]:
 
 
 def _fields(program: Program) -> tuple[list[Field], list[Field]]:
-    """The program's input fields (those callers supply) and its final output fields (what the metric scores)."""
-    spec = parse_spec(program.spec)
+    return fields_of(parse_spec(program.spec))
+
+
+def fields_of(spec: ProgramSpec) -> tuple[list[Field], list[Field]]:
+    """A program's input fields (those callers supply) and its final output fields (what the metric scores)."""
     by_name: dict[str, Field] = {}
     for predictor in spec.predictors:
         for f in (*predictor.signature.inputs, *predictor.signature.outputs):
