@@ -30,7 +30,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from governance.actions import memberships, tokens
+from governance.actions import memberships, sessions, tokens
 from governance.actions import reviews as review_actions
 from governance.actions._common import create, save, user_ref
 from governance.actions.accounts import _record_state
@@ -245,6 +245,7 @@ def provider_refused(identity: Identity, *, detail: str) -> Any:
     save(user, actor=None, fields=["is_active"])
     revoked = tokens.revoke_all(user, actor=None)
     _record_state(user, actor=None, sessions_ended_at=timezone.now())
+    sessions.open_sessions(user).update(ended_at=timezone.now(), end_reason="disabled at the identity provider")
     record_event("user.deactivated", actor=None, obj=user, object_type="User",
                  reason=f"the identity provider refused the user's grant: {detail}"[:1000],
                  before={"active": True}, after={"active": False, "tokens_revoked": revoked, "source": "oidc",

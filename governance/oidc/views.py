@@ -17,6 +17,7 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 
 from governance.actions import identities
 from governance.models import ChangeRequestStatus, SignatureChallenge
+from governance.models.identity import SESSION_MARKER
 from governance.oidc import provider
 from governance.session_policy import start_session
 from governance.views import error_page, portal_view
@@ -55,7 +56,8 @@ class LoginCallback(OIDCAuthenticationCallbackView):
 
     def login_success(self) -> HttpResponse:
         response = super().login_success()
-        start_session(self.request, method="oidc")
+        if not self.request.session.get(SESSION_MARKER):  # a new login (the same user again keeps their session)
+            start_session(self.request, method="oidc")
         return response
 
     def login_failure(self) -> HttpResponse:

@@ -237,6 +237,7 @@ def test_a_user_disabled_at_the_provider_is_locked_out(sso, rita, program, audit
     assert (report.checked, report.refused) == (1, 1)
     user.refresh_from_db()
     assert not user.is_active
+    assert user.portal_sessions.get().end_reason == "disabled at the identity provider"
     assert audit.actions() == ["user.deactivated"]
     assert audit.events()[0].after["tokens_revoked"] == 1 and audit.events()[0].after["source"] == "oidc"
     assert client.get("/").status_code == 302  # the portal session stopped
