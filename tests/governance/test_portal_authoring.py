@@ -9,9 +9,11 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from governance.actions import create_version, import_dataset
 from governance.models import AuditEvent, Dataset, Example, PlaygroundCall, Program, PromptVersion, VersionStatus
 from governance.portal_authoring import payload_from_post
 from optimizer import ProgramSpec, render_prompts
+from tests.governance.conftest import payload_with
 
 pytestmark = pytest.mark.django_db
 
@@ -240,3 +242,27 @@ def test_the_playground_runs_a_dataset_row_and_shows_its_label(client, author, m
     assert call.example == example and call.inputs == example.inputs
     page = response.content.decode()
     assert "Expected (dataset row 3)" in page and example.outputs["category"] in page
+
+
+def test_reviewers_create_no_drafts(client, reviewer1, make_version, program):
+    base = make_version()
+    response = _login(client, reviewer1).post(f"/programs/{program.slug}/drafts/", {"base": base.number})
+    assert response.status_code == 403 and "needs the author role" in response.content.decode()
+    assert PromptVersion.objects.filter(program=program).count() == 1
+
+
+def test_the_authoring_pages_run_a_fixed_number_of_queries(client, author, make_version, program,
+                                                          django_assert_max_num_queries):
+    """The dataset page and the editor do not grow with rows or demos (no N+1)."""
+    rows = [{"ticket": f"ticket {n}", "category": "billing"} for n in range(120)]
+    import_dataset(program, actor=author, split="train", name="many", rows=rows)
+    dataset = Dataset.objects.get(name="many")
+    payload = payload_with(program, "Route it.")
+    payload["program"]["predictors"][0]["demos"] = rows[:30]
+    draft = create_version(program, actor=author, payload=payload)
+    _login(client, author)
+    for url in (f"/programs/{program.slug}/datasets/{dataset.pk}/?q=ticket",
+                f"/programs/{program.slug}/versions/{draft.number}/edit/",
+                f"/programs/{program.slug}/versions/{draft.number}/playground/"):
+        with django_assert_max_num_queries(16):
+            assert client.get(url).status_code == 200, url
