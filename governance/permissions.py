@@ -35,13 +35,21 @@ _memberships: ContextVar[dict[Any, dict[Any, frozenset[str]]] | None] = ContextV
 def remembered_memberships() -> Iterator[None]:
     """Within the block, each user's memberships are read from the database once (one query for all of them): a
     page asking every check of an object at once (governance.actions.rights), or of each row of a list, would
-    otherwise ask the same question many times. Nothing inside such a block changes memberships."""
+    otherwise ask the same question many times. The membership actions forget what they change
+    (`forget_memberships`), so a block never answers from a stale membership."""
     token = _memberships.set({}) if _memberships.get() is None else None
     try:
         yield
     finally:
         if token is not None:
             _memberships.reset(token)
+
+
+def forget_memberships(user: Any) -> None:
+    """Drop `user`'s remembered memberships, if a block remembers them (an action just changed one)."""
+    memo = _memberships.get()
+    if memo is not None:
+        memo.pop(getattr(user, "pk", None), None)
 
 
 def ensure_role_groups() -> dict[str, Group]:
@@ -69,15 +77,23 @@ def program_roles(user: Any, program: Program) -> frozenset[str] | None:
     """The roles `user`'s membership carries on `program` (empty: a member without roles); None: no membership."""
     if not _authenticated(user):
         return None
-    memo = _memberships.get()
-    if memo is None:
-        roles = ProgramMembership.objects.filter(program_id=program.pk, user_id=user.pk).values_list(
+    if _memberships.get() is None:
+        roles = ProgramMembership.objects.filter(program_id=program.pk, user_id=user.pk).order_by().values_list(
             "roles", flat=True).first()
         return None if roles is None else frozenset(roles)
-    if user.pk not in memo:
-        memo[user.pk] = {program_id: frozenset(roles) for program_id, roles in
-                         ProgramMembership.objects.filter(user_id=user.pk).values_list("program_id", "roles")}
-    return memo[user.pk].get(program.pk)
+    return _all_memberships(user).get(program.pk)
+
+
+def _all_memberships(user: Any) -> dict[Any, frozenset[str]]:
+    """program id -> roles, for every membership of `user` (read once per remembered block)."""
+    memo = _memberships.get()
+    if memo is not None and user.pk in memo:
+        return memo[user.pk]
+    held = {program_id: frozenset(roles) for program_id, roles in
+            ProgramMembership.objects.filter(user_id=user.pk).order_by().values_list("program_id", "roles")}
+    if memo is not None:
+        memo[user.pk] = held
+    return held
 
 
 def has_role(user: Any, role: Role | str, program: Program | None = None) -> bool:
@@ -99,9 +115,7 @@ def programs_with_role(user: Any, role: Role | str) -> QuerySet[Program]:
         return Program.objects.none()
     if has_role(user, Role.ADMIN) or (str(role) == Role.AUDITOR.value and has_role(user, Role.AUDITOR)):
         return Program.objects.all()
-    ids = [program_id for program_id, roles in
-           ProgramMembership.objects.filter(user_id=user.pk).values_list("program_id", "roles") if str(role) in roles]
-    return Program.objects.filter(pk__in=ids)
+    return Program.objects.filter(pk__in=[pk for pk, roles in _all_memberships(user).items() if str(role) in roles])
 
 
 def sees_every_program(user: Any) -> bool:

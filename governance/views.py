@@ -49,7 +49,7 @@ from governance.models import (
     RunStatus,
     VersionStatus,
 )
-from governance.permissions import is_member, programs_with_role, visible_programs
+from governance.permissions import is_member, programs_with_role, remembered_memberships, visible_programs
 from governance.oidc.forms import PROVIDER_FORMS
 from governance.portal_pages import search_page
 from optimizer import dumps_bundle
@@ -69,11 +69,15 @@ REVIEW_DECISIONS = ("approve", "reject", "request_changes")
 
 
 def portal_view(view: View) -> View:
-    """Login required; a GovernanceError the view lets through becomes an error page with its message."""
+    """Login required; a GovernanceError the view lets through becomes an error page with its message. A page
+    (GET, HEAD) changes no membership, so each user's memberships are read once for all its checks."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
+            if request.method in ("GET", "HEAD"):
+                with remembered_memberships():
+                    return view(request, *args, **kwargs)
             return view(request, *args, **kwargs)
         except GovernanceError as exc:
             return error_page(request, exc.message, exc.http_status, code=exc.code)

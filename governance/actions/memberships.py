@@ -24,7 +24,7 @@ from governance.actions._common import create, save, user_ref
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import PROGRAM_ROLES, MembershipSource, Program, ProgramMembership, Role
-from governance.permissions import has_role, require_role
+from governance.permissions import forget_memberships, has_role, require_role
 
 # --- reading -----------------------------------------------------------------------------------------------
 
@@ -123,6 +123,7 @@ def add_initial_members(program: Program, members: Iterable[Any], *, actor: Any)
     for user in dict.fromkeys([program.owner, *members]):  # once each, the owner first
         create(ProgramMembership, by=actor, program=program, user=user, roles=default_roles(user),
                granted_by=actor if getattr(actor, "pk", None) else None)
+        forget_memberships(user)
 
 
 # --- steps -------------------------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ def _grant(program: Program, user: Any, roles: list[str], *, actor: Any, reason:
                         granted_by=actor if getattr(actor, "pk", None) else None)
     record_event("program.member_added", actor=actor, obj=membership, program=program,
                  after=membership_state(membership), reason=reason)
+    forget_memberships(user)
     return membership
 
 
@@ -145,6 +147,7 @@ def _change(membership: ProgramMembership, roles: list[str], *, actor: Any, reas
     save(membership, actor=actor, fields=["roles", "source", "granted_by", "updated_at"])
     record_event("program.member_roles_changed", actor=actor, obj=membership, program=membership.program,
                  before=before, after=membership_state(membership), reason=reason)
+    forget_memberships(membership.user)
     return membership
 
 
@@ -158,6 +161,7 @@ def _remove(program: Program, user: Any, *, actor: Any, reason: str) -> None:
     membership.delete()
     record_event("program.member_removed", actor=actor, program=program, object_type="ProgramMembership",
                  object_id=membership_id, before=before, reason=reason)
+    forget_memberships(user)
 
 
 # --- checks and helpers ------------------------------------------------------------------------------------

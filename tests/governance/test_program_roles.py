@@ -342,3 +342,23 @@ def test_a_revoked_membership_stops_the_next_check(program, users, admin, make_c
     revoke_membership(program, reviewer1, actor=admin, reason="left the team")
     assert refusal(cr, reviewer1, "approve").message == "user 'reviewer1' is not a member of program support"
     assert not AuditEvent.objects.filter(action="signature.failed").exists()
+
+
+def test_a_block_forgets_what_a_membership_action_changed(program, users, admin):
+    reviewer1 = users["reviewer1"]
+    with remembered_memberships():
+        assert has_role(reviewer1, "reviewer", program)
+        set_program_roles(program, reviewer1, ["releaser"], actor=admin, reason="now releases")
+        assert not has_role(reviewer1, "reviewer", program) and has_role(reviewer1, "releaser", program)
+
+
+def test_a_page_reads_each_users_memberships_once(client, program, users, make_cr):
+    for _ in range(3):
+        make_cr(evaluated=False)
+    reviewer1 = users["reviewer1"]
+    assert client.login(username="reviewer1", password=password(reviewer1))
+    with CaptureQueriesContext(connection) as page:
+        assert client.get("/").status_code == 200  # the dashboard asks each change request's review checks
+    roles_reads = [q["sql"] for q in page.captured_queries
+                   if q["sql"].startswith('SELECT "governance_programmembership"."program_id"')]
+    assert len(roles_reads) == 1, roles_reads
