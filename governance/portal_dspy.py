@@ -19,6 +19,7 @@ from governance.errors import InvalidInput
 from governance.views import _program, _program_context, _version, field_of, portal_view
 from optimizer import dumps_dspy_state
 
+FORM_IDS = "dspy_%s"  # the program and version pages hold other forms with a "file" or "layout" field
 LAYOUT_CHOICES = [("auto", "As imported (bare for one predictor)"), ("bare", "Bare: dspy.Predict.load reads it"),
                   ("module", "Module: one key per predictor")]
 
@@ -30,7 +31,7 @@ class DspyImportForm(forms.Form):
 
 
 class DspyExportForm(forms.Form):
-    layout = forms.ChoiceField(choices=LAYOUT_CHOICES, initial="auto", required=False)
+    layout = forms.ChoiceField(choices=LAYOUT_CHOICES, initial="auto")
 
 
 def can_import(program: object, user: object) -> bool:
@@ -45,7 +46,7 @@ def program_dspy_import(request: HttpRequest, slug: str) -> HttpResponse:
     error = rights.refusal(program, request.user, "import_dspy")
     if error is not None:
         raise error
-    form = DspyImportForm(request.POST, request.FILES)
+    form = DspyImportForm(request.POST, request.FILES, auto_id=FORM_IDS)
     if form.is_valid():
         upload = form.cleaned_data["file"]
         try:
@@ -65,9 +66,8 @@ def program_dspy_import(request: HttpRequest, slug: str) -> HttpResponse:
 def version_dspy_export(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Download an approved version as a DSPy saved-program JSON (export_dspy refuses anything else: 409)."""
     version = _version(request, slug, number)
-    form = DspyExportForm(request.POST)
-    layout = (form.cleaned_data["layout"] or "auto") if form.is_valid() else "auto"
-    state = dspy_actions.export_dspy(version, actor=request.user, layout=layout)
+    # The action checks the layout: an unknown one is its 400 naming the field, not a silent default.
+    state = dspy_actions.export_dspy(version, actor=request.user, layout=request.POST.get("layout") or "auto")
     response = HttpResponse(dumps_dspy_state(state), content_type="application/json; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{version.program.slug}-v{version.number}.dspy.json"'
     return response

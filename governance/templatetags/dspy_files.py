@@ -10,7 +10,7 @@ from typing import Any
 
 from django import template
 
-from governance.portal_dspy import DspyExportForm, DspyImportForm, can_import
+from governance.portal_dspy import FORM_IDS, DspyExportForm, DspyImportForm, can_import
 
 register = template.Library()
 
@@ -22,9 +22,9 @@ def can_import_dspy(program: Any, user: Any) -> bool:
 
 @register.simple_tag
 def dspy_import_form(refused: DspyImportForm | None = None) -> DspyImportForm:
-    return refused or DspyImportForm()
+    return refused or DspyImportForm(auto_id=FORM_IDS)
 
 
 @register.simple_tag
 def dspy_export_form() -> DspyExportForm:
-    return DspyExportForm(auto_id="dspy_%s")
+    return DspyExportForm(auto_id=FORM_IDS)

@@ -60,7 +60,7 @@ def test_a_file_for_other_fields_comes_back_on_the_form_naming_them(client, tmp_
 
     page = response.content.decode()
     assert response.status_code == 400
-    assert 'id="id_file_error"' in page
+    assert 'id="dspy_file_error"' in page
     assert ("dspy predictor &#x27;self&#x27; was written for fields question, answer, but predictor "
             "&#x27;classify&#x27; has fields ticket, category") in page
     assert not PromptVersion.objects.filter(program=program).exists()
@@ -101,6 +101,10 @@ def test_an_approved_version_downloads_as_dspy_json_that_dspy_loads(client, prog
     assert bare.signature.instructions == spec["instructions"]
     assert bare.lm.model == approved.payload["lm"]["model"]
     assert json.loads(download.content)["signature"]["fields"][1]["prefix"] == spec["outputs"][0]["prefix"]
+    module = client.post(f"/programs/support/versions/{approved.number}/export-dspy/", {"layout": "module"})
+    assert set(json.loads(module.content)) == {"classify", "metadata"}
+    bogus = client.post(f"/programs/support/versions/{approved.number}/export-dspy/", {"layout": "flat"})
+    assert bogus.status_code == 400 and "layout must be one of auto, bare, module" in bogus.content.decode().lower()
 
 
 def test_a_draft_offers_no_dspy_export_and_a_forced_one_is_409(client, program, make_version, author, pw):
