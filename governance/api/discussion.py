@@ -13,7 +13,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -32,6 +33,7 @@ User = get_user_model()
 # --- fields -------------------------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class VisibleChangeRequestField(serializers.PrimaryKeyRelatedField):
     """A change request id among those of programs the requesting user may see."""
 
@@ -41,6 +43,7 @@ class VisibleChangeRequestField(serializers.PrimaryKeyRelatedField):
                                    getattr(request, "user", None), "program")
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class VisibleCommentField(serializers.PrimaryKeyRelatedField):
     def get_queryset(self) -> QuerySet:
         request = self.context.get("request")
@@ -229,6 +232,8 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
     filter_backends: tuple[Any, ...] = ()
 
     def get_queryset(self) -> QuerySet:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no signed-in user
+            return Notification.objects.none()
         queryset = notification_actions.inbox(self.request.user)
         if self.request.query_params.get("unread", "").lower() in ("true", "1"):
             queryset = queryset.filter(read_at=None)
@@ -243,7 +248,7 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         notification_actions.mark_read(request.user, [pk])
         return Response(NotificationSerializer(self.get_object()).data)
 
-    @extend_schema(request=MarkReadSerializer, responses=MarkedSerializer)
+    @extend_schema(request=MarkReadSerializer, responses=MarkedSerializer, operation_id="notifications_read_many")
     @action(detail=False, methods=["post"], url_path="read")
     def read_many(self, request: Request) -> Response:
         """Mark the given notifications read, or every unread one."""
@@ -254,8 +259,8 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
 
     @extend_schema(methods=["get"], request=None, responses=SettingsSerializer)
     @extend_schema(methods=["patch"], request=SettingsUpdateSerializer, responses=SettingsSerializer)
-    @action(detail=False, methods=["get", "patch"], pagination_class=None)
-    def settings(self, request: Request) -> Response:
+    @action(detail=False, methods=["get", "patch"], url_path="settings", pagination_class=None)
+    def preferences(self, request: Request) -> Response:  # not "settings": APIView.settings is DRF's own
         """Your choice per kind: shown in the portal, sent by email (an address is needed for email)."""
         if request.method == "GET":
             return Response({"settings": notification_actions.settings_of(request.user)})
