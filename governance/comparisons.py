@@ -33,7 +33,7 @@ from governance.models import (
     payload_hash,
 )
 from governance.permissions import require_member
-from optimizer import PairedComparison, compare_paired
+from optimizer import PairedComparison, compare_paired, metric_names
 
 PER_PAGE = 25
 CORRECT = 1.0  # a score this high is "right"; graded metrics (F1) below it count as wrong, as the gate's failures do
@@ -128,6 +128,11 @@ class Comparison:
         return [c for c in self.columns if not c.ready and not c.pending]
 
     @property
+    def metric(self) -> str:
+        """The metric the columns' evaluations scored with."""
+        return next((c.evaluation.metric for c in self.columns if c.evaluation is not None), "")
+
+    @property
     def query(self) -> str:
         """The compare page's query string for these columns and dataset; empty when a column is no version
         (the program's spec, before anything is released)."""
@@ -151,11 +156,13 @@ class Comparison:
 # --- columns: which evaluation answers for which version ---------------------------------------------------
 
 
-def version_columns(program: Program, versions: Sequence[PromptVersion], dataset: Dataset) -> list[Column]:
-    """A column per version with its newest evaluation on `dataset` (its own LM and the program's metric):
-    a live one (queued, running, succeeded) before a failed one. One query for every version."""
+def version_columns(program: Program, versions: Sequence[PromptVersion], dataset: Dataset,
+                    metric: str | None = None) -> list[Column]:
+    """A column per version with its newest evaluation on `dataset` (its own LM; the program's metric unless
+    `metric` names another): a live one (queued, running, succeeded) before a failed one. One query."""
     keys = {v.pk: _key(program, v.payload) for v in versions}
-    found = (Evaluation.objects.filter(program=program, dataset_hash=dataset.content_hash, metric=program.metric,
+    found = (Evaluation.objects.filter(program=program, dataset_hash=dataset.content_hash,
+                                       metric=metric or program.metric,
                                        content_hash__in={content for content, _ in keys.values()})
              .order_by("-created_at", "-id"))
     newest: dict[tuple[str, str], Evaluation] = {}
@@ -172,19 +179,36 @@ def _key(program: Program, payload: dict[str, Any]) -> tuple[str, str]:
     return payload_hash(payload), evaluation_actions.lm_key(evaluation_actions.evaluation_lm(program, payload))
 
 
-def request_missing(program: Program, versions: Sequence[PromptVersion], dataset: Dataset, *,
-                    actor: Any) -> list[Evaluation]:
+def request_missing(program: Program, versions: Sequence[PromptVersion], dataset: Dataset, *, actor: Any,
+                    metric: str | None = None) -> list[Evaluation]:
     """Ask the system for the evaluations the comparison lacks (members only; each request is audited and
     announced by the evaluation actions, reused when one exists). Returns the evaluations newly queued."""
     require_member(actor, program)
     if dataset.program_id != program.pk:
         raise InvalidInput(f"dataset {dataset.pk} is not a dataset of program {program.slug}", field="dataset")
+    metric = comparable_metric(program, metric)
     asked = []
-    for column in version_columns(program, versions, dataset):
+    for column in version_columns(program, versions, dataset, metric):
         if column.ready or column.pending or column.version is None:
             continue
-        asked.append(evaluation_actions.request_evaluation(program, column.version.payload, dataset, actor=actor))
+        asked.append(evaluation_actions.request_evaluation(program, column.version.payload, dataset, actor=actor,
+                                                           metric=metric))
     return asked
+
+
+def metric_choices(program: Program) -> list[str]:
+    """Metrics a comparison may score with: the program's own, then every registered name (built-ins such as the
+    LM judge, and entry points). Never an arbitrary `module:function` typed by a user: that would import it."""
+    return list(dict.fromkeys([program.metric, *metric_names()]))
+
+
+def comparable_metric(program: Program, metric: str | None) -> str:
+    """`metric` if a comparison may use it (None or empty: the program's), else 400 naming the field."""
+    if not metric:
+        return program.metric
+    if metric not in metric_choices(program):
+        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(metric_choices(program))}", field="metric")
+    return metric
 
 
 # --- the table ---------------------------------------------------------------------------------------------

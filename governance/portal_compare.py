@@ -9,6 +9,7 @@ results part of the page polls itself.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
@@ -29,6 +30,9 @@ class CompareForm(forms.Form):
     versions = forms.TypedMultipleChoiceField(coerce=int, widget=forms.CheckboxSelectMultiple,
                                               label="Versions (two or more; the first is the reference)")
     dataset = forms.TypedChoiceField(coerce=int, label="Dataset")
+    metric = forms.ChoiceField(required=False, label="Metric",
+                               help_text="The program's own, or another registered one such as the LM judge "
+                                         "(judge: verdict and reason per example).")
 
     def __init__(self, program: Program, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +43,8 @@ class CompareForm(forms.Form):
                                            for v in self.version_rows]
         self.fields["dataset"].choices = [(d.pk, f"{d.name} · {d.get_split_display().lower()} · {d.row_count} rows "
                                                  f"(#{d.pk})") for d in self.dataset_rows]
+        self.fields["metric"].choices = [(m, f"{m} (the program's)" if m == program.metric else m)
+                                         for m in comparisons.metric_choices(program)]
 
     def clean_versions(self) -> list[int]:
         numbers = list(dict.fromkeys(self.cleaned_data["versions"]))
@@ -46,10 +52,11 @@ class CompareForm(forms.Form):
             raise forms.ValidationError("pick at least two versions to compare")
         return numbers
 
-    def picked(self) -> tuple[list[PromptVersion], Dataset]:
+    def picked(self) -> tuple[list[PromptVersion], Dataset, str]:
         by_number = {v.number: v for v in self.version_rows}
         dataset = next(d for d in self.dataset_rows if d.pk == self.cleaned_data["dataset"])
-        return [by_number[n] for n in self.cleaned_data["versions"]], dataset
+        metric = self.cleaned_data.get("metric") or self.program.metric
+        return [by_number[n] for n in self.cleaned_data["versions"]], dataset, metric
 
 
 def _initial(program: Program, form: CompareForm) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def _initial(program: Program, form: CompareForm) -> dict[str, Any]:
     serving = program.labels.filter(name="production").values_list("version__number", flat=True).first()
     newest = [n for n in reversed(numbers) if n != serving][:1]
     test = next((d.pk for d in form.dataset_rows if d.split == "test"), None)
-    return {"versions": ([serving] if serving else []) + newest, "dataset": test}
+    return {"versions": ([serving] if serving else []) + newest, "dataset": test, "metric": program.metric}
 
 
 @portal_view
@@ -70,9 +77,9 @@ def compare_page(request: HttpRequest, slug: str) -> HttpResponse:
                        initial=None if picked else _initial(program, CompareForm(program)))
     comparison = None
     if picked and form.is_valid():
-        versions, dataset = form.picked()
+        versions, dataset, metric = form.picked()
         try:
-            comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset), dataset,
+            comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset, metric), dataset,
                                              show=request.GET.get("rows", "all"),
                                              page=request.GET.get("rows_page", 1))
         except InvalidInput as exc:
@@ -91,12 +98,14 @@ def compare_evaluate(request: HttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         return render(request, "governance/compare.html", {"program": program, "form": form, "comparison": None},
                       status=400)
-    versions, dataset = form.picked()
-    asked = comparisons.request_missing(program, versions, dataset, actor=request.user)
+    versions, dataset, metric = form.picked()
+    asked = comparisons.request_missing(program, versions, dataset, actor=request.user, metric=metric)
     if asked:
         messages.success(request, f"Asked the system to evaluate {_names(versions, asked)} on dataset "
-                                  f"{dataset.name}; the comparison appears here when the evaluations finish.")
-    return redirect(compare_url(program, [v.number for v in versions], dataset.pk))
+                                  f"{dataset.name} ({metric}); the comparison appears here when the evaluations "
+                                  "finish.")
+    return redirect(compare_url(program, [v.number for v in versions], dataset.pk,
+                                None if metric == program.metric else metric))
 
 
 def _names(versions: list[PromptVersion], asked: list[Any]) -> str:
@@ -104,6 +113,6 @@ def _names(versions: list[PromptVersion], asked: list[Any]) -> str:
     return ", ".join(f"v{v.number}" for v in versions if v.content_hash in hashes)
 
 
-def compare_url(program: Program, numbers: list[int], dataset_id: int) -> str:
-    query = "&".join([*(f"versions={n}" for n in numbers), f"dataset={dataset_id}"])
-    return f"{reverse('compare', args=[program.slug])}?{query}"
+def compare_url(program: Program, numbers: list[int], dataset_id: int, metric: str | None = None) -> str:
+    query = [*(("versions", n) for n in numbers), ("dataset", dataset_id), *((("metric", metric),) if metric else ())]
+    return f"{reverse('compare', args=[program.slug])}?{urlencode(query)}"

@@ -37,7 +37,7 @@ def system_test_scores(program: Program, versions: list[PromptVersion | None]) -
     """The latest succeeded system evaluation on a test dataset of each version, by content hash (one query)."""
     hashes = {v.content_hash for v in versions if v is not None}
     found: dict[str, Evaluation] = {}
-    for evaluation in (Evaluation.objects.filter(program=program, content_hash__in=hashes,
+    for evaluation in (Evaluation.objects.filter(program=program, content_hash__in=hashes, metric=program.metric,
                                                  status=EvaluationStatus.SUCCEEDED, dataset__split="test")
                        .select_related("dataset").order_by("-finished_at", "-id")):
         found.setdefault(evaluation.content_hash, evaluation)

@@ -67,25 +67,28 @@ def _live(program: Program, content: str, dataset: Dataset, key: str, metric: st
 
 @transaction.atomic
 def request_evaluation(program: Program, payload: dict[str, Any], dataset: Dataset, *, actor: Any,
-                       run: OptimizationRun | None = None, announce: bool = True) -> Evaluation:
+                       run: OptimizationRun | None = None, announce: bool = True,
+                       metric: str | None = None) -> Evaluation:
     """The evaluation of `payload` on `dataset` with the payload's LM: an existing queued, running or succeeded
     one for the same key, else a new queued one (audited "evaluation.requested", announced on commit).
 
     `announce=False` leaves execution to the caller (the runner evaluates inline, inside the run's budget).
+    `metric` (a registered name; callers check it) scores with another metric than the program's, e.g. an LM
+    judge in a comparison; the program's metric stays the only one gates and change requests read.
     """
     config = evaluation_lm(program, payload)
-    key, content = lm_key(config), payload_hash(payload)
-    existing = _live(program, content, dataset, key, program.metric)
+    key, content, metric = lm_key(config), payload_hash(payload), metric or program.metric
+    existing = _live(program, content, dataset, key, metric)
     if existing is not None:
         return existing
     try:
         with transaction.atomic():  # savepoint: a concurrent request for the same key may win the insert
             evaluation = create(Evaluation, by=actor, program=program, content_hash=content, payload=payload,
                                 dataset=dataset, dataset_hash=dataset.content_hash, lm_config=config, lm_key=key,
-                                metric=program.metric, run=run, examples=dataset.row_count,
+                                metric=metric, run=run, examples=dataset.row_count,
                                 requested_by=actor if getattr(actor, "pk", None) else None)
     except IntegrityError:
-        return _live(program, content, dataset, key, program.metric)  # type: ignore[return-value]
+        return _live(program, content, dataset, key, metric)  # type: ignore[return-value]
     record_event("evaluation.requested", actor=actor, obj=evaluation, program=program,
                  after=evaluation_state(evaluation))
     if announce:
@@ -98,7 +101,8 @@ def retry_evaluation(evaluation: Evaluation, *, actor: Any) -> Evaluation:
     """A failed or cancelled evaluation asked again: a new evaluation of the same key (the old one stays)."""
     expect_status(evaluation.status, [EvaluationStatus.FAILED, EvaluationStatus.CANCELLED],
                   subject=f"evaluation {evaluation.pk}", doing="be retried")
-    return request_evaluation(evaluation.program, evaluation.payload, evaluation.dataset, actor=actor)
+    return request_evaluation(evaluation.program, evaluation.payload, evaluation.dataset, actor=actor,
+                              metric=evaluation.metric)
 
 
 @transaction.atomic

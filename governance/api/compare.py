@@ -32,12 +32,15 @@ class CompareQuerySerializer(serializers.Serializer):
     rows = serializers.ChoiceField(choices=list(comparisons.FILTERS), default="all", required=False,
                                    help_text="Which examples: all, newly_wrong, newly_right, both_wrong.")
     page = serializers.IntegerField(min_value=1, max_value=10**6, default=1, required=False)
+    metric = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                   help_text="A registered metric (e.g. judge); the program's own by default.")
 
 
 class CompareRequestSerializer(serializers.Serializer):
     versions = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**31 - 1),
                                      min_length=2, max_length=MAX_VERSIONS)
     dataset = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    metric = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
 class ColumnSerializer(serializers.Serializer):
@@ -78,6 +81,7 @@ class RowSerializer(serializers.Serializer):
 
 class ComparisonSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(source="dataset.pk")
+    metric = serializers.CharField()
     dataset_hash = serializers.CharField(source="dataset.content_hash")
     ready = serializers.BooleanField()
     columns = ColumnSerializer(many=True)
@@ -119,7 +123,8 @@ class CompareView(APIView):
         query = CompareQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         program, versions, dataset = self._picked(slug, query.validated_data)
-        comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset), dataset,
+        metric = comparisons.comparable_metric(program, query.validated_data.get("metric"))
+        comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset, metric), dataset,
                                          show=query.validated_data["rows"], page=query.validated_data["page"])
         return Response(ComparisonSerializer(comparison).data)
 
@@ -128,6 +133,7 @@ class CompareView(APIView):
         body = CompareRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         program, versions, dataset = self._picked(slug, body.validated_data)
-        comparisons.request_missing(program, versions, dataset, actor=request.user)
-        comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset), dataset)
+        metric = comparisons.comparable_metric(program, body.validated_data.get("metric"))
+        comparisons.request_missing(program, versions, dataset, actor=request.user, metric=metric)
+        comparison = comparisons.compare(comparisons.version_columns(program, versions, dataset, metric), dataset)
         return Response(ComparisonSerializer(comparison).data, status=status.HTTP_202_ACCEPTED)

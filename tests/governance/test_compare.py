@@ -296,3 +296,31 @@ def test_program_page_scores_come_from_the_evaluations_on_the_test_dataset(clien
     html = page_of(client, users["reviewer1"], pw, f"/programs/{program.slug}/").content.decode()
     assert f'Test score <span class="small muted">({TEST_ROWS} rows)</span>' in html and ">Val<" not in html
     assert f'title="system evaluation #{evaluation.pk} on dataset {dataset.name} (#{dataset.pk}, 8 rows)">50.0%' in html
+
+
+def test_a_comparison_can_score_with_the_lm_judge_instead_of_the_programs_metric(client, users, pw, program, two,
+                                                                                  graded, monkeypatch):
+    monkeypatch.setenv("OPTIMIZER_JUDGE_MODEL", FAKE_MODEL)
+    monkeypatch.setenv("OPTIMIZER_JUDGE_API_BASE", graded.url)
+    monkeypatch.setenv("OPTIMIZER_JUDGE_API_KEY", "x")
+    v1, v2, dataset = two
+    client.login(username="reviewer1", password=pw(users["reviewer1"]))
+    refused = client.post(f"/programs/{program.slug}/compare/evaluate/",
+                          {"versions": ["1", "2"], "dataset": str(dataset.pk), "metric": "os:system"})
+    assert refused.status_code == 400 and "Select a valid choice. os:system is not one of the available choices." \
+        in refused.content.decode()
+    api = client.get(f"/api/v1/programs/{program.slug}/compare?versions=1&versions=2&dataset={dataset.pk}"
+                     "&metric=os:system")
+    assert api.status_code == 400 and api.json()["field"] == "metric"
+    asked = client.post(f"/programs/{program.slug}/compare/evaluate/",
+                        {"versions": ["1", "2"], "dataset": str(dataset.pk), "metric": "judge"})
+    assert asked.status_code == 302 and asked["Location"].endswith("&metric=judge")
+    judged = list(Evaluation.objects.filter(metric="judge"))
+    assert len(judged) == 2 and program.metric == "choice"  # the program's own evaluations stay as they were
+    finish_pending(judged)
+    html = client.get(asked["Location"]).content.decode()
+    assert "judge: <strong>pass</strong>" in html and "judge: <strong>fail</strong>" in html
+    assert "text-completion-openai/fake</code> · <code>judge</code>" in html
+    body = client.get(f"/api/v1/programs/{program.slug}/compare?versions=1&versions=2&dataset={dataset.pk}"
+                      "&metric=judge").json()
+    assert body["metric"] == "judge" and body["rows"][0]["cells"][0]["feedback"]["verdict"] == "pass"
