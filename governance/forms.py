@@ -93,10 +93,11 @@ class ReasonField(forms.CharField):
 
 
 class VersionChoiceField(forms.ModelChoiceField):
+    """A version by number and origin; its score is the system evaluation the confirmation step shows (the
+    copied `version.scores` would disagree with it)."""
+
     def label_from_instance(self, obj: PromptVersion) -> str:
-        score = obj.scores.get("test", obj.scores.get("val")) if obj.scores else None
-        suffix = f" \u2014 test {score * 100:.1f}%" if isinstance(score, (int, float)) else ""
-        return f"v{obj.number} ({obj.get_origin_display().lower()}){suffix}"
+        return f"v{obj.number} ({obj.get_origin_display().lower()})"
 
 
 NEW_LABEL = "__new__"  # the label choice that creates a label (the name comes from the `new_label` field)

@@ -24,7 +24,15 @@ from governance.actions import releases as release_actions
 from governance.actions import rights
 from governance.diffing import version_diff
 from governance.errors import IllegalTransition, InvalidInput
-from governance.models import Evaluation, EvaluationStatus, Program, PromptVersion, Release, VersionStatus
+from governance.models import (
+    Evaluation,
+    EvaluationStatus,
+    Program,
+    PromptVersion,
+    Release,
+    ReleaseAction,
+    VersionStatus,
+)
 from governance.views import _program, field_of, portal_view
 
 HISTORY_PAGE_SIZE = 25
@@ -105,9 +113,12 @@ class MoveKind:
 
 def _confirm_context(move: release_actions.LabelMove, request: HttpRequest, kind: MoveKind) -> dict[str, Any]:
     before, after = move.serving_before, move.serving_after
+    headings = ("Now", "After you confirm")
+    if move.action == ReleaseAction.FALLBACK_PINNED:  # what engaging the kill switch would then change
+        after, headings = move.version, ("Serves now", "Would serve while the kill switch is on")
     scores = system_test_scores(move.program, [before, after, move.version])
     return {
-        "program": move.program, "move": move, "title": kind.title(move),
+        "program": move.program, "move": move, "title": kind.title(move), "headings": headings,
         "before": before, "after": after, "before_eval": scores.get(before.content_hash) if before else None,
         "after_eval": scores.get(after.content_hash),
         "diff": version_diff(before.payload if before else None, after.payload) if before != after else None,

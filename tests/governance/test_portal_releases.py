@@ -169,3 +169,13 @@ def test_get_on_a_post_only_address_is_a_friendly_page(signed_in, program, produ
     page = response.content.decode()
     assert response.status_code == 405 and response["Allow"] == "POST"
     assert "Nothing to show at this address" in page and f'href="{_url(program)}" id="form-page-link"' in page
+
+
+def test_pinning_a_fallback_shows_what_the_kill_switch_would_serve(signed_in, program, production, make_approved):
+    v2 = make_approved()
+    page = signed_in.post(_url(program, "fallback"), {"fallback-label": "production", "fallback-version": v2.pk,
+                                                      "fallback-reason": "known good"}).content.decode()
+    now, then = page.split('class="serving-box')[1:3]
+    assert "Serves now" in now and "Version 1" in now
+    assert "Would serve while the kill switch is on" in then and "Version 2" in then
+    assert "What the kill switch would change" in page and _label(program).fallback_version is None

@@ -47,8 +47,24 @@
     target.scrollIntoView({ block: "center" });
   }
 
+  /* The release form's "new label name" field matters only with "A new label": shown then, hidden otherwise
+     (unless it carries an error). The server refuses a missing name either way. */
+  function newLabelField() {
+    var select = document.querySelector('select[name="release-label"]');
+    var input = document.querySelector('input[name="release-new_label"]');
+    if (!select || !input) return;
+    var field = input.closest(".field");
+    function sync() {
+      var wanted = select.value === "__new__" || field.classList.contains("has-error");
+      field.hidden = !wanted;
+    }
+    select.addEventListener("change", sync);
+    sync();
+  }
+
   function start() {
     labelTables(document);
+    newLabelField();
     fixAddress();
     focusError();
   }
