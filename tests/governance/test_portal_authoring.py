@@ -266,3 +266,18 @@ def test_the_authoring_pages_run_a_fixed_number_of_queries(client, author, make_
                 f"/programs/{program.slug}/versions/{draft.number}/playground/"):
         with django_assert_max_num_queries(16):
             assert client.get(url).status_code == 200, url
+
+
+def test_a_two_stage_program_from_the_form_and_a_preview_with_placeholders(client, author):
+    posted = {**PROGRAM_FORM, "slug": "two-stage",
+              "p1-name": "reply", "p1-kind": "chain_of_thought", "p1-instructions": "Answer the review.",
+              "p1-in0-name": "review", "p1-in0-type": "str", "p1-in1-name": "label", "p1-in1-type": "str",
+              "p1-out0-name": "answer", "p1-out0-type": "str"}
+    assert _login(client, author).post("/programs/new/", posted).status_code == 302
+    program = Program.objects.get(slug="two-stage")
+    spec = ProgramSpec.from_dict(program.spec)
+    assert [(p.name, p.kind) for p in spec.predictors] == [("classify", "predict"), ("reply", "chain_of_thought")]
+    assert spec.input_names == ["review"] and spec.output_names == ["answer"]
+    client.post(f"/programs/{program.slug}/drafts/", {"base": ""})
+    page = client.get(f"/programs/{program.slug}/versions/1/edit/").content.decode()
+    assert "Label: &lt;label from classify&gt;\nReasoning:" in page  # the first predictor's output, not typed
