@@ -50,7 +50,8 @@ def program_dspy_import(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid():
         upload = form.cleaned_data["file"]
         try:
-            version = dspy_actions.import_dspy_version(program, actor=request.user, content=upload.read(),
+            content = upload.read(dspy_actions.MAX_FILE_BYTES + 1)  # one byte more than allowed: refused, bounded
+            version = dspy_actions.import_dspy_version(program, actor=request.user, content=content,
                                                        filename=upload.name, note=form.cleaned_data["note"])
         except InvalidInput as exc:
             form.add_error(field_of(exc, form, default="file"), exc.message)

@@ -44,7 +44,7 @@ def read_upload(content: bytes | str | Mapping[str, Any], *, filename: str = "")
     if isinstance(content, Mapping):
         return dict(content)
     if len(content) > MAX_FILE_BYTES:
-        raise InvalidInput(f"the DSPy file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB", field="file")
+        raise InvalidInput(f"the DSPy file is larger than {MAX_FILE_BYTES:,} bytes", field="file")
     source = f"DSPy file {filename}" if filename else "the DSPy file"
     try:
         state = parse_dspy_json(content, source=source)

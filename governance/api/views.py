@@ -175,7 +175,8 @@ class ProgramViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GovernedV
         data = self.parse(s.DspyImportSerializer)
         upload = data.get("file")
         version = dspy_actions.import_dspy_version(
-            self.get_object(), actor=request.user, content=upload.read() if upload else data["state"],
+            self.get_object(), actor=request.user,
+            content=upload.read(dspy_actions.MAX_FILE_BYTES + 1) if upload else data["state"],  # bounded read
             filename=upload.name if upload else "", note=data["note"])
         return self.respond(s.VersionSerializer, version, status.HTTP_201_CREATED)
 

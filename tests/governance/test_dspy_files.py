@@ -202,6 +202,20 @@ def test_api_refusals_name_the_field(api, tmp_path, program, author):
     assert (error(neither)["status"], error(neither)["field"]) == (400, "file")
 
 
+def test_api_refuses_a_file_over_the_size_limit_reading_no_more_than_it(api, tmp_path, program, author,
+                                                                        monkeypatch):
+    monkeypatch.setattr(dspy_actions, "MAX_FILE_BYTES", 1000)
+    content = saved(tuned_predict(), tmp_path / "support.json")
+    assert len(content) > 1000
+
+    response = api(author).post(f"{V1}/programs/support/import-dspy/",
+                                {"file": SimpleUploadedFile("support.json", content)}, format="multipart")
+
+    assert error(response) == {"status": 400, "code": "invalid", "field": "file",
+                               "detail": "the DSPy file is larger than 1,000 bytes",
+                               "errors": {"file": ["the DSPy file is larger than 1,000 bytes"]}}
+
+
 def test_api_exports_an_approved_version_in_the_layout_asked(api, program, make_approved, make_version, reviewer1):
     approved = make_approved()
     client = api(reviewer1)
