@@ -54,14 +54,15 @@ def password_field(help_text: str) -> serializers.CharField:
 class MeSerializer(serializers.ModelSerializer):
     name = serializers.SerializerMethodField()
     email = serializers.CharField(read_only=True)
-    roles = serializers.SerializerMethodField()
+    roles = serializers.SerializerMethodField(help_text="Global roles (author, reviewer, releaser: defaults only).")
     programs = serializers.SerializerMethodField()
+    program_roles = serializers.SerializerMethodField(help_text="Your roles on each program you are a member of.")
     must_change_password = serializers.SerializerMethodField(
         help_text="An administrator set your password: change it (POST users/me/password/) before you can sign.")
 
     class Meta:
         model = User
-        fields = ("id", "username", "name", "email", "roles", "programs", "must_change_password")
+        fields = ("id", "username", "name", "email", "roles", "programs", "program_roles", "must_change_password")
         read_only_fields = fields
 
     def get_name(self, user: Any) -> str:
@@ -72,6 +73,9 @@ class MeSerializer(serializers.ModelSerializer):
 
     def get_programs(self, user: Any) -> list[str]:
         return list(visible_programs(user).order_by("slug").values_list("slug", flat=True))
+
+    def get_program_roles(self, user: Any) -> dict[str, list[str]]:
+        return dict(user.program_memberships.order_by("program__slug").values_list("program__slug", "roles"))
 
     def get_must_change_password(self, user: Any) -> bool:
         return accounts.must_change_password(user)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.django_db
 def test_me(api, program, reviewer1, auditor):
     me = api(reviewer1).get(f"{V1}/users/me/").json()
     assert me == {"id": reviewer1.pk, "username": "reviewer1", "name": "Reviewer1 Example", "email": "",
-                  "roles": ["reviewer"], "programs": ["support"], "must_change_password": False}
+                  "roles": ["reviewer"], "programs": ["support"], "program_roles": {"support": ["reviewer"]},
+                  "must_change_password": False}
     assert api().get(f"{V1}/users/me/").status_code == 403
 
 
