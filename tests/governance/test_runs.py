@@ -210,7 +210,8 @@ def test_cancelling_a_queued_run_ends_it_at_once_and_the_job_skips_it(db, progra
 
 
 def test_only_authors_of_the_program_start_and_cancel_runs(db, program, users):
-    with pytest.raises(PermissionDenied, match="^user 'reviewer1' needs the author role to start optimization runs$"):
+    with pytest.raises(PermissionDenied, match="^user 'reviewer1' needs the author role to start optimization runs on "
+                                               "program tickets$"):
         start_run(program, actor=users["reviewer1"])
     with pytest.raises(PermissionDenied, match="^user 'outsider' is not a member of program tickets$"):
         start_run(program, actor=users["outsider"])
