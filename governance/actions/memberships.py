@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from governance.actions._common import create, save, user_ref
 from governance.audit import record_event
@@ -131,8 +131,12 @@ def add_initial_members(program: Program, members: Iterable[Any], *, actor: Any)
 
 def _grant(program: Program, user: Any, roles: list[str], *, actor: Any, reason: str,
            source: str) -> ProgramMembership:
-    membership = create(ProgramMembership, by=actor, program=program, user=user, roles=roles, source=source,
-                        granted_by=actor if getattr(actor, "pk", None) else None)
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent grant of the same membership is a 409, not a 500
+            membership = create(ProgramMembership, by=actor, program=program, user=user, roles=roles,
+                                source=source, granted_by=actor if getattr(actor, "pk", None) else None)
+    except IntegrityError:
+        raise IllegalTransition(f"user {user.get_username()!r} is already a member of {program.slug}") from None
     record_event("program.member_added", actor=actor, obj=membership, program=program,
                  after=membership_state(membership), reason=reason)
     forget_memberships(user)

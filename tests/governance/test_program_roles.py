@@ -24,6 +24,7 @@ from governance.actions import exports as export_actions
 from governance.actions import releases as release_actions
 from governance.actions import reviews as review_actions
 from governance.actions import runs as run_actions
+from governance.actions import memberships as membership_actions
 from governance.actions import versions as version_actions
 from governance.actions.memberships import (
     add_member,
@@ -283,6 +284,9 @@ def test_membership_refusals(program, users, admin, author):
     assert bad_source.value.field == "source"
     with pytest.raises(IllegalTransition, match="user 'reviewer1' is already a member of support"):
         grant_membership(program, reviewer1, actor=admin, roles=["reviewer"])
+    with pytest.raises(IllegalTransition, match="user 'reviewer1' is already a member of support"):
+        membership_actions._grant(program, reviewer1, ["reviewer"], actor=admin, reason="",
+                                  source="manual")  # what a concurrent grant that lost the race meets
     with pytest.raises(IllegalTransition, match="user 'reviewer1' already holds exactly the roles reviewer on "
                                                 "program support"):
         change_program_roles(program, reviewer1, ["reviewer"], actor=admin)
