@@ -7,9 +7,11 @@ does (the provider's login form included) until the provider redirects back to t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +42,7 @@ class OidcProvider:
     port: int = field(default_factory=free_port)
     control_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     process: subprocess.Popen | None = None
+    folder: Path | None = None
 
     @property
     def issuer(self) -> str:
@@ -49,14 +52,16 @@ class OidcProvider:
         client = {"client_id": self.client_id, "client_secret": self.client_secret,
                   "redirect_uris": self.redirect_uris}
         env = {**os.environ, "OIDC_PROVIDER_DIR": str(folder), "OIDC_PROVIDER_CONTROL_SECRET": self.control_secret,
-               "OIDC_PROVIDER_CLIENT": __import__("json").dumps(client)}
+               "OIDC_PROVIDER_CLIENT": json.dumps(client)}
         env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.folder = folder
+        log = (folder / "provider.log").open("w")  # a file, not a pipe: a full pipe would block the server
         self.process = subprocess.Popen([sys.executable, "-m", "tests.oidc_provider.serve", str(self.port)],
-                                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.process.stdout.readline()
         if line.strip() != "ready":
             self.stop()
-            raise RuntimeError(f"the test OIDC provider did not start: {line}{self.process.stderr.read()}")
+            raise RuntimeError(f"the test OIDC provider did not start: {line}{(folder / 'provider.log').read_text()}")
         self._wait_for_discovery()
         return self
 
@@ -75,6 +80,8 @@ class OidcProvider:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def user(self, username: str, **fields: Any) -> str:
         """Create or update a user at the provider (password, email, first_name, last_name, groups, active);
