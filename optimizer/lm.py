@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
@@ -584,6 +585,7 @@ class _ResponseCache:
 
 _litellm_lock = threading.Lock()
 _litellm_module: ModuleType | None = None
+_http_session: Any = None  # the httpx.Client this module gave litellm as `client_session`, if any
 
 
 def _litellm() -> ModuleType:
@@ -601,7 +603,38 @@ def _litellm() -> ModuleType:
                 # litellm logs every call at INFO; keep its warnings, unless the user asked for its logs.
                 logging.getLogger("LiteLLM").setLevel(logging.WARNING)
             _litellm_module = litellm
+        _share_http_session(_litellm_module)
     return _litellm_module
+
+
+def _share_http_session(litellm: ModuleType) -> None:
+    """One HTTP client for litellm's OpenAI-compatible calls in this process, unless the caller set one.
+
+    Without `litellm.client_session`, litellm's text-completion path builds a new OpenAI SDK client, and with it
+    a new httpx client, for every call; each loads the CA bundle into a new SSL context, about 30 ms of CPU a
+    call, and opens a new connection. The shared client is litellm's own per-call one, built once (same
+    defaults, connection pool, redirects). Requests, answers and usage are unchanged. Caller holds the lock.
+    """
+    global _http_session
+    if litellm.client_session is not None:
+        return
+    try:
+        from litellm.llms.openai.common_utils import OpenAIHTTPClient as client_class
+    except ImportError:  # litellm moved it: the OpenAI SDK's default client is what it wraps
+        from openai import DefaultHttpxClient as client_class
+    _http_session = litellm.client_session = client_class()
+
+
+def _forget_http_session_after_fork() -> None:
+    """A forked child (e.g. a Celery prefork worker) must not share the parent's pooled sockets."""
+    global _http_session
+    if _litellm_module is not None and _http_session is not None and \
+            _litellm_module.client_session is _http_session:
+        _litellm_module.client_session = None
+    _http_session = None
+
+
+os.register_at_fork(after_in_child=_forget_http_session_after_fork)
 
 
 def _call_litellm(config: LMConfig, request: dict[str, Any]) -> LMResponse:
@@ -620,12 +653,13 @@ def _call_litellm(config: LMConfig, request: dict[str, Any]) -> LMResponse:
     if config.is_local and "sample" in request:
         # llama.cpp reseeds each call: without a per-sample seed every sample of a prompt would be identical.
         kwargs["seed"] = request["sample"]
-    if request["mode"] == "completion":
-        raw = litellm.text_completion(prompt=request["prompt"], **kwargs)
-        text = raw.choices[0].text
-    else:
-        raw = litellm.completion(messages=request["messages"], **kwargs)
-        text = raw.choices[0].message.content
+    with _without_unused_success_logging(litellm):
+        if request["mode"] == "completion":
+            raw = litellm.text_completion(prompt=request["prompt"], **kwargs)
+            text = raw.choices[0].text
+        else:
+            raw = litellm.completion(messages=request["messages"], **kwargs)
+            text = raw.choices[0].message.content
     usage = getattr(raw, "usage", None)
     return LMResponse(text=text or "", prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                       completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
@@ -633,10 +667,47 @@ def _call_litellm(config: LMConfig, request: dict[str, Any]) -> LMResponse:
                       finish_reason=raw.choices[0].finish_reason)
 
 
+_LITELLM_CALLBACK_LISTS = ("callbacks", "success_callback", "_async_success_callback", "input_callback")
+
+
+@contextmanager
+def _without_unused_success_logging(litellm: ModuleType) -> Iterator[None]:
+    """Skip litellm's success logging when nobody registered a callback to receive it.
+
+    After every successful call litellm builds its standard logging payload (prices the response again, copies
+    the request) on a thread pool, about 2 ms of CPU a call, even with no callback to hand it to. litellm marks
+    its own nested calls "internal" to skip that; an LM call with no callback registered is marked the same
+    way. Failure logging, the response and its usage are untouched, and a callback registered later (e.g. an
+    observability integration) gets every call again.
+    """
+    try:
+        from litellm._internal_context import is_internal_call
+    except ImportError:  # an older litellm without the switch: it logs, as it always did
+        yield
+        return
+    if any(getattr(litellm, name, None) for name in _LITELLM_CALLBACK_LISTS):
+        yield
+        return
+    token = is_internal_call.set(True)
+    try:
+        yield
+    finally:
+        is_internal_call.reset(token)
+
+
 def _cost(litellm: ModuleType, config: LMConfig, raw: Any) -> float:
-    """USD cost when litellm's (local) cost map knows the model; 0.0 otherwise. Never raises."""
+    """USD cost when litellm's (local) cost map knows the model; 0.0 otherwise. Never raises.
+
+    litellm prices every response it returns and keeps the figure in its hidden params: read it rather than
+    pricing the response a second time (a cost-map lookup is a few ms of CPU, and for a model litellm does not
+    know it searches generalized names and raises before giving up).
+    """
     if config.is_local:
         return 0.0
+    hidden = getattr(raw, "_hidden_params", None)
+    # litellm stamps the call id and the price together (the price is None when it knows none for the model).
+    if hidden is not None and hidden.get("litellm_call_id") is not None:
+        return float(hidden.get("response_cost") or 0.0)
     try:
         return float(litellm.completion_cost(completion_response=raw) or 0.0)
     except Exception:  # noqa: BLE001 - unknown models (self-hosted, fakes) simply cost nothing
