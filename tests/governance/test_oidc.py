@@ -273,3 +273,44 @@ def test_an_sso_user_cannot_sign_with_a_password_through_the_api(sso, rita, make
     assert response.status_code == 403
     assert "signs through the identity provider" in response.json()["detail"]
     assert not Review.objects.filter(change_request=cr).exists()
+
+
+def test_the_login_page_offers_sso_and_can_drop_the_password_form(sso, settings, client):
+    page = client.get("/login/")
+    assert b"Sign in with your organization" in page.content and b'name="password"' in page.content
+    settings.GOVERNANCE_LOCAL_LOGIN = False
+    page = client.get("/login/")
+    assert b"sso-login" in page.content and b'name="password"' not in page.content
+
+
+def test_group_claims_leave_a_membership_granted_by_hand_alone(settings, program, admin, outsider, audit):
+    from governance.actions import grant_membership
+    from governance.actions.identities import apply_group_roles
+
+    settings.GOVERNANCE_OIDC_GROUP_ROLES = GROUP_ROLES
+    grant_membership(program, outsider, actor=admin, roles=["releaser"], reason="on call this month")
+    audit.mark()
+
+    apply_group_roles(outsider, ["support-reviewers"])
+
+    membership = ProgramMembership.objects.get(program=program, user=outsider)
+    assert (membership.roles, membership.source) == (["releaser"], "manual") and audit.actions() == []
+
+
+def test_a_provider_that_does_not_answer_decides_nothing(settings, users, program):
+    from governance.actions.identities import seal_token
+    from tests.oidc_provider.harness import free_port
+
+    settings.GOVERNANCE_OIDC_ISSUER = f"http://127.0.0.1:{free_port()}/o"  # nothing listens there
+    settings.GOVERNANCE_OIDC_CLIENT_ID = "governance-portal"
+    settings.GOVERNANCE_OIDC_TIMEOUT = 2
+    provider._discovered.clear()
+    user = users["reviewer1"]
+    Identity.objects.create(user=user, issuer=settings.GOVERNANCE_OIDC_ISSUER, subject="42",
+                            refresh_token=seal_token("a-refresh-token"))
+
+    report = checks.check_identities()
+
+    assert (report.checked, report.refused, report.unreachable) == (1, 0, 1)
+    user.refresh_from_db()
+    assert user.is_active and "discovery document" in Identity.objects.get(user=user).check_error
