@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from governance import comparisons
+from governance.actions import reviews as review_actions
 from governance.errors import InvalidInput
 from governance.models import Dataset, Program, PromptVersion
 from governance.views import _program, portal_view
@@ -62,7 +63,8 @@ class CompareForm(forms.Form):
 def _initial(program: Program, form: CompareForm) -> dict[str, Any]:
     """Production and the newest other version on the newest test dataset, when the user picked nothing."""
     numbers = [v.number for v in form.version_rows]
-    serving = program.labels.filter(name="production").values_list("version__number", flat=True).first()
+    production = review_actions.production_version(program)
+    serving = production.number if production else None
     newest = [n for n in reversed(numbers) if n != serving][:1]
     test = next((d.pk for d in form.dataset_rows if d.split == "test"), None)
     return {"versions": ([serving] if serving else []) + newest, "dataset": test, "metric": program.metric}
@@ -73,8 +75,9 @@ def _initial(program: Program, form: CompareForm) -> dict[str, Any]:
 def compare_page(request: HttpRequest, slug: str) -> HttpResponse:
     program = _program(request, slug)
     picked = "versions" in request.GET or "dataset" in request.GET
-    form = CompareForm(program, request.GET if picked else None,
-                       initial=None if picked else _initial(program, CompareForm(program)))
+    form = CompareForm(program, request.GET if picked else None)
+    if not picked:
+        form.initial = _initial(program, form)
     comparison = None
     if picked and form.is_valid():
         versions, dataset, metric = form.picked()

@@ -145,7 +145,11 @@ def test_missing_evaluations_are_requested_through_the_actions_and_the_page_says
 
 def test_bad_picks_are_refused_naming_the_field(client, users, pw, program, two, outsider):
     _, _, dataset = two
-    one = page_of(client, users["reviewer1"], pw, url(program, [1], dataset))
+    blank = page_of(client, users["reviewer1"], pw, f"/programs/{program.slug}/compare/")
+    html = blank.content.decode()  # nothing picked: the newest version (no production yet) on the test dataset
+    assert blank.status_code == 200 and "Side by side" not in html
+    assert 'value="2" id="id_versions_1" checked' in html and 'value="1" id="id_versions_0" checked' not in html
+    one = client.get(url(program, [1], dataset))
     assert one.status_code == 400 and "pick at least two versions to compare" in one.content.decode()
     unknown = client.get(url(program, [1, 9], dataset))
     assert unknown.status_code == 400 and "Select a valid choice. 9 is not one of the available choices." in \
