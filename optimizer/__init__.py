@@ -20,6 +20,7 @@ from optimizer.errors import (
     LMUnreachableError,
     MetricError,
     OptimizerError,
+    SignatureHintError,
     SpecError,
     StopRequested,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "RenderedPrompt",
     "RunResult",
     "Signature",
+    "SignatureHintError",
     "SpecError",
     "StopRequested",
     "TrialRecord",

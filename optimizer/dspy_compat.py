@@ -41,7 +41,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from optimizer.errors import SpecError
+from optimizer.errors import SignatureHintError, SpecError
 from optimizer.lm import LMConfig
 from optimizer.program import REASONING_FIELD, Demo, Predictor, ProgramSpec
 from optimizer.signatures import Field, Signature
@@ -524,7 +524,7 @@ def program_from_dspy(state: State, *, name: str, signatures: Mapping[str, str] 
     names = {path: _predictor_names(path) for path, _ in states}
     unknown = sorted(set(hints) - {n for candidates in names.values() for n in candidates})
     if unknown:
-        raise SpecError(f"signatures name predictor(s) {', '.join(unknown)} the file does not have "
+        raise SignatureHintError(f"signatures name predictor(s) {', '.join(unknown)} the file does not have "
                         f"(its predictors: {', '.join(' or '.join(c) for c in names.values())})")
     predictors = tuple(_infer_predictor(path, predictor_state, hints) for path, predictor_state in states)
     template = ProgramSpec(name=name, predictors=predictors)
@@ -554,8 +554,8 @@ def _infer_predictor(path: str, state: State, hints: dict[str, str]) -> Predicto
         if cot_name is not None and len(saved) == declared + 1:
             return Predictor(name=cot_name, signature=signature, kind="chain_of_thought")
         if len(saved) != declared:
-            raise SpecError(f"dspy predictor {path!r} has {len(saved)} fields; the signature given for it has "
-                            f"{declared} ({', '.join(signature.input_names + signature.output_names)})")
+            raise SignatureHintError(f"dspy predictor {path!r} has {len(saved)} fields; the signature given for it has "
+                            f"{declared} ({', '.join(signature.input_names + signature.output_names)})", predictor=name)
         return Predictor(name=name, signature=signature)
     names = _field_names(path, saved, state.get("demos"))
     inputs = _input_count(path, names, signature_state.get("instructions", ""), cot_name is not None)
@@ -586,7 +586,7 @@ def _hinted_signature(name: str, shorthand: str) -> Signature:
     try:
         return Signature.parse(shorthand)
     except SpecError as exc:
-        raise SpecError(f"signature given for predictor {name!r}: {exc}") from None
+        raise SignatureHintError(f"signature given for predictor {name!r}: {exc}", predictor=name) from None
 
 
 def _field_names(path: str, saved: list[dict[str, str]], demos: Any) -> list[str]:
@@ -599,12 +599,12 @@ def _field_names(path: str, saved: list[dict[str, str]], demos: Any) -> list[str
         name = _placeholder(field_state["description"]) or (full_demo[index] if full_demo else None) \
             or _name_from_prefix(field_state["prefix"])
         if name is None:
-            raise SpecError(f"dspy predictor {path!r}: cannot tell the name of field {index} (prefix "
-                            f"{field_state['prefix']!r}); give the predictor's signature")
+            raise SignatureHintError(f"dspy predictor {path!r}: cannot tell the name of field {index} (prefix "
+                                     f"{field_state['prefix']!r}); {_give_signature(path)}", predictor=_hint_name(path))
         names.append(name)
     if len(set(names)) != len(names):
-        raise SpecError(f"dspy predictor {path!r}: field names read from the file repeat ({', '.join(names)}); "
-                        "give the predictor's signature")
+        raise SignatureHintError(f"dspy predictor {path!r}: field names read from the file repeat "
+                                 f"({', '.join(names)}); {_give_signature(path)}", predictor=_hint_name(path))
     return names
 
 
@@ -622,6 +622,17 @@ def _input_count(path: str, names: list[str], instructions: str, chain_of_though
             return len(inputs)
     if chain_of_thought and REASONING_FIELD.name in names[1:]:
         return names.index(REASONING_FIELD.name)
-    raise SpecError(f"dspy predictor {path!r}: the file does not say which of its fields ({', '.join(names)}) are "
-                    "inputs (dspy does not save it); give the predictor's signature, e.g. "
-                    f"'{', '.join(names[:-1]) or 'question'} -> {names[-1]}'")
+    example = f"{', '.join(names[:-1]) or 'question'} -> {names[-1]}"
+    raise SignatureHintError(f"dspy predictor {path!r}: the file does not say which of its fields ({', '.join(names)}) "
+                             f"are inputs (dspy does not save it); {_give_signature(path)}, e.g. '{example}'",
+                             predictor=_hint_name(path))
+
+
+def _hint_name(path: str) -> str:
+    """The name `signatures` gives a predictor at `path` under (a ChainOfThought's own name for its inside)."""
+    return _predictor_names(path)[-1]
+
+
+def _give_signature(path: str) -> str:
+    name = _hint_name(path)
+    return "give the predictor's signature" if name == path else f"give its signature under the name {name!r}"

@@ -11,6 +11,16 @@ class SpecError(OptimizerError, ValueError):
     """A signature, field or program description is invalid (unknown type, duplicate name, ...)."""
 
 
+class SignatureHintError(SpecError):
+    """A DSPy file's predictor needs the signature dspy did not save (which fields are inputs), or the one given
+    for it (``program_from_dspy(signatures=...)``) does not fit the file. `predictor` is the name a signature is
+    given under ("" when the given names themselves are wrong)."""
+
+    def __init__(self, message: str, *, predictor: str = "") -> None:
+        super().__init__(message)
+        self.predictor = predictor
+
+
 class DataError(OptimizerError, ValueError):
     """A data file or example is invalid; the message names the file and row."""
 

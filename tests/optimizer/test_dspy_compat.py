@@ -29,7 +29,7 @@ from optimizer.dspy_compat import (  # noqa: E402
     save_dspy_state,
     to_dspy_state,
 )
-from optimizer.errors import SpecError  # noqa: E402
+from optimizer.errors import SignatureHintError, SpecError  # noqa: E402
 from optimizer.program import REASONING_FIELD, ChainOfThought, Predict, Predictor, Program  # noqa: E402
 from optimizer.signatures import Field, Signature  # noqa: E402
 
@@ -563,10 +563,11 @@ def test_a_tuned_file_needs_the_signature_dspy_did_not_save(tmp_path: Path) -> N
     written.save(tmp_path / "dspy.json")
     state = read_dspy_file(tmp_path / "dspy.json")
 
-    with pytest.raises(SpecError, match=re.escape(
+    with pytest.raises(SignatureHintError, match=re.escape(
             "dspy predictor 'self': the file does not say which of its fields (text, label) are inputs (dspy does "
-            "not save it); give the predictor's signature, e.g. 'text -> label'")):
+            "not save it); give its signature under the name 'predict', e.g. 'text -> label'")) as needed:
         program_from_dspy(state, name="sentiment")
+    assert needed.value.predictor == "predict"
     imported = program_from_dspy(state, name="sentiment",
                                  signatures={"predict": "text -> label: choice[positive|negative]"})
 
