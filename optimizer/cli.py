@@ -20,6 +20,9 @@ from optimizer.errors import ModelFailing, OptimizerError, SpecError
 
 EXIT_USAGE = 2
 
+METRIC_HELP = ("exact, choice, f1, judge (an LM judge: OPTIMIZER_JUDGE_MODEL, the local model by default), a name "
+               "registered in the prompt_governance.metrics entry points, or module:function")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m optimizer", description="MIPRO prompt optimizer.")
@@ -56,7 +59,7 @@ def _optimize_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--program", required=True, type=Path, help="program spec JSON")
     _data_arguments(parser, "--train")
     parser.add_argument("--val", type=Path, default=None, help="validation file (default: held out from train)")
-    parser.add_argument("--metric", default="choice", help="exact, choice, f1 or module:function")
+    parser.add_argument("--metric", default="choice", help=METRIC_HELP)
     _lm_arguments(parser)
     parser.add_argument("--proposal-model", default=None, help="model that writes instructions (default: --model)")
     parser.add_argument("--preset", default="light", choices=["light", "medium", "heavy"])
@@ -81,7 +84,7 @@ def _optimize_parser(parser: argparse.ArgumentParser) -> None:
 def _evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--program", required=True, type=Path, help="program or compiled program JSON")
     _data_arguments(parser, "--data")
-    parser.add_argument("--metric", default="choice")
+    parser.add_argument("--metric", default="choice", help=METRIC_HELP)
     _lm_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="per-example results JSON")
 
