@@ -27,6 +27,7 @@ from governance.models import (
     AuditEvent,
     Candidate,
     ChangeRequest,
+    Comment,
     Dataset,
     DriftAlert,
     Evaluation,
@@ -34,14 +35,18 @@ from governance.models import (
     Example,
     Export,
     LoginThrottle,
+    Notification,
+    NotificationSetting,
     OptimizationRun,
     PlaygroundCall,
     Program,
+    ProgramMembership,
     PromptVersion,
     Release,
     ReleaseLabel,
     Review,
     ReviewPolicy,
+    ReviewerAssignment,
     Trial,
     WebhookDelivery,
     WebhookSubscription,
@@ -109,6 +114,13 @@ class ProgramAdmin(ReadOnlyHistoryAdmin):
     list_filter = ("reoptimize_schedule", "metric")
     search_fields = ("slug", "name", "description", "owner__username")
     date_hierarchy = "created_at"
+
+
+@admin.register(ProgramMembership)
+class ProgramMembershipAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("program", "user", "roles", "source", "granted_by", "updated_at")
+    list_filter = ("source", "program")
+    search_fields = ("program__slug", "user__username")
 
 
 @admin.register(Dataset)
@@ -206,6 +218,37 @@ class ReviewAdmin(ReadOnlyHistoryAdmin):
     search_fields = ("printed_name", "reviewer__username", "content_hash", "reason")
     list_select_related = ("change_request", "version__program")
     date_hierarchy = "signed_at"
+
+
+@admin.register(Comment)
+class CommentAdmin(ReadOnlyAdmin):
+    list_display = ("id", "change_request", "author", "anchor", "predictor", "demo_index", "review", "created_at",
+                    "resolved_at")
+    list_filter = ("review", "anchor")
+    search_fields = ("body", "author__username", "predictor")
+    list_select_related = ("change_request", "author")
+
+
+@admin.register(ReviewerAssignment)
+class ReviewerAssignmentAdmin(ReadOnlyAdmin):
+    list_display = ("change_request", "reviewer", "due_date", "assigned_by", "created_at", "removed_at")
+    search_fields = ("reviewer__username",)
+    list_select_related = ("change_request", "reviewer", "assigned_by")
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ("recipient", "kind", "text", "created_at", "read_at", "email_status", "email_attempts")
+    list_filter = ("kind", "email_status")
+    search_fields = ("recipient__username", "text")
+    list_select_related = ("recipient",)
+
+
+@admin.register(NotificationSetting)
+class NotificationSettingAdmin(ReadOnlyAdmin):
+    list_display = ("user", "kind", "in_app", "email", "updated_at")
+    list_filter = ("kind",)
+    search_fields = ("user__username",)
 
 
 @admin.register(ReleaseLabel)
