@@ -37,20 +37,26 @@ AUDIT_KEY = "5c" * 32
 SECTION_START, SECTION_END = "<!-- scale:start -->", "<!-- scale:end -->"
 
 
-def configure(database: str, workdir: Path) -> None:
+def configure(database: str, workdir: Path, *, fresh: bool) -> None:
     os.environ.update(
         DJANGO_SETTINGS_MODULE="governance.settings", LITELLM_LOCAL_MODEL_COST_MAP="True",
         GOVERNANCE_VAR_DIR=str(workdir), GOVERNANCE_AUDIT_KEY=AUDIT_KEY, GOVERNANCE_AUDIT_CHECKPOINT_EVERY="0",
         GOVERNANCE_AUDIT_ANCHOR_PATH=str(workdir / "anchor.jsonl"), CELERY_BROKER_URL="",
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
-    if database == "postgresql":
+    if fresh:  # a new build: new keys and anchor with the new chain
+        for name in ("signing_key.pem", "anchor.jsonl", "world.json"):
+            (workdir / name).unlink(missing_ok=True)
+    if database == "postgresql" and fresh:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
             connection.execute(f"CREATE DATABASE {PG_DATABASE}")
+    if database == "postgresql":
         os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
     else:
+        if fresh:
+            (workdir / "scale.sqlite3").unlink(missing_ok=True)
         os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'scale.sqlite3'}"
     sys.path.insert(0, str(ROOT))
     import django
@@ -94,6 +100,7 @@ def build(sizes: dict[str, int]) -> dict[str, Any]:
     if checkpoint is None or checkpoint.last_event_id != last_id:
         raise SystemExit(f"the checkpoint does not cover the chain ({checkpoint}): the bulk path is wrong")
     world["checkpoint_seconds"] = round(time.perf_counter() - started, 1)
+    world["sizes"] = sizes
     return world
 
 
@@ -281,6 +288,10 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--report", action="store_true", help="only rewrite the docs section from the results")
+    parser.add_argument("--workdir", help="where the database (SQLite) and the built world's description are kept "
+                                          "(default: <tmp>/governance-scale-<database>)")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="measure the database an earlier run built in --workdir (no rebuild)")
     args = parser.parse_args()
     if args.report:
         return report()
@@ -288,15 +299,21 @@ def main() -> None:
         parser.error("--database is required unless --report")
     sizes = {"events": args.events, "versions": args.versions, "change_requests": args.change_requests,
              "programs": args.programs, "users": args.users}
-    with tempfile.TemporaryDirectory(prefix="governance-scale-") as workdir:
-        configure(args.database, Path(workdir))
+    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"governance-scale-{args.database}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    built = workdir / "world.json"
+    configure(args.database, workdir, fresh=not args.measure_only)
+    if args.measure_only:
+        world = json.loads(built.read_text())
+    else:
         world = build(sizes)
-        rows = measure(world, args.repeat)
+        built.write_text(json.dumps(world))
+    rows = measure(world, args.repeat)
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"scale_{args.database}.json"
-    out.write_text(json.dumps({"sizes": sizes, "repeat": args.repeat, "commit": commit, "world": world,
-                               "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"sizes": world.get("sizes", sizes), "repeat": args.repeat, "commit": commit,
+                               "world": world, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     report()
 
