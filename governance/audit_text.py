@@ -48,7 +48,7 @@ WORDING: dict[str, str] = {
     "release.kill_switch_on": "engaged the kill switch of {label}: it serves fallback version {version}",
     "release.kill_switch_off": "released the kill switch of {label}: it serves version {version} again",
     "run.started": "started {object}", "run.queued": "put {object} back in the queue",
-    "run.running": "{object} started running", "run.succeeded": "{object} finished and proposed a version",
+    "run.running": "{object} started running", "run.executing": "{object} started on a worker", "run.succeeded": "{object} finished and proposed a version",
     "run.failed": "{object} failed", "run.cancelled": "{object} was cancelled",
     "run.cancel_requested": "asked to cancel {object}", "run.requeued": "requeued {object} (its worker was lost)",
     "run.resumed": "resumed {object}", "run.redispatched": "sent {object} to a worker again",
@@ -131,7 +131,8 @@ def sentence(event: AuditEvent, target: str) -> str:
         text = phrase
     if phrase.startswith("{object}"):  # the object did it (a run finished): the actor is who set it going
         return text[0].upper() + text[1:]
-    return f"{event.actor_name or 'The system'} {text}"
+    actor = event.actor_name if event.actor_name and event.actor_name.lower() != "system" else "The system"
+    return f"{actor} {text}"
 
 
 def _link_maps(events: list[AuditEvent]) -> dict[str, dict[str, Any]]:
