@@ -7,6 +7,9 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from governance.actions import discussion as discussion_actions
+from governance.actions import notifications as notification_actions
+from governance.actions.reviews import open_change_request
 from governance.actions.datasets import import_dataset
 from governance.actions.exports import export_version
 from governance.actions.accounts import record_login_failure
@@ -55,6 +58,12 @@ def world(tmp_path):
     version = approved(team, run=run)
     try_version(draft(team, instructions="A newer idea."), actor=team.author, inputs={"ticket": "Refund please"})
     release(team, version)
+    discussed = open_change_request(draft(team, instructions="Another idea."), actor=team.author, title="Discussed")
+    discussion_actions.add_comment(discussed, actor=team.reviewer1, body=f"@{team.author.username} why?")
+    discussion_actions.assign_reviewer(discussed, actor=team.author, reviewer=team.reviewer1)
+    notification_actions.notify([team.author], kind="mentioned", actor=team.reviewer1, program=team.program,
+                                subject_type="change_request", subject_id=discussed.pk, text="mentioned", link="/")
+    notification_actions.update_settings(team.author, actor=team.author, changes={"released": {"email": False}})
     with signing_key_settings(tmp_path):
         export_version(version, actor=team.releaser)
         write_checkpoint(origin="manual")
