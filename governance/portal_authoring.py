@@ -1,7 +1,8 @@
 """Portal pages for authoring: programs, datasets, drafts with a live prompt preview, and the playground.
 
-Thin views over the actions: `programs.create_program`, `datasets.import_dataset`, `versions.create_version` /
-`edit_version`, `governance.playground.try_version`, one per POST. The dynamic forms (predictors and fields of a
+Thin views over the actions: `programs.create_program` (`dspy_files.create_program_from_file` for an uploaded
+spec or DSPy file), `datasets.import_dataset`, `versions.create_version` / `edit_version`,
+`governance.playground.try_version`, one per POST. The dynamic forms (predictors and fields of a
 new program, the demos of a draft) post indexed names (`p0-in1-name`, `p0-d3-category`); the functions below turn
 them into the spec or payload the actions validate, and back into rows to re-render after a refusal. Bad input
 re-renders the form with the action's message (400); permission and workflow refusals are the portal's error
@@ -27,6 +28,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from governance import playground
 from governance.actions import datasets as dataset_actions
+from governance.actions import dspy_files as dspy_actions
 from governance.actions import programs as program_actions
 from governance.actions import rights
 from governance.actions import versions as version_actions
@@ -57,8 +59,29 @@ class ProgramForm(forms.Form):
     api_base = forms.URLField(max_length=500, required=False, label="Model endpoint (api_base)",
                               assume_scheme="http", widget=forms.TextInput(attrs={"inputmode": "url"}),
                               help_text="For a self-hosted OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.")
-    spec_file = forms.FileField(required=False, label="Or upload a program spec (JSON)",
-                                help_text="A spec file replaces the predictors below.")
+    spec_file = forms.FileField(required=False, label="Or upload a program spec or a DSPy file (JSON)",
+                                help_text="A spec JSON, or what dspy's module.save('program.json') wrote (its LM "
+                                          "becomes the default model). A file replaces the predictors below.")
+    signatures = forms.CharField(
+        required=False, label="DSPy signatures", widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text="Only when a DSPy file does not say which fields are inputs (dspy does not save it): one line per "
+                  "predictor, name: inputs -> outputs, e.g. predict: text -> label: choice[positive|negative]. "
+                  "Types and choices are optional.")
+
+    def clean_signatures(self) -> dict[str, str]:
+        """{predictor: signature} from the lines `name: inputs -> outputs` (the signature may hold colons too)."""
+        hints: dict[str, str] = {}
+        for number, line in enumerate(self.cleaned_data["signatures"].splitlines(), start=1):
+            name, colon, signature = line.partition(":")
+            if not line.strip():
+                continue
+            if not colon or "->" in name or not name.strip() or not signature.strip():
+                raise forms.ValidationError(f"line {number} must be 'predictor: inputs -> outputs' (e.g. predict: "
+                                            f"text -> label), got {line.strip()!r}")
+            if name.strip() in hints:
+                raise forms.ValidationError(f"line {number} gives predictor {name.strip()!r} a second signature")
+            hints[name.strip()] = signature.strip()
+        return hints
 
 
 def _field_rows(post: Any, prefix: str) -> list[dict[str, str]]:
@@ -100,13 +123,6 @@ def _lm_config(data: dict[str, Any]) -> dict[str, Any]:
     return {key: data[key] for key in ("model", "api_base") if data.get(key)}
 
 
-def _uploaded_spec(upload: Any) -> dict[str, Any]:
-    try:
-        return json.loads(upload.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"the spec file is not JSON: {exc}", field="spec_file") from None
-
-
 STARTER_PREDICTOR = {"name": "classify", "kind": "predict", "instructions": "",
                      "inputs": [{"name": "text", "type": "str", "choices": "", "description": ""}],
                      "outputs": [{"name": "label", "type": "choice", "choices": "", "description": ""}]}
@@ -136,7 +152,7 @@ def _program_form_page(request: HttpRequest, form: ProgramForm, rows: list[dict[
 @portal_view
 @require_http_methods(["GET", "POST"])
 def program_new(request: HttpRequest) -> HttpResponse:
-    """Create a program from the form's predictors or from an uploaded spec (author role)."""
+    """Create a program from the form's predictors or from an uploaded spec or DSPy file (author role)."""
     if request.method == "GET":
         form = ProgramForm(initial={"model": settings.GOVERNANCE_DEFAULT_MODEL})
         return _program_form_page(request, form, [copy.deepcopy(STARTER_PREDICTOR)])
@@ -145,18 +161,30 @@ def program_new(request: HttpRequest) -> HttpResponse:
         return _program_form_page(request, form, rows, status=400)
     data = form.cleaned_data
     try:
-        spec = _uploaded_spec(data["spec_file"]) if data["spec_file"] else \
-            spec_from_rows(data["slug"], data["description"], rows)
-        program = program_actions.create_program(
-            actor=request.user, slug=data["slug"], name=data["name"], description=data["description"],
-            spec=spec, metric=data["metric"], lm_config=_lm_config(data))
+        program = _create_program(request.user, data, rows)
     except InvalidInput as exc:
-        field = field_of(exc, form)
+        # the action names the uploaded file "file" (or "spec"); on this form that is the upload field
+        field = "spec_file" if data["spec_file"] and exc.field in ("file", "spec") else field_of(exc, form)
         if field:
             form.add_error(field, exc.message)
         return _program_form_page(request, form, rows, status=400, error="" if field else exc.message)
     messages.success(request, f"Program {program.slug} created. Upload its datasets next.")
     return redirect("program_detail", slug=program.slug)
+
+
+def _create_program(user: Any, data: dict[str, Any], rows: list[dict[str, Any]]) -> Program:
+    """The program the form describes: from the uploaded spec or DSPy file if any, else from its predictors."""
+    options = {"actor": user, "slug": data["slug"], "name": data["name"], "description": data["description"],
+               "metric": data["metric"], "lm_config": _lm_config(data)}
+    upload = data["spec_file"]
+    if upload:
+        return dspy_actions.create_program_from_file(
+            content=upload.read(dspy_actions.MAX_FILE_BYTES + 1),  # one byte more than allowed: refused, bounded
+            filename=upload.name, signatures=data["signatures"] or None, **options)
+    if data["signatures"]:
+        raise InvalidInput("DSPy signatures are read from a DSPy file; upload one, or leave them empty",
+                           field="signatures")
+    return program_actions.create_program(spec=spec_from_rows(data["slug"], data["description"], rows), **options)
 
 
 # --- datasets -----------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ An import is a new draft version (origin "DSPy import") made by `versions.create
 `version.dspy_imported` event naming the file and its SHA-256; a file for other fields, a pickle or
 malformed JSON is refused on field "file" and nothing is written. An export is the ``module.save()`` JSON of an
 approved version (the same versions a signed bundle may be made of), audited as `version.dspy_exported`.
-`create_program_from_dspy` makes a whole program from a file alone (the authoring pages offer it).
+`create_program_from_dspy` makes a whole program from a file alone, `create_program_from_file` from a file that
+is either a program spec or a DSPy file (the portal's "new program" page).
 The file format and what round-trips exactly: optimizer/dspy_compat.py and docs/optimizer.md.
 """
 
@@ -27,6 +28,7 @@ from governance.permissions import require_role
 from optimizer import (
     DSPyImport,
     ProgramSpec,
+    SignatureHintError,
     SpecError,
     content_hash,
     export_dspy_state,
@@ -39,13 +41,16 @@ from optimizer import (
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a saved program with hundreds of demos is well under a megabyte
 
 
-def read_upload(content: bytes | str | Mapping[str, Any], *, filename: str = "") -> dict[str, Any]:
-    """The dspy state in an uploaded file (bytes or text) or an already parsed JSON object; InvalidInput on "file"."""
+def read_upload(content: bytes | str | Mapping[str, Any], *, filename: str = "",
+                what: str = "DSPy file") -> dict[str, Any]:
+    """The JSON object in an uploaded file (bytes or text) or an already parsed one; InvalidInput on "file".
+
+    `what` names the file in messages ("file" when it may be a spec as well as a dspy state)."""
     if isinstance(content, Mapping):
         return dict(content)
     if len(content) > MAX_FILE_BYTES:
-        raise InvalidInput(f"the DSPy file is larger than {MAX_FILE_BYTES:,} bytes", field="file")
-    source = f"DSPy file {filename}" if filename else "the DSPy file"
+        raise InvalidInput(f"the {what} is larger than {MAX_FILE_BYTES:,} bytes", field="file")
+    source = f"{what} {filename}" if filename else f"the {what}"
     try:
         state = parse_dspy_json(content, source=source)
     except SpecError as exc:
@@ -151,11 +156,14 @@ def spec_from_dspy(content: bytes | str | Mapping[str, Any], *, name: str, filen
 
     dspy does not save which fields are inputs: when its default instructions or a reasoning field do not say,
     `signatures` gives them per predictor ({"predict": "text -> label: choice[a|b]"}), and so do types and
-    choices (a file has none: every field is str otherwise).
+    choices (a file has none: every field is str otherwise). A signature the file needs, or one that does not
+    fit it, is refused on "signatures".
     """
     state = read_upload(content, filename=filename)
     try:
         imported = program_from_dspy(state, name=name, signatures=signatures)
+    except SignatureHintError as exc:
+        raise InvalidInput(f"cannot make a program from the DSPy file: {exc}", field="signatures") from None
     except SpecError as exc:
         raise InvalidInput(f"cannot make a program from the DSPy file: {exc}", field="file") from None
     return imported.program.to_dict(), imported.lm
@@ -170,9 +178,13 @@ def program_spec_from_file(content: bytes | str, *, name: str, filename: str = "
     (``create_program_from_dspy`` makes them the program's default LM). InvalidInput on field "file".
     """
     state = read_upload(content, filename=filename)
-    if isinstance(state.get("predictors"), list):  # our own spec; no dspy state has a "predictors" list
+    if _is_spec(state):
         return state
     return spec_from_dspy(state, name=name, filename=filename, signatures=signatures)[0]
+
+
+def _is_spec(state: dict[str, Any]) -> bool:
+    return isinstance(state.get("predictors"), list)  # our own spec; no dspy state has a "predictors" list
 
 
 def check_import(program: Program, actor: Any) -> None:
@@ -190,9 +202,39 @@ def create_program_from_dspy(*, actor: Any, slug: str, name: str, content: bytes
                              metric: str = "choice", description: str = "", **options: Any) -> Program:
     """Create a program (``programs.create_program``: author role, audited) whose spec is read from a dspy file.
 
-    The file's LM settings, if any, become the program's default LM; `options` are create_program's others.
+    The file's LM settings, if any, become the program's default LM (over those of an `lm_config` option, which
+    keeps what the file does not say, e.g. api_base); `options` are create_program's others.
     """
     spec, lm = spec_from_dspy(content, name=slug.replace("-", "_"), filename=filename, signatures=signatures)
-    lm_config = {k: v for k, v in (lm or {}).items() if k in ("model", "temperature", "max_tokens", "mode")}
+    from_file = {k: v for k, v in (lm or {}).items() if k in ("model", "temperature", "max_tokens", "mode")}
+    lm_config = {**(options.pop("lm_config", None) or {}), **from_file}
     return program_actions.create_program(actor=actor, slug=slug, name=name, spec=spec, metric=metric,
                                           description=description, lm_config=lm_config or None, **options)
+
+
+def create_program_from_file(*, actor: Any, slug: str, name: str, content: bytes | str, filename: str = "",
+                             signatures: Mapping[str, str] | None = None, **options: Any) -> Program:
+    """Create a program from an uploaded file: a program spec JSON (``programs.create_program``) or a dspy
+    ``module.save()`` JSON (``create_program_from_dspy``: its LM becomes the program's). `options` are
+    create_program's others.
+
+    Raises:
+        InvalidInput: on "file" (not JSON, a pickle, too large, no program in it), on "signatures" (the dspy file
+            needs one, one does not fit it, or they were given for a spec), or create_program's.
+    """
+    require_role(actor, Role.AUTHOR, doing="create a program")  # before the file is read: the right is named
+    state = read_upload(content, filename=filename, what="file")
+    if not _is_spec(state):
+        try:
+            return create_program_from_dspy(actor=actor, slug=slug, name=name, content=state, filename=filename,
+                                            signatures=signatures, **options)
+        except InvalidInput as exc:
+            if exc.field != "file":
+                raise
+            raise InvalidInput(f"{filename or 'the file'} has no \"predictors\" list (a program spec's), so it was "
+                               f"read as a DSPy file: {exc.message}", field="file") from None
+    if signatures:
+        raise InvalidInput(f"signatures are for a DSPy file; {filename or 'the file'} is a program spec, which "
+                           "says its inputs itself", field="signatures")
+    program_actions.parse_spec(state, field="file")  # a bad spec is the file's fault, named on its field
+    return program_actions.create_program(actor=actor, slug=slug, name=name, spec=state, **options)

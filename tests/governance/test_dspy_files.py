@@ -139,7 +139,7 @@ def test_a_program_is_created_from_a_dspy_file_alone(tmp_path, users, author, au
         tuned.signature = tuned.signature.with_instructions("Label it.")
         dspy_actions.create_program_from_dspy(actor=author, slug="s", name="S",
                                               content=saved(tuned, tmp_path / "s.json"))
-    assert refused.value.field == "file" and not Program.objects.filter(slug="s").exists()
+    assert refused.value.field == "signatures" and not Program.objects.filter(slug="s").exists()
 
 
 def test_a_spec_file_or_a_dspy_file_gives_a_program_spec(tmp_path, users, author):
