@@ -109,6 +109,7 @@ def test_a_dspy_file_without_its_inputs_is_refused_naming_the_signature_to_give_
     (b"[1, 2]", "file program.pkl: a dspy state must be a JSON object, got list"),
     (b'{"name": "qa"}', "program.pkl has no \"predictors\" list (a program spec's), so it was read as a DSPy file"),
     (b'{"name": "qa", "predictors": [{"name": "qa"}]}', "file is not a valid program"),
+    (b" " * (5 * 1024 * 1024 + 1), "the file is larger than 5,242,880 bytes"),
 ])
 def test_a_file_that_is_no_program_is_refused_on_the_upload_field(client, author, content, message):
     response = _post(client, author, spec_file=SimpleUploadedFile("program.pkl", content))
