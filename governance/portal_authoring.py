@@ -72,9 +72,9 @@ class ProgramForm(forms.Form):
         """{predictor: signature} from the lines `name: inputs -> outputs` (the signature may hold colons too)."""
         hints: dict[str, str] = {}
         for number, line in enumerate(self.cleaned_data["signatures"].splitlines(), start=1):
-            name, colon, signature = line.partition(":")
             if not line.strip():
                 continue
+            name, colon, signature = line.partition(":")
             if not colon or "->" in name or not name.strip() or not signature.strip():
                 raise forms.ValidationError(f"line {number} must be 'predictor: inputs -> outputs' (e.g. predict: "
                                             f"text -> label), got {line.strip()!r}")
@@ -182,8 +182,8 @@ def _create_program(user: Any, data: dict[str, Any], rows: list[dict[str, Any]])
             content=upload.read(dspy_actions.MAX_FILE_BYTES + 1),  # one byte more than allowed: refused, bounded
             filename=upload.name, signatures=data["signatures"] or None, **options)
     if data["signatures"]:
-        raise InvalidInput("DSPy signatures are read from a DSPy file; upload one, or leave them empty",
-                           field="signatures")
+        raise InvalidInput("DSPy signatures are read with a DSPy file: choose the file (again after a refused form: "
+                           "a browser does not keep it), or leave them empty", field="signatures")
     return program_actions.create_program(spec=spec_from_rows(data["slug"], data["description"], rows), **options)
 
 

@@ -146,7 +146,7 @@ def test_signatures_without_a_dspy_file_are_refused(client, author, tmp_path):
     assert with_spec.status_code == 400
     assert "signatures are for a DSPy file; spec.json is a program spec" in _field_errors(with_spec, "signatures")
     assert with_rows.status_code == 400
-    assert "DSPy signatures are read from a DSPy file" in _field_errors(with_rows, "signatures")
+    assert "DSPy signatures are read with a DSPy file: choose the file" in _field_errors(with_rows, "signatures")
     assert _nothing_created()
 
 
