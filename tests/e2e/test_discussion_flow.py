@@ -61,4 +61,11 @@ def test_reviewer_comments_on_an_instruction_and_the_author_is_notified(world, l
     sync_api.expect(page.locator("article.comment-thread").first).to_contain_text("the shorter one scores better")
     assert fits_and_passes_axe(page, 1366) == []
     author.shot("discussion-thread")
+    # A phone in dark mode: the discussion and the notifications fit 390 px and stay clean.
+    page.emulate_media(color_scheme="dark")
+    page.set_viewport_size({"width": 390, "height": 844})
+    for url in (f"/change-requests/{cr.pk}/", "/notifications/", "/notifications/settings/"):
+        page.goto(url)
+        assert fits_and_passes_axe(page, 390) == [], url
+    author.shot("notifications-390-dark")
     author.close()
