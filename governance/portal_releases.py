@@ -139,11 +139,10 @@ def _move(request: HttpRequest, slug: str, kind: MoveKind) -> HttpResponse:
     status = 400
     if form.is_valid():
         try:
-            if request.POST.get("confirmed") != "1":
-                move = kind.plan(program, request.user, form.cleaned_data)
-                return render(request, "governance/release_confirm.html", _confirm_context(move, request, kind))
             move = kind.plan(program, request.user, form.cleaned_data)
-            kind.apply(program, request.user, form.cleaned_data)
+            if request.POST.get("confirmed") != "1":
+                return render(request, "governance/release_confirm.html", _confirm_context(move, request, kind))
+            kind.apply(program, request.user, form.cleaned_data)  # plans again under its locks
         except (InvalidInput, IllegalTransition) as exc:  # 400 on the field, 409 (the workflow refuses) on the form
             status = exc.http_status
             form.add_error(field_of(exc, form), exc.message)
