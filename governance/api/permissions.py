@@ -10,14 +10,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from governance.models import Role
-from governance.permissions import user_roles, visible_programs
-
-
-def sees_every_program(user: Any) -> bool:
-    """Administrators and auditors read every program."""
-    roles = user_roles(user)
-    return Role.ADMIN.value in roles or Role.AUDITOR.value in roles
+from governance.permissions import sees_every_program, visible_programs
 
 
 def restrict_to_visible(queryset: QuerySet, user: Any, program_path: str) -> QuerySet:
