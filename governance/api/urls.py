@@ -7,6 +7,7 @@ from rest_framework.routers import DefaultRouter
 
 from governance.api import views
 from governance.api.accounts import AccountViewSet
+from governance.api.memberships import USERNAME_PATTERN, MembershipViewSet
 from governance.api.discussion import AssignmentViewSet, CommentViewSet, NotificationViewSet
 from governance.api.compare import CompareView
 
@@ -33,6 +34,11 @@ router.register("notifications", NotificationViewSet, basename="notification")
 v1 = [
     path("programs/<slug:slug>/releases/<slug:label>/bundle", views.release_bundle,
          name="program-release-bundle"),
+    path("programs/<slug:slug>/memberships/", MembershipViewSet.as_view({"get": "list", "post": "create"}),
+         name="program-memberships"),
+    re_path(rf"^programs/(?P<slug>[-a-zA-Z0-9_]+)/memberships/(?P<username>{USERNAME_PATTERN})/$",
+            MembershipViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+            name="program-membership-detail"),
     path("programs/<slug:slug>/compare", CompareView.as_view(), name="program-compare"),
     path("", include(router.urls)),
 ]
