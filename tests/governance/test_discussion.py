@@ -329,3 +329,23 @@ def test_mark_read_only_ones_own(cr, reviewer1, author, reviewer2, django_captur
     assert notification_actions.mark_read(author, [mine[0].pk]) == 1
     assert notification_actions.unread_count(author) == 1
     assert notification_actions.mark_read(author) == 1 and notification_actions.unread_count(author) == 0
+
+
+def test_approval_and_release_tell_the_people_concerned(make_cr, approve, reviewer1, reviewer2, releaser, author,
+                                                       notify_inline, django_capture_on_commit_callbacks):
+    from governance.actions import release_version
+
+    cr = make_cr()
+    approve(cr, reviewer1)
+    with django_capture_on_commit_callbacks(execute=True):
+        approve(cr, reviewer2)
+    assert kinds_for(author) == ["approved"] and kinds_for(releaser) == ["approved"]
+    assert kinds_for(reviewer1) == []  # the approvers already know
+    cr.version.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        release_version(cr.version, actor=releaser, reason="Ship it.")
+    for person in (author, reviewer1, reviewer2):
+        assert "released" in kinds_for(person)
+    note = Notification.objects.get(recipient=reviewer1, kind=NotificationKind.RELEASED)
+    assert note.text == f"Releaser Example released label \u201cproduction\u201d of support to v{cr.version.number}."
+    assert note.link == "/programs/support/releases/"
