@@ -168,6 +168,8 @@ class KillSwitchForm(forms.Form):
 
 
 class AuditFilterForm(forms.Form):
+    text = forms.CharField(required=False, label="Search", max_length=200,
+                           help_text="Words in the reason, the action or the object's id.")
     actor = forms.CharField(required=False, label="Actor",
                             help_text="Username or printed name (part of it is enough).")
     action = forms.CharField(required=False, label="Action",

@@ -38,6 +38,9 @@ def _filtered_events(form: portal_forms.AuditFilterForm, program: Program | None
         events = events.filter(Q(actor_name__icontains=data["actor"]) | Q(actor__username__iexact=data["actor"]))
     if data.get("action"):
         events = events.filter(action__startswith=data["action"].strip())
+    if data.get("text"):
+        text = data["text"].strip()
+        events = events.filter(Q(reason__icontains=text) | Q(action__icontains=text) | Q(object_id=text))
     return events
 
 
@@ -60,10 +63,12 @@ def _slug(value: Any) -> str:
 
 
 def csv_filename(form: portal_forms.AuditFilterForm, program: Program | None, *, with_time: bool = True) -> str:
-    """audit-<program or all>[-actor-x][-action-y][-from-d][-to-d][-<UTC time>].csv: the name says what it holds."""
+    """audit-<program or all>[-search-w][-actor-x][-action-y][-from-d][-to-d][-<UTC time>].csv: the name says what it
+    holds."""
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
     parts = ["audit", program.slug if program else "all"]
-    for key, word in (("actor", "actor"), ("action", "action"), ("since", "from"), ("until", "to")):
+    for key, word in (("text", "search"), ("actor", "actor"), ("action", "action"), ("since", "from"),
+                      ("until", "to")):
         if data.get(key):
             value = data[key].isoformat() if hasattr(data[key], "isoformat") else data[key]
             parts += [word, _slug(value)]

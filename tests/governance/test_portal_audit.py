@@ -72,6 +72,9 @@ def test_csv_is_named_after_its_filter(client, auditor, pw, released):
     assert re.fullmatch(r"audit-all-actor-Releaser-Example-action-release.-from-2020-01-02-\d{8}T\d{6}Z\.csv", name), name
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
     assert [r["action"] for r in rows] == ["release.created", "release.created"]
+    searched = client.get("/audit.csv", {"text": "better answers"})
+    assert re.search(r'filename="audit-all-search-better-answers-\d{8}T\d{6}Z\.csv"', searched["Content-Disposition"])
+    assert [r["reason"] for r in csv.DictReader(io.StringIO(searched.content.decode()))] == ["better answers"]
     program = released[0].program
     unfiltered = client.get(f"/programs/{program.slug}/audit.csv")["Content-Disposition"]
     assert re.search(rf'filename="audit-{program.slug}-\d{{8}}T\d{{6}}Z\.csv"', unfiltered)
