@@ -251,37 +251,6 @@ class NotificationSettingAdmin(ReadOnlyAdmin):
     search_fields = ("user__username",)
 
 
-@admin.register(Comment)
-class CommentAdmin(ReadOnlyAdmin):
-    list_display = ("id", "change_request", "author", "anchor", "predictor", "demo_index", "review", "created_at",
-                    "resolved_at")
-    list_filter = ("review", "anchor")
-    search_fields = ("body", "author__username", "predictor")
-    list_select_related = ("change_request", "author")
-
-
-@admin.register(ReviewerAssignment)
-class ReviewerAssignmentAdmin(ReadOnlyAdmin):
-    list_display = ("change_request", "reviewer", "due_date", "assigned_by", "created_at", "removed_at")
-    search_fields = ("reviewer__username",)
-    list_select_related = ("change_request", "reviewer", "assigned_by")
-
-
-@admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
-    list_display = ("recipient", "kind", "text", "created_at", "read_at", "email_status", "email_attempts")
-    list_filter = ("kind", "email_status")
-    search_fields = ("recipient__username", "text")
-    list_select_related = ("recipient",)
-
-
-@admin.register(NotificationSetting)
-class NotificationSettingAdmin(ReadOnlyAdmin):
-    list_display = ("user", "kind", "in_app", "email", "updated_at")
-    list_filter = ("kind",)
-    search_fields = ("user__username",)
-
-
 @admin.register(ReleaseLabel)
 class ReleaseLabelAdmin(ReadOnlyHistoryAdmin):
     list_display = ("program", "name", "version", "fallback_version", "kill_switch", "updated_at")
