@@ -37,7 +37,8 @@ def diff(segments: Iterable[Segment]) -> SafeString:
 
 @register.filter
 def utc(value: datetime | str | None) -> SafeString | str:
-    """A <time> element showing UTC to the second: 2026-01-02 09:00:05 UTC."""
+    """A <time> element showing UTC to the second in ISO 8601: 2026-01-02T09:00:05Z (the same text everywhere:
+    pages, CSV, API)."""
     if not value:
         return "\u2014"
     if isinstance(value, str):
@@ -48,8 +49,8 @@ def utc(value: datetime | str | None) -> SafeString | str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
-    return format_html('<time datetime="{}">{} UTC</time>', value.isoformat(timespec="seconds").replace("+00:00", "Z"),
-                       value.strftime("%Y-%m-%d %H:%M:%S"))
+    iso = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_html('<time datetime="{}">{}</time>', iso, iso)
 
 
 @register.filter
