@@ -34,11 +34,13 @@ from governance.models import (
     EvaluationResult,
     Example,
     Export,
+    Identity,
     LoginThrottle,
     Notification,
     NotificationSetting,
     OptimizationRun,
     PlaygroundCall,
+    PortalSession,
     Program,
     ProgramMembership,
     PromptVersion,
@@ -47,6 +49,7 @@ from governance.models import (
     Review,
     ReviewPolicy,
     ReviewerAssignment,
+    SignatureChallenge,
     Trial,
     WebhookDelivery,
     WebhookSubscription,
@@ -198,6 +201,30 @@ class PlaygroundCallAdmin(ReadOnlyAdmin):
     list_filter = ("program",)
     search_fields = ("user__username", "program__slug", "content_hash")
     list_select_related = ("user", "program", "version")
+
+
+@admin.register(Identity)
+class IdentityAdmin(ReadOnlyHistoryAdmin):
+    list_display = ("user", "issuer", "subject", "last_login_at", "checked_at", "disabled_at")
+    search_fields = ("user__username", "subject", "issuer")
+    list_select_related = ("user",)
+    exclude = ("refresh_token",)  # encrypted, but still a credential: never shown
+
+
+@admin.register(SignatureChallenge)
+class SignatureChallengeAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "user", "change_request", "decision", "created_at", "used_at", "outcome")
+    list_select_related = ("user", "change_request")
+    exclude = ("nonce", "state_hash")
+
+
+@admin.register(PortalSession)
+class PortalSessionAdmin(ReadOnlyAdmin):
+    list_display = ("pk", "user", "method", "ip_address", "started_at", "last_seen_at", "ended_at", "end_reason")
+    list_filter = ("method",)
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    exclude = ("key_hash",)
 
 
 @admin.register(ChangeRequest)

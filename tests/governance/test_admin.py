@@ -14,6 +14,9 @@ from governance.actions.datasets import import_dataset
 from governance.actions.exports import export_version
 from governance.actions.accounts import record_login_failure
 from governance.actions.programs import create_review_policy
+from governance.actions.memberships import add_member, change_program_roles
+from governance.actions.identities import ProviderLogin, begin_signature, sign_in
+from governance.actions.sessions import session_started
 from governance.actions.tokens import create_api_key
 from governance.playground import try_version
 from governance.audit import write_checkpoint
@@ -31,6 +34,7 @@ from governance.models import (
     WebhookSubscription,
 )
 from tests.governance.export_helpers import (  # noqa: F401  (fast_password_hashing is an autouse fixture)
+    evaluate,
     PASSWORD,
     approved,
     draft,
@@ -69,6 +73,12 @@ def world(tmp_path):
         write_checkpoint(origin="manual")
     create_api_key(team.author, actor=team.author, name="ci", password=PASSWORD)  # AccountState rows: every user
     record_login_failure("someone")
+    sso_user = sign_in(ProviderLogin(issuer="https://idp.example", subject="sub-1",
+                                     claims={"preferred_username": "sso-reviewer", "name": "Sso Reviewer"}))
+    session_started(sso_user, method="oidc", ip="127.0.0.1", user_agent="pytest")
+    add_member(team.program, actor=root, user=sso_user)  # default roles: none (an SSO user has no global groups)
+    change_program_roles(team.program, sso_user, ["reviewer"], actor=root, reason="admin test")
+    begin_signature(evaluate(discussed), actor=sso_user, decision="approve", content_hash=discussed.version.content_hash)
     # No actions write these yet (the optimizer task and webhook sender do): rows made directly for the pages.
     Trial.objects.create(run=run, number=0, kind="full", score=0.8)
     Candidate.objects.create(run=run, predictor="classify", kind="instruction", index=0, content="Route it.")
