@@ -50,7 +50,7 @@ def test_admin_grants_a_role_in_the_portal_audited(users, admin):
     assert b"user.role_granted" in page.content
 
     again = client.post("/accounts/author/grant-role/", {"role-role": "reviewer"})
-    assert again.status_code == 409 and b"user &#x27;author&#x27; already has the reviewer role" in again.content
+    assert again.status_code == 409 and b"User &#x27;author&#x27; already has the reviewer role." in again.content
 
 
 def test_bad_input_rerenders_the_form_and_changes_nothing(users, admin):
