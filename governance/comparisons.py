@@ -228,7 +228,7 @@ def compare(columns: list[Column], dataset: Dataset, *, show: str = "all", page:
     changes = {index: _change(row) for index, row in scores.items()}
     comparison.counts = {key: sum(1 for c in changes.values() if key == "all" or c == key) for key in FILTERS}
     comparison.pairs = [Pair(column, columns[0], _paired(scores, 0, i)) for i, column in enumerate(columns)
-                        if i > 0]
+                        if i > 0] if scores else []  # no example scored by all: nothing to pair
     chosen = [index for index in sorted(changes) if show == "all" or changes[index] == show]
     comparison.page = Paginator(chosen, per_page or PER_PAGE).get_page(page)
     comparison.rows = _rows(columns, dataset, list(comparison.page.object_list), changes)
@@ -237,12 +237,24 @@ def compare(columns: list[Column], dataset: Dataset, *, show: str = "all", page:
 
 def _scores(evaluations: list[Evaluation]) -> dict[int, list[float]]:
     """Per example index, each evaluation's score (in column order); only examples every evaluation scored."""
-    position = {e.pk: i for i, e in enumerate(evaluations)}
+    positions = _positions(evaluations)
     by_index: dict[int, list[float | None]] = {}
     for evaluation_id, index, score in EvaluationResult.objects.filter(
-            evaluation_id__in=position).values_list("evaluation_id", "index", "score"):
-        by_index.setdefault(index, [None] * len(evaluations))[position[evaluation_id]] = score
+            evaluation_id__in=positions).values_list("evaluation_id", "index", "score"):
+        row = by_index.setdefault(index, [None] * len(evaluations))
+        for position in positions[evaluation_id]:
+            row[position] = score
     return {index: row for index, row in by_index.items() if None not in row}  # type: ignore[misc]
+
+
+def _positions(evaluations: list[Evaluation]) -> dict[int, list[int]]:
+    """Each evaluation's columns. One evaluation can fill several: a first version whose content is the program
+    spec that production serves is judged on the very evaluation of its baseline (evaluations are reused by
+    content), so both columns show it."""
+    positions: dict[int, list[int]] = {}
+    for position, evaluation in enumerate(evaluations):
+        positions.setdefault(evaluation.pk, []).append(position)
+    return positions
 
 
 def _change(scores: list[float]) -> str:
@@ -266,11 +278,12 @@ def _compare(candidate: tuple[float, ...], baseline: tuple[float, ...]) -> Paire
 
 
 def _rows(columns: list[Column], dataset: Dataset, indexes: list[int], changes: dict[int, str]) -> list[Row]:
-    position = {c.evaluation.pk: i for i, c in enumerate(columns)}  # type: ignore[union-attr]
+    positions = _positions([c.evaluation for c in columns])  # type: ignore[misc]
     cells: dict[int, list[Cell | None]] = {index: [None] * len(columns) for index in indexes}
-    for result in EvaluationResult.objects.filter(evaluation_id__in=position, index__in=indexes):
-        cells[result.index][position[result.evaluation_id]] = Cell(result.predicted, result.raw, result.score,
-                                                                   result.error, result.feedback or {})
+    for result in EvaluationResult.objects.filter(evaluation_id__in=positions, index__in=indexes):
+        for position in positions[result.evaluation_id]:
+            cells[result.index][position] = Cell(result.predicted, result.raw, result.score, result.error,
+                                                 result.feedback or {})
     examples = {e.index: e for e in dataset.examples.filter(index__in=indexes)}
     return [Row(index, changes[index], examples[index].inputs if index in examples else {},
                 examples[index].outputs if index in examples else {}, cells[index]) for index in indexes]

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from governance import comparisons
-from governance.actions import create_program, create_version, import_dataset
+from governance.actions import create_program, create_version, import_dataset, initial_payload
 from governance.actions.evaluations import aligned_scores
 from governance.evaluator import finish_pending
 from governance.models import AuditEvent, Evaluation, EvaluationStatus
@@ -328,3 +328,14 @@ def test_a_comparison_can_score_with_the_lm_judge_instead_of_the_programs_metric
     body = client.get(f"/api/v1/programs/{program.slug}/compare?versions=1&versions=2&dataset={dataset.pk}"
                       "&metric=judge").json()
     assert body["metric"] == "judge" and body["rows"][0]["cells"][0]["feedback"]["verdict"] == "pass"
+
+
+def test_a_first_version_equal_to_the_spec_shares_its_baselines_evaluation(client, users, pw, program, make_cr):
+    """Nothing released yet and the candidate's content is the program spec: both columns are one evaluation
+    (reused by content). The page shows it in both columns, all examples "both right" or "both wrong"."""
+    cr = make_cr(version=create_version(program, actor=users["author"], payload=initial_payload(program)))
+    assert cr.candidate_evaluation_id == cr.baseline_evaluation_id
+    response = page_of(client, users["reviewer3"], pw, f"/change-requests/{cr.pk}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Examples side by side" in html and "Newly wrong (0)" in html and "Newly right (0)" in html
