@@ -31,25 +31,41 @@ _memberships: ContextVar[dict[Any, dict[Any, frozenset[str]]] | None] = ContextV
     "governance_memberships", default=None)
 
 
+# user id -> the ids of every group the user is in, while `remembered_memberships` is active; None otherwise.
+_group_ids: ContextVar[dict[Any, frozenset[int]] | None] = ContextVar("governance_group_ids", default=None)
+
+
 @contextmanager
 def remembered_memberships() -> Iterator[None]:
-    """Within the block, each user's memberships are read from the database once (one query for all of them): a
-    page asking every check of an object at once (governance.actions.rights), or of each row of a list, would
-    otherwise ask the same question many times. The membership actions forget what they change
+    """Within the block, each user's memberships (and groups) are read from the database once (one query for all
+    of them): a page asking every check of an object at once (governance.actions.rights), or of each row of a list,
+    would otherwise ask the same question many times. The membership actions forget what they change
     (`forget_memberships`), so a block never answers from a stale membership."""
-    token = _memberships.set({}) if _memberships.get() is None else None
+    tokens = (_memberships.set({}), _group_ids.set({})) if _memberships.get() is None else None
     try:
         yield
     finally:
-        if token is not None:
-            _memberships.reset(token)
+        if tokens is not None:
+            _memberships.reset(tokens[0])
+            _group_ids.reset(tokens[1])
 
 
 def forget_memberships(user: Any) -> None:
-    """Drop `user`'s remembered memberships, if a block remembers them (an action just changed one)."""
-    memo = _memberships.get()
-    if memo is not None:
-        memo.pop(getattr(user, "pk", None), None)
+    """Drop `user`'s remembered memberships and groups, if a block remembers them (an action just changed one)."""
+    for memo in (_memberships.get(), _group_ids.get()):
+        if memo is not None:
+            memo.pop(getattr(user, "pk", None), None)
+
+
+def in_group(user: Any, group_id: int) -> bool:
+    """Whether `user` is in the group (a review policy's reviewer group): within a remembered block the user's
+    groups are read once, so a list of change requests under one policy asks once, not once per row."""
+    memo = _group_ids.get()
+    if memo is None:
+        return user.groups.filter(pk=group_id).exists()
+    if user.pk not in memo:
+        memo[user.pk] = frozenset(user.groups.values_list("pk", flat=True))
+    return group_id in memo[user.pk]
 
 
 def ensure_role_groups() -> dict[str, Group]:

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from governance import forms as portal_forms
 from governance.actions import releases as release_actions
 from governance.actions import rights
+from governance.actions import approvals as approval_actions
 from governance.diffing import version_diff
 from governance.errors import IllegalTransition, InvalidInput
 from governance.models import (
@@ -73,7 +74,7 @@ def _releases_context(request: HttpRequest, program: Program, **posted: Any) -> 
     can_release = "move_labels" in rights.allowed_actions(program, request.user)
     blocked = []
     if can_release:
-        for version in approved:
+        for version in approval_actions.prefetch_approvals(approved):  # segregation of duties reads these approvals
             version.program = program
             why_not = rights.refusal(version, request.user, "release")
             if why_not is not None:

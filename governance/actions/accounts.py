@@ -33,7 +33,7 @@ from governance.actions.credentials import (  # re-exported: the portal login an
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import AccountState, Role
-from governance.permissions import ROLE_NAMES, ensure_role_groups, has_role, require_role
+from governance.permissions import ROLE_NAMES, ensure_role_groups, forget_memberships, has_role, require_role
 
 _SIGN_STATE = "_governance_sign_state"
 _MISSING: Any = object()
@@ -339,3 +339,4 @@ def _forget_cached(user: Any) -> None:
         except AttributeError:
             pass
     getattr(getattr(user, "_state", None), "fields_cache", {}).pop("account_state", None)
+    forget_memberships(user)  # the groups a remembered block read (permissions.in_group)

@@ -24,16 +24,15 @@ from governance.actions._common import (
     save,
     send_on_commit,
 )
+from governance.actions.approvals import has_live_approval
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, SegregationOfDuties
 from governance.models import (
-    Decision,
     Program,
     PromptVersion,
     Release,
     ReleaseAction,
     ReleaseLabel,
-    Review,
     Role,
     VersionStatus,
 )
@@ -60,8 +59,7 @@ def check_releaser(version: PromptVersion, actor: Any) -> None:
     if version.run_id and actor.pk == version.run.started_by_id:
         raise SegregationOfDuties(f"{who} started optimization run {version.run_id}, which produced version "
                                   f"{version.number}, and cannot release it")
-    if Review.objects.filter(version=version, reviewer=actor, decision=Decision.APPROVE, voided=False,
-                             content_hash=version.content_hash).exists():
+    if has_live_approval(version, actor, version.content_hash):
         raise SegregationOfDuties(f"{who} approved version {version.number} and cannot also release it")
 
 

@@ -34,6 +34,7 @@ from governance.actions._common import (
     user_ref,
 )
 from governance.actions.accounts import check_can_sign
+from governance.actions.approvals import has_live_approval
 from governance.actions.credentials import login_lockout_remaining, record_login_failure
 from governance.actions.datasets import active_datasets, examples_for
 from governance.actions.evaluations import aligned_scores, request_evaluation
@@ -70,7 +71,7 @@ from governance.models import (
     Split,
     VersionStatus,
 )
-from governance.permissions import require_member, require_role
+from governance.permissions import in_group, require_member, require_role
 from governance.request_context import current_request_context
 from governance.signals import (
     change_request_approved,
@@ -141,7 +142,7 @@ def check_reviewer(program: Program, actor: Any) -> None:
     check_can_sign(actor)  # an inactive account, a service account, or a password someone else set never signs
     policy = program.review_policy
     if policy is not None and policy.reviewer_group_id:
-        if not actor.groups.filter(pk=policy.reviewer_group_id).exists():
+        if not in_group(actor, policy.reviewer_group_id):
             raise PermissionDenied(f"user {_username(actor)} is not in group {policy.reviewer_group.name!r}, "
                                    f"which review policy {policy.name!r} requires of reviewers")
         require_member(actor, program)
@@ -169,7 +170,7 @@ def check_decidable(cr: ChangeRequest, version: PromptVersion, actor: Any, decis
     check_segregation(cr, version, actor)
     if decision != Decision.APPROVE:
         return
-    if live_approvals(cr, version.content_hash).filter(reviewer=actor).exists():
+    if has_live_approval(cr, actor, version.content_hash):
         raise IllegalTransition(f"user {_username(actor)} has already approved this content of version "
                                 f"{version.number} (hash {version.content_hash[:12]})")
     check_evidence(cr)
