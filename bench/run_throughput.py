@@ -1,25 +1,28 @@
-"""Trials per minute of one optimization run executed by 1 and by 2 Celery workers (PostgreSQL + Redis).
+"""Trials per minute of one optimization run executed by 1, 2 or 4 Celery workers (PostgreSQL + Redis).
 
     . .venv/bin/activate && export LITELLM_LOCAL_MODEL_COST_MAP=True
-    python bench/run_throughput.py --model fake              # loopback fake LM, 50 ms per call
+    python bench/run_throughput.py --model fake --latency 0.5 --workers 1 2 4 --trials 24 --rounds 2
     python bench/run_throughput.py --model local --trials 8 --sizes 42 20 20  # Gemma 3 270M in each worker
 
 What it does:
 
 1. Creates a throw-away PostgreSQL database (dropped at the end), migrates it and sets up, through the actions,
    users, the demo support-ticket program and its train/val/test datasets.
-2. Starts two `celery -A governance worker --pool=solo` processes on a queue of its own (Redis broker), and
-   warms them up with a short spread run (each imports litellm and, for the local model, loads llama.cpp).
-3. For 1 and then 2 workers (`--rounds` times, alternating): starts a run with its own seed and a cold
-   response cache (fake model: a new fake server, whose URL is part of every cache key; local model: the
-   run's own seed draws other demo sets and another example order, so few prompts repeat), spreads it over the second worker when measuring 2 (`runner.spread_run`),
-   waits for it to finish, and reads the Trial rows. Trials per minute = (trials - 1) / (last trial time -
-   first trial time) * 60: the search phase only, without the candidate phase before it and the final
-   evaluation after.
-4. Prints a table and writes bench/results/run_throughput_<model>.json. Nothing but 127.0.0.1 is contacted.
+2. Starts max(--workers) `celery -A governance worker --pool=solo` processes on a queue of its own (Redis
+   broker), and warms them up with a short spread run (each imports litellm and, for the local model, loads
+   llama.cpp).
+3. For each worker count (`--rounds` times, alternating): starts a run with its own seed and a cold response
+   cache (fake model: a new fake server, whose URL is part of every cache key; local model: the run's own seed
+   draws other demo sets and another example order, so few prompts repeat), spreads it over that many workers
+   (`runner.spread_run`), waits for it to finish, and reads the Trial rows. Trials per minute = (trials - 1) /
+   (last trial time - first trial time) * 60: the search phase only, without the candidate phase before it
+   and the final evaluation after.
+4. Prints a table and writes bench/results/run_throughput_<model>[_<latency>ms].json (with every trial's
+   examples, calls, seconds and time). Nothing but 127.0.0.1 is contacted.
 
-Wall-clock figures depend on machine load: the script records the load average before and after each
-measurement next to the numbers.
+The fake model sleeps `--latency` seconds per call (a remote API; it serves any number of calls at once) and
+answers like a small classifier that is never perfect (`noisy_classifier`). Wall-clock figures depend on machine
+load: the script records the load average before and after each measurement next to the numbers.
 """
 
 from __future__ import annotations
