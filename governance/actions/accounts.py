@@ -42,8 +42,10 @@ _MISSING: Any = object()
 
 
 def account_state(user: Any) -> AccountState:
-    """The user's AccountState (users created before it existed get a default one, not yet saved)."""
-    state = AccountState.objects.filter(user=user).first()
+    """The user's AccountState (users created before it existed get a default one, not yet saved); a list that read
+    it with its users (select_related("account_state")) is not asked again."""
+    loaded = getattr(getattr(user, "_state", None), "fields_cache", {})
+    state = loaded["account_state"] if "account_state" in loaded else AccountState.objects.filter(user=user).first()
     return state or AccountState(user=user, active=user.is_active, roles=sorted(_group_roles(user)))
 
 

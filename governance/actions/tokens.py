@@ -51,9 +51,13 @@ def key_ref(key: ApiKey) -> dict[str, Any]:
             "expires_at": key.expires_at.isoformat() if key.expires_at else None}
 
 
+def live_keys() -> Any:
+    """Every key neither revoked nor expired (a list of accounts prefetches them for all its users at once)."""
+    return ApiKey.objects.filter(revoked_at__isnull=True).exclude(expires_at__lte=timezone.now())
+
+
 def active_keys(user: Any) -> Any:
-    now = timezone.now()
-    return ApiKey.objects.filter(owner=user, revoked_at__isnull=True).exclude(expires_at__lte=now)
+    return live_keys().filter(owner=user)
 
 
 def user_keys(user: Any) -> list[ApiKey]:

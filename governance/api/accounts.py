@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model, update_session_auth_hash
+from django.db.models import Prefetch, QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -31,6 +32,7 @@ from governance.permissions import ROLE_NAMES, has_role, require_role, user_role
 User = get_user_model()
 
 USERNAME_PATTERN = r"[\w.@+-]+"
+LIVE_KEYS = "live_api_keys"  # where AccountViewSet.get_queryset leaves each account's live keys
 
 
 class KeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -187,7 +189,10 @@ class AccountSerializer(serializers.ModelSerializer):
         return self._state(user).service_account
 
     def get_tokens(self, user: Any) -> list[dict[str, Any]]:
-        return ApiKeySerializer(tokens.active_keys(user).prefetch_related("programs"), many=True).data
+        keys = getattr(user, LIVE_KEYS, None)  # prefetched by AccountViewSet.get_queryset for the whole page
+        if keys is None:
+            keys = tokens.active_keys(user).prefetch_related("programs")
+        return ApiKeySerializer(keys, many=True).data
 
 
 class UserCreateSerializer(serializers.Serializer):
@@ -229,11 +234,17 @@ class AccountReasonSerializer(serializers.Serializer):
 class AccountViewSet(viewsets.GenericViewSet):
     """User accounts. `me` is you; everything else is for administrators (auditors may read)."""
 
-    queryset = User.objects.order_by("username").prefetch_related("groups", "programs")
+    queryset = User.objects.order_by("username").select_related("account_state__password_set_by") \
+        .prefetch_related("groups", "programs")
     serializer_class = AccountSerializer
     lookup_field = "username"
     lookup_value_regex = USERNAME_PATTERN
     filter_backends: tuple[Any, ...] = ()
+
+    def get_queryset(self) -> QuerySet:
+        """Accounts with their state, groups, programs and live keys read once for the page, not per account."""
+        keys = Prefetch("api_keys", queryset=tokens.live_keys().prefetch_related("programs"), to_attr=LIVE_KEYS)
+        return super().get_queryset().prefetch_related(keys)
 
     # -- you
 
