@@ -15,7 +15,7 @@ graceful_timeout = 30
 max_requests = 2000  # recycle workers now and then: bounded memory over months of uptime
 max_requests_jitter = 200
 forwarded_allow_ips = os.environ.get("WEB_FORWARDED_ALLOW_IPS", "127.0.0.1")  # the proxies in front
-accesslog = "-"
+accesslog = None if os.environ.get("LOG_FORMAT") == "json" else "-"  # JSON: the app logs each request itself
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 errorlog = "-"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
@@ -28,6 +29,9 @@ from governance.request_context import current_request_context, current_request_
 from governance.request_context import state as _local
 
 logger = logging.getLogger(__name__)
+# One line per request (method, path, status, milliseconds, request id): on at INFO with LOG_FORMAT=json, where
+# it is the application's structured access log; the dev server prints its own otherwise (settings.LOGGING).
+access_log = logging.getLogger("governance.access")
 
 
 REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
@@ -117,8 +121,14 @@ class HostileInputMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.META[REQUEST_ID_HEADER] = request_id = request_id_of(request)
+        started = time.perf_counter()
         response = self._refuse(request) or self.get_response(request)
         response["X-Request-ID"] = request_id
+        if access_log.isEnabledFor(logging.INFO):
+            ms = round((time.perf_counter() - started) * 1000, 1)
+            access_log.info("%s %s %s %sms", request.method, request.path, response.status_code, ms,
+                            extra={"request_id": request_id, "method": request.method, "path": request.path,
+                                   "status": response.status_code, "ms": ms})
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -361,6 +361,8 @@ LOGGING = {
         # Django's record of every unhandled exception on portal pages, traceback included.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "governance": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        "governance.access": {"handlers": ["console"], "propagate": False,
+                              "level": "INFO" if os.environ.get("LOG_FORMAT") == "json" else "WARNING"},
         "optimizer": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     },
 }

@@ -99,7 +99,9 @@ def _check_static(web: httpx.Client, html: str) -> None:
 
 
 def _check_json_logs(path: Path) -> None:
-    """The application's log lines are JSON with the request id (gunicorn's own access lines are plain)."""
+    """The application's log lines are JSON with the request id, one access line per request among them."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
-    assert records, "no JSON log line from the application"
     assert all({"time", "level", "logger", "message", "request_id"} <= set(record) for record in records)
+    access = [r for r in records if r["logger"] == "governance.access"]
+    assert any(r["path"].startswith("/change-requests/") and r["status"] == 200 for r in access), access[-5:]
+    assert all(len(r["request_id"]) >= 16 for r in access)
