@@ -12,10 +12,13 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 
 from governance.actions import (
+    create_review_policy,
     import_dataset,
     release_version,
+    update_program,
 )
 from governance.actions.runs import Proposal, claim_run, complete_run, record_trial, start_run
 from governance.diffing import DELETE, EQUAL, INSERT, demo_changes, version_diff, word_diff
@@ -507,6 +510,30 @@ def test_main_pages_have_a_constant_query_count(client, users, pw, finished_run,
     after = count_queries()
     grown = {page: after[page] - before[page] for page in pages if after[page] > before[page]}
     assert not grown, f"more rows, more queries: {grown} ({before} -> {after})"
+
+
+def test_dashboard_under_a_reviewer_group_policy_asks_for_the_group_once(client, users, pw, program, make_cr,
+                                                                         django_assert_max_num_queries):
+    """The policy's reviewer group replaces the reviewer role: the reviewer's groups are read once per page, not
+    once per waiting change request."""
+    group = Group.objects.create(name="compliance")
+    policy = create_review_policy(actor=users["admin"], name="compliance-2", reviewer_group=group)
+    update_program(program, actor=users["admin"], review_policy=policy)
+    users["reviewer3"].groups.add(group)
+    login(client, users["reviewer3"], pw)
+
+    def dashboard() -> tuple[int, str]:
+        with django_assert_max_num_queries(PAGES_MAX_QUERIES) as queries:
+            response = client.get("/")
+        assert response.status_code == 200
+        return len(queries.captured_queries), response.content.decode()
+
+    make_cr(evaluated=False)
+    before, _ = dashboard()
+    crs = [make_cr(evaluated=False) for _ in range(3)]
+    after, page = dashboard()
+    assert after <= before, f"{before} queries with one waiting change request, {after} with four"
+    assert all(f"/change-requests/{cr.pk}/" in page for cr in crs)  # listed to review: the group check passed
 
 
 # --- diffing and template helpers -------------------------------------------------------------------------------
