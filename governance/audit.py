@@ -421,10 +421,16 @@ def signature_problem(statement: Statement, keys: dict[str, Ed25519PublicKey]) -
     return ""
 
 
-def database_problem(statement: Statement) -> tuple[str, str]:
-    """(kind, message) when the database no longer matches the statement, else ("", "")."""
+def database_problem(statement: Statement, *, count_events: bool = True) -> tuple[str, str]:
+    """(kind, message) when the database no longer matches the statement, else ("", "").
+
+    `count_events=False` checks only the recorded head event (one row): pages use it, so their cost does not grow
+    with the history. Counting the events up to the checkpoint (a deletion or insertion below the head) walks
+    the whole covered range; the verification job and `verify_audit` do it, and the database refuses both
+    changes anyway (migration 0002's triggers)."""
     head = AuditEvent.objects.filter(pk=statement.last_event_id).values_list("hash", flat=True).first()
-    count = AuditEvent.objects.filter(pk__lte=statement.last_event_id).count()
+    count = (AuditEvent.objects.filter(pk__lte=statement.last_event_id).count() if count_events
+             else statement.event_count)
     if head is None or count < statement.event_count:
         missing = f" and event #{statement.last_event_id} is gone" if head is None else ""
         return "truncated", (f"audit trail truncated: a checkpoint recorded {statement.describe()}; the database "
@@ -666,11 +672,12 @@ def _checkpoints_newest_first(*, above: int, page_size: int = 100) -> Iterator[A
         below = page[-1].last_event_id
 
 
-def _statement_problem(source: str, statement: Statement, keys: dict[str, Ed25519PublicKey]) -> Problem | None:
+def _statement_problem(source: str, statement: Statement, keys: dict[str, Ed25519PublicKey], *,
+                       count_events: bool = True) -> Problem | None:
     why = signature_problem(statement, keys)
     if why:
         return Problem("forged_checkpoint", f"audit checkpoint refused: {source} ({statement.describe()}) {why}")
-    kind, message = database_problem(statement)
+    kind, message = database_problem(statement, count_events=count_events)
     return Problem(kind, f"{message} ({source})", statement.last_event_id) if kind else None
 
 
@@ -702,6 +709,9 @@ class CheckpointStatus:
 
 
 def checkpoint_status() -> CheckpointStatus:
+    """What a page shows: the latest signed checkpoint (signature, and its head event still in place) and how
+    many events came after it. Costs the same at any history size: no count of the covered range (see
+    database_problem) and the total is the checkpoint's own count plus the events after it."""
     keys = trusted_public_keys()
     problems: list[str] = []
     latest_row = AuditCheckpoint.objects.order_by("-last_event_id").first()
@@ -714,9 +724,11 @@ def checkpoint_status() -> CheckpointStatus:
     if anchored is not None and (not statements or anchored != statements[0][1]):
         statements.append(("the anchor file's latest checkpoint", anchored))
     for source, statement in statements:
-        problem = _statement_problem(source, statement, keys)
+        problem = _statement_problem(source, statement, keys, count_events=False)
         if problem is not None:
             problems.append(problem.message)
     checkpoint = max((s for _, s in statements), key=lambda s: s.last_event_id, default=None)
-    after = AuditEvent.objects.filter(id__gt=checkpoint.last_event_id).count() if checkpoint else 0
-    return CheckpointStatus(checkpoint, problems, AuditEvent.objects.count(), after)
+    if checkpoint is None:
+        return CheckpointStatus(None, problems, AuditEvent.objects.count(), 0)
+    after = AuditEvent.objects.filter(id__gt=checkpoint.last_event_id).count()
+    return CheckpointStatus(checkpoint, problems, checkpoint.event_count + after, after)

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -37,11 +38,27 @@ def _filtered_events(form: portal_forms.AuditFilterForm, program: Program | None
     if data.get("actor"):
         events = events.filter(Q(actor_name__icontains=data["actor"]) | Q(actor__username__iexact=data["actor"]))
     if data.get("action"):
-        events = events.filter(action__startswith=data["action"].strip())
+        events = events.filter(_action_filter(data["action"].strip()))
     if data.get("text"):
         text = data["text"].strip()
         events = events.filter(Q(reason__icontains=text) | Q(action__icontains=text) | Q(object_id=text))
     return events
+
+
+def action_names() -> list[str]:
+    """The action names for the filter's suggestions. Reading them scans the action index (a million entries at
+    scale); the answer is kept per latest event id, so it is read again only after new events."""
+    latest = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    return cache.get_or_set(f"governance:audit-action-names:{latest}", lambda: list(
+        AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()), timeout=3600)
+
+
+def _action_filter(action: str) -> Q:
+    """A whole action name ("review.approved", as the list offers) matches exactly, which the action index
+    answers at any history size; a family ("review." or "review") matches by prefix."""
+    if "." in action and not action.endswith("."):
+        return Q(action=action)
+    return Q(action__startswith=action)
 
 
 def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
@@ -54,7 +71,7 @@ def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
         "program": program, "form": form, "page": page, "events": present(list(page.object_list), request.user),
         "query": query.urlencode(), "csv_name": csv_filename(form, program, with_time=False),
         "checkpoint": checkpoint_status(),  # the latest signed checkpoint; the chain is never re-walked per page
-        "action_names": list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()),
+        "action_names": action_names(),
     })
 
 

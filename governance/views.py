@@ -16,7 +16,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -50,7 +51,13 @@ from governance.models import (
     RunStatus,
     VersionStatus,
 )
-from governance.permissions import is_member, programs_with_role, remembered_memberships, visible_programs
+from governance.permissions import (
+    is_member,
+    programs_with_role,
+    remembered_memberships,
+    sees_every_program,
+    visible_programs,
+)
 from governance.oidc.forms import PROVIDER_FORMS
 from governance.portal_pages import search_page
 from optimizer import dumps_bundle
@@ -120,6 +127,14 @@ def field_of(exc: GovernanceError, form: Any, default: str | None = None) -> str
 # --- login, dashboard, programs ------------------------------------------------------------------------------
 
 
+def _program_events(user: Any, programs: Any) -> Any:
+    """Audit events of the programs a user sees. For those who see every program no `program IN (all)` filter:
+    with it SQLite walks the per-program index and sorts a million rows instead of reading the newest ids."""
+    if sees_every_program(user):
+        return AuditEvent.objects.filter(program__isnull=False)
+    return AuditEvent.objects.filter(program_id__in=list(programs.values_list("id", flat=True)))
+
+
 @portal_view
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -153,7 +168,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
                       .select_related("program").order_by("-approved_at")[:10])
     drift = list(DriftAlert.objects.filter(program__in=programs, acknowledged_at__isnull=True)
                  .select_related("program", "version", "dataset")[:10])
-    recent = list(AuditEvent.objects.filter(program__in=programs).select_related("program").order_by("-id")[:8])
+    recent = list(_program_events(user, programs).select_related("program").order_by("-id")[:8])
     my_signatures = list(Review.objects.filter(reviewer=user).select_related("change_request__program", "version")
                          .order_by("-signed_at")[:5])
     return render(request, "governance/dashboard.html", {
@@ -173,14 +188,21 @@ def _score_delta(cr: ChangeRequest) -> float | None:
     return candidate.score - baseline.score
 
 
+def _count_per_program(rows: Any) -> Any:
+    """COUNT(*) of `rows` belonging to the outer query's program, as a subquery (0 when there are none)."""
+    counted = rows.filter(program=OuterRef("pk")).order_by().values("program").annotate(n=Count("*")).values("n")
+    return Coalesce(Subquery(counted), 0)
+
+
 @portal_view
 @require_GET
 def program_list(request: HttpRequest) -> HttpResponse:
+    # Counts as correlated subqueries, not joins: joining versions, change requests and runs at once multiplies
+    # their rows (10,000 versions x 2,000 change requests at scale) before COUNT(DISTINCT) folds them back.
     programs = (visible_programs(request.user).select_related("owner")
-                .annotate(n_versions=Count("versions", distinct=True),
-                          n_open=Count("change_requests", distinct=True,
-                                       filter=Q(change_requests__status=ChangeRequestStatus.OPEN)),
-                          n_runs=Count("runs", distinct=True))
+                .annotate(n_versions=_count_per_program(PromptVersion.objects.all()),
+                          n_open=_count_per_program(ChangeRequest.objects.filter(status=ChangeRequestStatus.OPEN)),
+                          n_runs=_count_per_program(OptimizationRun.objects.all()))
                 .prefetch_related(Prefetch("labels", queryset=ReleaseLabel.objects.select_related("version")))
                 .order_by("slug"))
     page, query = search_page(request, programs, ("slug", "name", "description"))
