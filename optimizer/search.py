@@ -291,11 +291,20 @@ class RaceOutcome:
 
 
 class Racer:
-    """Evaluates one configuration rung by rung, stopping once it cannot reach the bar of a rung."""
+    """Evaluates one configuration rung by rung, stopping once it cannot reach the bar of a rung.
 
-    def __init__(self, state: SearchState, bars: dict[int, float]) -> None:
+    `refresh`, when given, re-reads the bars before each rung after the first: with several workers on one
+    study, trials running elsewhere reach rungs while this one races, and a trial that only knew the bars of
+    its start raced to the full set against none (the 4-worker runs of bench/run_throughput.py evaluated twice
+    the examples per trial of one worker). With one worker nothing else reports meanwhile, so the bars read
+    are the same and so is the search.
+    """
+
+    def __init__(self, state: SearchState, bars: dict[int, float],
+                 refresh: Callable[[], dict[int, float]] | None = None) -> None:
         self.state = state
         self.bars = bars
+        self.refresh = refresh
 
     def run(self, params: dict[str, Any], report: Callable[[float, int], None]) -> RaceOutcome:
         key = self.state.config_key(params)
@@ -306,7 +315,9 @@ class Racer:
         if self.bars.get(n_val, 0.0) > 1.0:  # the best scored 100%: no configuration can beat it
             return RaceOutcome(_mean(scores), len(scores), False)
         program = self.state.program_for(params)
-        for rung in self.state.rungs:
+        for index, rung in enumerate(self.state.rungs):
+            if index and self.refresh is not None:
+                self.bars = self.refresh()
             if not self._extend(program, scores, rung):
                 return RaceOutcome(_mean(scores), len(scores), False)
             report(_mean(scores[:rung]), rung)
@@ -416,9 +427,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = self._suggest(trial)
         meter = TrialMeter(self.state.lm.usage(), time.monotonic())
-        bars = promotion_bars(self.study, self.state.rungs, len(self.state.valset))
+        def bars() -> dict[int, float]:
+            return promotion_bars(self.study, self.state.rungs, len(self.state.valset))
+
         try:
-            outcome = Racer(self.state, bars).run(params, trial.report)
+            outcome = Racer(self.state, bars(), refresh=bars).run(params, trial.report)
         except (BudgetExceeded, StopRequested, LMUnreachableError) as exc:  # LMUnreachableError: ModelFailing too
             self._record(trial.number, params, meter, None, error=str(exc))
             raise

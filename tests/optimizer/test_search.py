@@ -154,6 +154,28 @@ def test_a_hopeless_configuration_costs_a_few_calls_not_a_rung(program, data, si
     assert 2 <= lm.usage().calls <= 5 and outcome.examples <= 5
 
 
+def test_a_trial_reads_the_bars_again_at_each_rung(program, data, simulated, fake_lm_config):
+    """Another worker's trial that reached rung 30 meanwhile sets a bar this trial did not know at its start."""
+    from optimizer.search import Racer, SearchState, demo_counts_for
+
+    result, _ = compile_once(program, data, LM(fake_lm_config()))
+    lm = LM(fake_lm_config(cache_path=None))
+    state = SearchState(program, list(data[1]), result.candidates, choice_match, lm, MIPROConfig(),
+                        rungs=(10, 30, len(data[1])), counts=demo_counts_for(MIPROConfig(), program))
+    zero_shot = {"classify.instruction": 0, "classify.demos": 0, "classify.demo_count": 0}
+    reads: list[int] = []
+
+    def elsewhere() -> dict[int, float]:
+        reads.append(lm.usage().calls)
+        return {30: 1.0 + 1e-9}  # a perfect rung 30 elsewhere: nothing can reach it now
+
+    outcome = Racer(state, bars={}, refresh=elsewhere).run(zero_shot, lambda score, step: None)
+    assert outcome.examples == 10 and not outcome.is_full
+    assert reads == [10], "read once, after the first rung, before any call of the second"
+    alone = Racer(state, bars={}).run(zero_shot, lambda score, step: None)
+    assert alone.is_full, "without the new bar the same configuration races through the whole set"
+
+
 def test_a_score_copied_from_the_proposal_prompt_is_dropped():
     from optimizer.proposal import clean_instruction
 
