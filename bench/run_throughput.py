@@ -185,7 +185,10 @@ def main() -> None:
                        "OPTIMIZER_LOCAL_THREADS": "1", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "0",
                        # a throw-away deployment: the first audited write creates its audit key in the work dir,
                        # and its workers may start with the development SECRET_KEY
-                       "GOVERNANCE_AUDIT_KEY_AUTOCREATE": "1", "GOVERNANCE_ALLOW_DEV_SECRET_KEY": "1"})
+                       "GOVERNANCE_AUDIT_KEY_AUTOCREATE": "1", "GOVERNANCE_ALLOW_DEV_SECRET_KEY": "1",
+                       # every run makes exactly --trials trials: patience would stop runs after different
+                       # numbers of trials depending on what the workers happened to sample
+                       "GOVERNANCE_RUN_PATIENCE": "0"})
     import django
 
     django.setup()
@@ -221,13 +224,15 @@ def main() -> None:
     try:
         print(f"warming up {max(args.workers)} workers ...", flush=True)
         run_once(program, author, workers=max(args.workers), trials=max(args.workers) + 2, seed=1000)
-        plan = [count for _ in range(args.rounds) for count in args.workers]
-        for index, count in enumerate(plan, start=1):
+        # Within a round every worker count runs the same seed (same candidates, same prior configurations),
+        # each against a cold cache; rounds differ in seed.
+        plan = [(round_, count) for round_ in range(1, args.rounds + 1) for count in args.workers]
+        for index, (round_, count) in enumerate(plan, start=1):
             endpoint = fresh_endpoint(index)
             if endpoint != program.lm_config:
                 program = update_program(program, actor=author, lm_config=endpoint, reason="benchmark: cold cache")
             load = os.getloadavg()[0]
-            result = run_once(program, author, workers=count, trials=args.trials, seed=index)
+            result = run_once(program, author, workers=count, trials=args.trials, seed=round_)
             result.update(load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2))
             results.append(result)
             print(json.dumps(result), flush=True)
