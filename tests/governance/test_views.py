@@ -572,3 +572,23 @@ def test_template_helpers():
     assert duration(75) == "1 min 15 s" and duration(3700) == "1 h 01 min" and duration(None) == "\u2014"
     svg = trial_chart([], 10)
     assert svg.startswith("<svg") and "No trial has been scored yet." in svg
+
+
+@pytest.mark.parametrize("window", [500, 2])
+def test_dashboard_recent_activity_shows_only_the_programs_a_member_sees(users, program, author, window, monkeypatch):
+    """Newest first, only visible programs, whether the member's events are among the newest ids (the fast path)
+    or older than the window read at once (the indexed fallback)."""
+    from governance import views
+    from governance.actions import create_program, create_version
+    from governance.permissions import visible_programs
+    from tests.governance.conftest import INLINE_SPEC
+
+    monkeypatch.setattr(views, "RECENT_WINDOW", window)
+    hidden = create_program(actor=users["admin"], slug="hidden", name="Hidden", spec=INLINE_SPEC)
+    for n in range(3):  # newer than everything of the member's program
+        create_version(hidden, actor=users["admin"], payload=payload_with(hidden, f"Hidden {n}."))
+    recent = views._recent_events(author, visible_programs(author))
+    assert recent and all(event.program_id == program.pk for event in recent)
+    assert [e.id for e in recent] == sorted((e.id for e in recent), reverse=True)
+    admin_recent = views._recent_events(users["admin"], visible_programs(users["admin"]))
+    assert admin_recent[0].program_id == hidden.pk
