@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import optimizer, governance, llama_cpp, dspy, playwright, schemathesis, gunicorn, pytest_timeout, drf_spectacular_sidecar, matplotlib, standardwebhooks, mozilla_django_oidc, oauth2_provider" 2>/dev/null; then
+if ! .venv/bin/python -c "import optimizer, governance, llama_cpp, dspy, playwright, schemathesis, gunicorn, pytest_timeout, drf_spectacular_sidecar, matplotlib, standardwebhooks, mozilla_django_oidc, oauth2_provider, aiosmtpd, whitenoise, django_prometheus, pythonjsonlogger" 2>/dev/null; then
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -e ".[local,dev]"
 fi
