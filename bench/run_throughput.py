@@ -14,9 +14,9 @@ What it does:
 3. For each worker count (`--rounds` times, alternating): starts a run with its own seed and a cold response
    cache (fake model: a new fake server, whose URL is part of every cache key; local model: the run's own seed
    draws other demo sets and another example order, so few prompts repeat), spreads it over that many workers
-   (`runner.spread_run`), waits for it to finish, and reads the Trial rows. Trials per minute = (trials - 1) /
-   (last trial time - first trial time) * 60: the search phase only, without the candidate phase before it
-   and the final evaluation after.
+   (`runner.spread_run`), waits for it to finish, and reads the Trial rows. Trials per minute = trials / (last
+   trial's end - first trial's start) * 60: the search phase only, without the candidate phase before it and
+   the final evaluation after.
 4. Prints a table and writes bench/results/run_throughput_<model>[_<latency>ms].json (with every trial's
    examples, calls, seconds and time). Nothing but 127.0.0.1 is contacted.
 
@@ -39,6 +39,7 @@ import tempfile
 import time
 import uuid
 import zlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +160,15 @@ def run_once(program: Any, author: Any, *, workers: int, trials: int, seed: int)
         raise SystemExit(f"run {run.pk} {run.status}: {run.error}")
     trials = list(run.trials.order_by("created_at").values("number", "examples", "calls", "seconds", "created_at"))
     times = [t["created_at"] for t in trials]
-    span = (times[-1] - times[0]).total_seconds()
+    # The search phase: from the start of the first trial (its record time less its duration) to the last
+    # record. Counting from the first record instead left out the first trial, with one worker always a long
+    # prior configuration, with several a short one, which favoured one worker.
+    started = min(t["created_at"] - timedelta(seconds=t["seconds"]) for t in trials)
+    span = (times[-1] - started).total_seconds()
     run = OptimizationRun.objects.get(pk=run.pk)
     busy = sum(t["seconds"] for t in trials)
     return {"workers": workers, "run": run.pk, "trials": len(times), "search_seconds": round(span, 1),
-            "trials_per_minute": round((len(times) - 1) / span * 60, 1) if span > 0 else None,
+            "trials_per_minute": round(len(times) / span * 60, 1) if span > 0 else None,
             "run_wall_seconds": round(run.wall_seconds, 1), "calls": run.calls,
             "search_calls": sum(t["calls"] for t in trials),
             "search_examples": sum(t["examples"] for t in trials),
@@ -171,7 +176,7 @@ def run_once(program: Any, author: Any, *, workers: int, trials: int, seed: int)
             "trial_seconds_summed": round(busy, 1),
             "per_worker": run.progress.get("workers", {}),
             "trials_detail": [[t["number"], t["examples"], t["calls"], round(t["seconds"], 2),
-                               round((t["created_at"] - times[0]).total_seconds(), 2)] for t in trials]}
+                               round((t["created_at"] - started).total_seconds(), 2)] for t in trials]}
 
 
 def main() -> None:
