@@ -161,7 +161,8 @@ def code_version() -> dict[str, Any]:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     return {"commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted_changes": git("status", "--porcelain", "--untracked-files=no", "--", "optimizer", "bench").splitlines()}
+            "uncommitted_changes": git("status", "--porcelain", "--untracked-files=no", "--", "optimizer",
+                                       "bench").splitlines()}
 
 
 def versions() -> dict[str, str]:
