@@ -214,6 +214,9 @@ def measure(world: dict[str, Any], repeat: int) -> list[dict[str, Any]]:
     from django.db import connection
     from django.test import Client
 
+    with connection.cursor() as cursor:  # fresh statistics, as autovacuum/ANALYZE keep them in production
+        cursor.execute("ANALYZE")
+
     User = get_user_model()
     rows = []
     for name, username, url in targets(world):

@@ -64,13 +64,19 @@ def _action_filter(action: str) -> Q:
 def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
     form = portal_forms.AuditFilterForm(request.GET or None)
     events = _filtered_events(form, program).select_related("program")
-    page = Paginator(events.order_by("-id"), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    checkpoint = checkpoint_status()  # the latest signed checkpoint; the chain is never re-walked per page
+    paginator = Paginator(events.order_by("-id"), AUDIT_PAGE_SIZE)
+    if program is None and not any(form.data.get(name) for name in form.fields if name != "page"):
+        # The whole trail: its size is the checkpoint's count plus the events after it, already read; a
+        # COUNT(*) of a million rows would cost more than the rest of the page.
+        paginator.count = checkpoint.events_total
+    page = paginator.get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "governance/audit.html", {
         "program": program, "form": form, "page": page, "events": present(list(page.object_list), request.user),
         "query": query.urlencode(), "csv_name": csv_filename(form, program, with_time=False),
-        "checkpoint": checkpoint_status(),  # the latest signed checkpoint; the chain is never re-walked per page
+        "checkpoint": checkpoint,
         "action_names": action_names(),
     })
 
