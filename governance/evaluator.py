@@ -14,6 +14,7 @@ from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
+from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -137,9 +138,13 @@ def run_claimed(evaluation: Evaluation, lm: Any, *, on_progress: ProgressCallbac
     except Exception as exc:
         _end(evaluation, spent(), started, f"{type(exc).__name__}: {exc}")
         raise
-    completed = evaluation_actions.complete_evaluation(evaluation, outcomes=outcomes, usage=spent(),
-                                                       seconds=time.monotonic() - started)
-    review_actions.record_comparisons(completed)
+    # One transaction: nobody sees both evaluations succeeded without the comparison. Each finisher updates its
+    # evaluation before it locks the change request, so whichever takes that lock second reads the other's
+    # committed status and records the comparison (two workers finishing together cannot both miss it).
+    with transaction.atomic():
+        completed = evaluation_actions.complete_evaluation(evaluation, outcomes=outcomes, usage=spent(),
+                                                           seconds=time.monotonic() - started)
+        review_actions.record_comparisons(completed)
     return completed
 
 
