@@ -73,7 +73,27 @@ def _parse_choice(spec: Field, text: str) -> str:
     for choice in spec.choices:
         if normalize_choice(choice) == first_line:
             return choice
+    matched = _loose_choice(spec.choices, first_line)
+    if matched is not None:
+        return matched
     raise ParseError(f"{text.splitlines()[0][:80]!r} is not one of {', '.join(spec.choices)} (field {spec.name!r})")
+
+
+def _separators_blind(text: str) -> str:
+    return re.sub(r"[\s_\-/]+", " ", text).strip()
+
+
+def _loose_choice(choices: Sequence[str], line: str) -> str | None:
+    """The choice a small model meant when it wrote it loosely: "card arrival" for `card_arrival`, or the
+    label followed by more words ("sports (the text is about football)"). Separators (space, _, -, /) are
+    equivalent; a label that starts the line at a word boundary counts, the longest one when several do.
+    Only an unambiguous reading is accepted: anything else stays a parse error (a wrong answer)."""
+    blind = _separators_blind(line)
+    by_form = {_separators_blind(normalize_choice(c)): c for c in choices}
+    if blind in by_form:
+        return by_form[blind]
+    starts = [form for form in by_form if form and re.match(re.escape(form) + r"(\W|$)", blind)]
+    return by_form[max(starts, key=len)] if starts else None
 
 
 def _parse_number(spec: Field, text: str, kind: type) -> Any:

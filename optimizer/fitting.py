@@ -7,6 +7,10 @@ max_tokens, a margin, the longest instruction a candidate may have, and the long
 set that does not fit loses its longest demos first, one class at a time so that a balanced set stays
 balanced, until it fits; the reduction is logged and recorded in the set's metadata (`DemoSet.metadata["fit"]`).
 
+Input tokens are also the run's cost (issue 19: ours used 1.6x DSPy's prompt tokens on long news texts with 16
+demos), so the demos of one prompt have a token cap too (`MIPROConfig.max_demo_tokens`): short texts keep every
+demo the counts ask for, long ones keep fewer, the longest dropped first.
+
 Token counts are `LM.count_tokens` estimates: litellm's tokenizer when litellm knows the model, else
 characters / 3, which overestimates (English runs about 4 characters per token in common tokenizers).
 """
@@ -32,6 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_INSTRUCTION_CHARS = 600  # proposal.clean_instruction cuts proposed instructions here
 PER_MESSAGE_TOKENS = 4       # chat templates wrap every message in a few role/separator tokens
 SAFETY_TOKENS = 16           # BOS/EOS and the like, which no estimate of the text itself sees
+UNLIMITED = 2**31 - 1        # the prompt budget when neither a window nor a prompt cap is known
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class PromptFitter:
             earlier predictor produces are stood in for by an answer of max_tokens words).
         adapter: How prompts are rendered for this LM.
         max_prompt_tokens: A cost cap on every prompt (MIPROConfig.max_prompt_tokens); None for none.
+        max_demo_tokens: A cost cap on the demos of a prompt (MIPROConfig.max_demo_tokens); None for none.
     """
 
     lm: LM
@@ -52,19 +58,21 @@ class PromptFitter:
     longest_inputs: dict[str, dict[str, Any]]
     adapter: Adapter
     max_prompt_tokens: int | None = None
+    max_demo_tokens: int | None = None
 
     @classmethod
     def for_program(cls, program: Program, examples: Sequence[Example], lm: LM, adapter: Adapter | None = None,
-                    *, max_prompt_tokens: int | None = None) -> PromptFitter | None:
+                    *, max_prompt_tokens: int | None = None,
+                    max_demo_tokens: int | None = None) -> PromptFitter | None:
         """A fitter for `program` on `examples`; None when there is nothing to fit to (no known context window
-        and no `max_prompt_tokens`)."""
+        and no token cap)."""
         window = lm.context_window()
-        if window is None and max_prompt_tokens is None:
+        if window is None and max_prompt_tokens is None and max_demo_tokens is None:
             logger.info("context window of %s unknown: demo sets are not fitted to it", lm.config.model)
             return None
         produced = " ".join(["word"] * lm.config.max_tokens)  # an earlier predictor's longest possible answer
         longest = {p.name: _longest_inputs(p, examples, produced) for p in program.predictors}
-        return cls(lm, window, longest, adapter or adapter_for(lm.is_chat), max_prompt_tokens)
+        return cls(lm, window, longest, adapter or adapter_for(lm.is_chat), max_prompt_tokens, max_demo_tokens)
 
     def prompt_tokens(self, predictor: Predictor, demos: Sequence[Demo]) -> int:
         """Estimated tokens of the longest prompt `predictor` sends with `demos` (longest input, and room for
@@ -84,14 +92,23 @@ class PromptFitter:
         if self.context_window is not None:
             answer = self.adapter.format(predictor, self.longest_inputs[predictor.name]).max_tokens
             limits.append(self.context_window - (answer or self.lm.config.max_tokens) - SAFETY_TOKENS)
-        return min(limits)
+        return min(limits, default=UNLIMITED)
+
+    def demo_tokens(self, predictor: Predictor, demos: Sequence[Demo]) -> int:
+        """Estimated tokens the demos add to a prompt (each rendered as the adapter shows it)."""
+        fields = predictor.rendered_signature.fields
+        return sum(self.lm.count_tokens(render_fields(fields, d)) for d in demos)
 
     def fit(self, predictor: Predictor, demos: Sequence[Demo]) -> list[Demo]:
-        """`demos` without the fewest, longest ones needed to fit; order kept, classes kept balanced."""
+        """`demos` without the fewest, longest ones needed to fit the window and the token caps; order kept,
+        classes kept balanced."""
         kept = list(demos)
         budget = self.budget(predictor)
-        lengths = [len(render_fields(predictor.rendered_signature.fields, d)) for d in kept]
-        sizes = {id(d): n for d, n in zip(kept, lengths, strict=True)}
+        fields = predictor.rendered_signature.fields
+        sizes = {id(d): self.lm.count_tokens(render_fields(fields, d)) for d in kept}
+        demo_cap = self.max_demo_tokens
+        while kept and demo_cap is not None and sum(sizes[id(d)] for d in kept) > demo_cap:
+            kept.remove(_next_to_drop(predictor, kept, sizes))
         while kept and self.prompt_tokens(predictor, kept) > budget:
             kept.remove(_next_to_drop(predictor, kept, sizes))
         if not kept and self.prompt_tokens(predictor, kept) > budget:
@@ -107,11 +124,12 @@ class PromptFitter:
         if not dropped:
             return demo_set
         budget = self.budget(predictor)
-        logger.info("predictor %s: demo set %r cut from %d to %d demos to fit %d prompt tokens (context window "
-                    "%s, %s estimate)", predictor.name, demo_set.source, len(demo_set.demos), len(kept), budget,
+        logger.info("predictor %s: demo set %r cut from %d to %d demos to fit the demo cap of %s tokens and the "
+                    "prompt budget of %s (context window %s, %s estimate)", predictor.name, demo_set.source,
+                    len(demo_set.demos), len(kept), self.max_demo_tokens, budget if budget < UNLIMITED else None,
                     self.context_window, self.lm.token_estimator)
         fit = {"context_window": self.context_window, "max_prompt_tokens": self.max_prompt_tokens,
-               "prompt_budget": budget, "estimator": self.lm.token_estimator,
+               "max_demo_tokens": self.max_demo_tokens, "prompt_budget": budget, "estimator": self.lm.token_estimator,
                "demos_before": len(demo_set.demos), "dropped": dropped}
         return replace(demo_set, demos=tuple(kept), metadata={**demo_set.metadata, "fit": fit})
 
@@ -137,11 +155,12 @@ def prompt_fits(lm: LM, prompt: str, max_tokens: int) -> bool:
 
 def _next_to_drop(predictor: Predictor, demos: list[Demo], sizes: dict[int, int]) -> Demo:
     """The longest demo of the most frequent class (the longest overall among tied classes): dropping it keeps
-    a balanced set balanced while removing as many tokens as balance allows."""
+    a balanced set balanced while removing as many tokens as balance allows. Bootstrapped demos go last: a
+    teacher's trace that passed the metric is worth more than a labeled row."""
     counts = Counter(label_key(predictor, d) for d in demos)
     most = max(counts.values())
     candidates = [d for d in demos if counts[label_key(predictor, d)] == most]
-    return max(candidates, key=lambda d: sizes.get(id(d), 0))
+    return max(candidates, key=lambda d: (not d.get("augmented"), sizes.get(id(d), 0)))
 
 
 def _longest_inputs(predictor: Predictor, examples: Sequence[Example], produced: str) -> dict[str, Any]:

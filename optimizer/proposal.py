@@ -163,7 +163,8 @@ def fitted_proposal_prompt(predictor: Predictor, demos: Sequence[Demo], context:
     return prompt
 
 
-_TRAILING_SCORE = re.compile(r"[\"'`]?\s*\(\s*\d{1,3}(\.\d+)?\s*%\s*\)\s*$")
+# "(40%)", and the wordier copies a small model makes of it: "(60% or more)", "(score: 45 %)".
+_TRAILING_SCORE = re.compile(r"[\"'`]?\s*\([^()]*\d\s*%[^()]*\)\s*$")
 
 
 def clean_instruction(answer: str) -> str:

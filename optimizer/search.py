@@ -18,6 +18,7 @@ What differs from DSPy's MIPROv2, and why:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -61,6 +62,10 @@ class Preset:
     patience: int
 
 
+# Estimated tokens (LM.count_tokens) of the demos in one prompt. Chosen on the tuning sets only: bitext's 27
+# short demos (~25 estimated tokens each) must fit, sst2's 24 movie reviews (~42 each) are cut to about 19.
+DEFAULT_MAX_DEMO_TOKENS = 800
+
 PRESETS: dict[str, Preset] = {
     "light": Preset(num_candidates=6, val_size=60, num_trials=14, rungs=(10, 30), patience=5),
     "medium": Preset(num_candidates=12, val_size=300, num_trials=28, rungs=(20, 60, 150), patience=8),
@@ -97,6 +102,14 @@ class MIPROConfig:
             balanced) as they are to the context window, trading demo count and length for input-token cost.
             Counted for the dataset's longest input and the longest instruction a candidate may have. None: only
             the context window limits prompts.
+        max_demo_tokens: A token budget for the demos of one prompt (estimated as `LM.count_tokens` does): a
+            demo set whose demos take more loses its longest ones first (classes kept balanced). Input tokens are
+            what a run costs; the default (DEFAULT_MAX_DEMO_TOKENS) keeps the 24-27 short demos the tuning sets'
+            best configurations use and cuts sets of long texts (about 8 demos of a 230-character news text).
+            None: no cap.
+        simplest_within_se: Choose the shortest prompt among the configurations within one paired standard
+            error of the best validation score (the one-SE rule), not the best score itself: the validation
+            set is small, and its winner by a hair is no likelier to win on new data.
     """
 
     preset: str = "light"
@@ -117,6 +130,8 @@ class MIPROConfig:
     patience: int | None = None
     max_consecutive_failures: int | None = None
     max_prompt_tokens: int | None = None
+    max_demo_tokens: int | None = DEFAULT_MAX_DEMO_TOKENS
+    simplest_within_se: bool = True
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -131,6 +146,8 @@ class MIPROConfig:
             raise ValueError(f"`max_consecutive_failures >= 0` must hold, but got {self.max_consecutive_failures}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ValueError(f"`max_prompt_tokens >= 1` must hold, but got {self.max_prompt_tokens}")
+        if self.max_demo_tokens is not None and self.max_demo_tokens < 1:
+            raise ValueError(f"`max_demo_tokens >= 1` must hold, but got {self.max_demo_tokens}")
 
     @property
     def resolved(self) -> Preset:
@@ -214,6 +231,9 @@ class RunResult:
     study_name: str
     config: MIPROConfig
     valset_size: int
+    # Set when the one-SE rule chose another configuration than the best validation score's.
+    highest_scoring_params: dict[str, Any] | None = None
+    highest_scoring_program: Program | None = None
 
     @property
     def failed_calls(self) -> int:
@@ -226,6 +246,7 @@ class RunResult:
                 "failed_calls": self.failed_calls,
                 "study_name": self.study_name, "seconds": round(self.seconds, 2), "valset_size": self.valset_size,
                 "usage": self.usage.__dict__, "config": self.config.to_dict(),
+                "highest_scoring_params": self.highest_scoring_params,
                 "trials": [t.to_dict() for t in self.trials], "candidates": self.candidates.to_dict()}
 
 
@@ -595,7 +616,8 @@ class MIPRO:
                                      max_bootstrapped=self.config.max_bootstrapped_demos,
                                      labeled_only=self.config.labeled_only, zero_shot=self.config.zero_shot)
         fitter = PromptFitter.for_program(program, [*trainset, *valset], self.lm,
-                                          max_prompt_tokens=self.config.max_prompt_tokens)
+                                          max_prompt_tokens=self.config.max_prompt_tokens,
+                                          max_demo_tokens=self.config.max_demo_tokens)
         demo_sets = build_demo_sets(program, trainset, self.metric, self.lm, settings, self.config.seed, fitter)
         rng = random.Random(self.config.seed + 2)
         summary = summarize_dataset(trainset, self.proposal_lm, rng)
@@ -634,7 +656,10 @@ class MIPRO:
     def _result(self, study: optuna.Study, state: SearchState, stop_reason: str, started: float,
                 usage_before: Usage) -> RunResult:
         params, score = best_configuration(study, state)
+        top, _ = highest_scoring(study, state)
         return RunResult(program=state.program_for(params), best_score=score, best_params=params,
+                         highest_scoring_params=None if top == params else top,
+                         highest_scoring_program=None if top == params else state.program_for(top),
                          trials=tuple(state.records), candidates=state.candidates, stop_reason=stop_reason,
                          usage=self.lm.usage() - usage_before, seconds=time.monotonic() - started,
                          study_name=study.study_name, config=self.config, valset_size=len(state.valset))
@@ -724,6 +749,14 @@ def prior_configurations(state: SearchState) -> list[dict[str, Any]]:
 
 
 def best_configuration(study: optuna.Study, state: SearchState) -> tuple[dict[str, Any], float]:
+    """The configuration with the best full-validation score (with `MIPROConfig.simplest_within_se`, the
+    shortest prompt within one paired standard error of it); else the best partial one; else the original."""
+    params, score = highest_scoring(study, state)
+    simpler = simplest_within_noise(study, state, params) if state.config.simplest_within_se else None
+    return simpler or (params, score)
+
+
+def highest_scoring(study: optuna.Study, state: SearchState) -> tuple[dict[str, Any], float]:
     """The configuration with the best full-validation score; else the best partial one; else the original."""
     from optuna.trial import TrialState
 
@@ -732,8 +765,58 @@ def best_configuration(study: optuna.Study, state: SearchState) -> tuple[dict[st
     pool = full or [t for t in complete if t.value is not None]
     if not pool:
         return prior_configurations(state)[0], 0.0
-    best = max(pool, key=lambda t: (t.user_attrs.get("full_score") or t.value or 0.0, -t.number))
+    def preference(t: optuna.trial.FrozenTrial) -> tuple[float, int, int]:
+        # Equal scores: the shorter prompt wins (it costs fewer input tokens on every production call), then
+        # the earlier trial.
+        return t.user_attrs.get("full_score") or t.value or 0.0, -prompt_chars(state, t.params), -t.number
+
+    best = max(pool, key=preference)
     return dict(best.params), float(best.user_attrs.get("full_score") or best.value or 0.0)
+
+
+def simplest_within_noise(study: optuna.Study, state: SearchState,
+                          best: dict[str, Any]) -> tuple[dict[str, Any], float] | None:
+    """The one-standard-error rule: of the configurations scored on the whole validation set, the one with the
+    shortest prompt whose score is within one paired standard error of the best's (same examples, so the noise
+    they share cancels). A 60-example validation set cannot tell such configurations apart, and the shorter
+    prompt costs fewer tokens on every call after release. Scores come from this process's answers; a
+    configuration evaluated by another worker is left out; None when the best's answers are not here."""
+    n_val = len(state.valset)
+    full = {}
+    for params in _full_trial_params(study):
+        scores = state.scores_by_config.get(state.config_key(params), [])
+        if len(scores) >= n_val:
+            full[state.config_key(params)] = (params, scores[:n_val])
+    top = full.get(state.config_key(best))
+    if top is None:
+        return None
+    top_scores = top[1]
+    within = [(params, scores) for params, scores in full.values()
+              if _mean(scores) >= _mean(top_scores) - _paired_standard_error(top_scores, scores)]
+    params, scores = min(within, key=lambda item: (prompt_chars(state, item[0]), -_mean(item[1])))
+    return params, _mean(scores)
+
+
+def _full_trial_params(study: optuna.Study) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    return [dict(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("full_score") is not None]
+
+
+def _paired_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) < 2:
+        return 0.0
+    mean = _mean(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+
+
+def prompt_chars(state: SearchState, params: dict[str, Any]) -> int:
+    """Characters of the instructions and demos a configuration adds to every prompt (a proxy for its tokens)."""
+    program = state.program_for(params)
+    return sum(len(p.instructions) + sum(len(json.dumps(dict(d), ensure_ascii=False)) for d in p.demos)
+               for p in program.predictors)
 
 
 class InstructionProposer:

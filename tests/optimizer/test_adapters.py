@@ -19,6 +19,24 @@ def test_choice_parsing_normalizes_case_quotes_and_punctuation(answer):
     assert CompletionAdapter().parse(CLASSIFY, answer) == {"category": "shipping"}
 
 
+INTENTS = Predict("intent", "text -> label: choice[card_arrival|card_arrival_delay|Sci/Tech|top-up]")
+
+
+@pytest.mark.parametrize("answer, label", [
+    (" card arrival", "card_arrival"), (" Card-Arrival.", "card_arrival"), (" card arrival delay", "card_arrival_delay"),
+    (" sci tech", "Sci/Tech"), (" top up", "top-up"), (" card_arrival (the card has not come)", "card_arrival"),
+    (" card arrival delay, maybe", "card_arrival_delay"),
+])
+def test_a_loosely_written_label_is_read_as_the_label_it_names(answer, label):
+    assert CompletionAdapter().parse(INTENTS, answer) == {"label": label}
+
+
+@pytest.mark.parametrize("answer", [" card", " arrival", " the card_arrival", " cardarrival", " top"])
+def test_a_partial_or_buried_label_stays_a_parse_error(answer):
+    with pytest.raises(ParseError, match="is not one of"):
+        CompletionAdapter().parse(INTENTS, answer)
+
+
 def test_unknown_choice_and_empty_answer_are_parse_errors():
     with pytest.raises(ParseError, match="not one of billing, refund, shipping"):
         CompletionAdapter().parse(CLASSIFY, " delivery")

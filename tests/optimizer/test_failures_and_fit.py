@@ -183,7 +183,7 @@ def test_the_context_window_comes_from_the_config_then_litellm_then_nothing(fake
 
 def test_unknown_window_changes_nothing(support_program, support_data, fake_server, fake_lm_config):
     fake_server.responder = SimulatedClassifier()
-    result = MIPRO(choice_match, LM(fake_lm_config()), MIPROConfig(num_trials=2)).compile(
+    result = MIPRO(choice_match, LM(fake_lm_config()), MIPROConfig(num_trials=2, max_demo_tokens=None)).compile(
         support_program, *support_data)
     assert not any(s.metadata for s in result.candidates.demo_sets["classify"])
     assert json.dumps(result.report(), default=str)
@@ -212,3 +212,46 @@ def test_chat_prompts_fit_the_window_too(support_program, support_data, fake_ser
     for body in chats:
         text = "\n".join(m["content"] for m in body["messages"])
         assert lm.count_tokens(text) + 4 * len(body["messages"]) + body.get("max_tokens", 32) <= 512
+
+
+# --- the demos of a prompt have a token cap (input tokens are what a run costs) ---------------------------------
+
+
+def test_the_demo_token_cap_drops_the_longest_demos_first_and_keeps_classes_balanced(fake_lm_config):
+    lm = LM(fake_lm_config())  # no window: only the cap limits demos
+    short = [{"ticket": "short ticket", "category": c} for c in ("billing", "refund")] * 4
+    long = [{"ticket": "a long ticket " * 20, "category": c} for c in ("billing", "refund")]
+    demos = [*short[:4], *long, *short[4:]]
+    predictor = PROGRAM.predictors[0]
+    cap = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=1000).demo_tokens(predictor, short)
+    fitter = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=cap)
+    kept = fitter.fit(predictor, demos)
+    assert kept == [*short[:4], *short[4:]], "the two long demos go first, one per class; order kept"
+    assert fitter.demo_tokens(predictor, kept) <= cap
+    assert fitter.fit(predictor, short) == short, "a set within the cap is unchanged"
+    smaller = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=cap // 2).fit(predictor, short)
+    counts = Counter(d["category"] for d in smaller)
+    assert 0 < len(smaller) < len(short) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_the_default_demo_cap_keeps_short_demo_sets_and_cuts_long_ones(support_program, support_data, fake_server,
+                                                                       fake_lm_config):
+    fake_server.responder = always_right
+    lm = LM(fake_lm_config())
+    train, val = support_data
+    padded = [Example({"ticket": e.inputs["ticket"] + " " + "and more words about it " * 8}, e.labels)
+              for e in train]
+    short_run = MIPRO(choice_match, lm, MIPROConfig(num_trials=1, labeled_only=True)).compile(
+        support_program, train, val)
+    long_run = MIPRO(choice_match, lm, MIPROConfig(num_trials=1, labeled_only=True)).compile(
+        support_program, padded, val)
+    short_sizes = [len(s.demos) for s in short_run.candidates.demo_sets["classify"][1:]]
+    long_sets = long_run.candidates.demo_sets["classify"][1:]
+    assert max(short_sizes) >= 18, "the demo data's 100-character tickets keep most of the 27 demos"
+    assert all(s.metadata["fit"]["max_demo_tokens"] == MIPROConfig().max_demo_tokens for s in long_sets)
+    assert max(len(s.demos) for s in long_sets) < max(short_sizes), "long tickets: fewer demos per prompt"
+
+
+def test_a_demo_cap_below_one_token_is_refused():
+    with pytest.raises(ValueError, match="max_demo_tokens >= 1"):
+        MIPROConfig(max_demo_tokens=0)

@@ -184,6 +184,35 @@ def test_a_score_copied_from_the_proposal_prompt_is_dropped():
     assert clean_instruction("Step 1: classify the ticket (20.5 %)") == "Step 1: classify the ticket"
     assert clean_instruction("Answer with the team name (see the list above)") == \
         "Answer with the team name (see the list above)"
+    assert clean_instruction("Classify the text into one category: Business, Sports. (60% or more)") == \
+        "Classify the text into one category: Business, Sports."
+
+
+def test_of_two_configurations_with_the_same_score_the_shorter_prompt_is_chosen(program, data, simulated,
+                                                                              fake_lm_config):
+    import optuna
+
+    from optimizer.search import SearchState, best_configuration, demo_counts_for, prompt_chars
+
+    result, _ = compile_once(program, data, LM(fake_lm_config()))
+    lm = LM(fake_lm_config())
+    state = SearchState(program, list(data[1]), result.candidates, choice_match, lm, MIPROConfig(),
+                        rungs=(10, 30, len(data[1])), counts=demo_counts_for(MIPROConfig(), program))
+    small, large = min(state.counts), max(state.counts)
+    params = [{"classify.instruction": 0, "classify.demos": 1, "classify.demo_count": count}
+              for count in (large, small, large)]
+    assert prompt_chars(state, params[1]) < prompt_chars(state, params[0])
+    distributions = {"classify.instruction": optuna.distributions.CategoricalDistribution([0]),
+                     "classify.demos": optuna.distributions.CategoricalDistribution([1]),
+                     "classify.demo_count": optuna.distributions.CategoricalDistribution(list(state.counts))}
+    study = optuna.create_study(direction="maximize")
+    for p, score in zip(params, (0.9, 0.9, 0.85), strict=True):
+        study.add_trial(optuna.trial.create_trial(params=p, distributions=distributions, value=score,
+                                                  user_attrs={"full_score": score}))
+    assert best_configuration(study, state) == (params[1], 0.9), "equal scores: fewer demos, fewer tokens"
+    study.add_trial(optuna.trial.create_trial(params=params[0], distributions=distributions, value=0.95,
+                                              user_attrs={"full_score": 0.95}))
+    assert best_configuration(study, state) == (params[0], 0.95), "a better score still wins over a shorter prompt"
 
 
 @pytest.mark.parametrize(("total", "done", "expected"), [
@@ -196,3 +225,38 @@ def test_the_final_rung_keeps_only_configurations_likely_to_beat_the_best(total,
     from optimizer.search import can_still_beat
 
     assert can_still_beat(total, done, size=60, bar=53 / 60 + 1e-9) is expected
+
+
+def test_the_one_se_rule_picks_the_shorter_prompt_unless_the_best_wins_beyond_noise(program, data, simulated,
+                                                                                     fake_lm_config):
+    import optuna
+
+    from optimizer.search import SearchState, best_configuration, demo_counts_for
+
+    result, _ = compile_once(program, data, LM(fake_lm_config()))
+    valset = list(data[1])[:20]
+    state = SearchState(program, valset, result.candidates, choice_match, LM(fake_lm_config()), MIPROConfig(),
+                        rungs=(10, 20), counts=demo_counts_for(MIPROConfig(), program))
+    small, large = ({"classify.instruction": 0, "classify.demos": 1, "classify.demo_count": c}
+                    for c in (min(state.counts), max(state.counts)))
+    distributions = {name: optuna.distributions.CategoricalDistribution([value]) for name, value in small.items()}
+    distributions["classify.demo_count"] = optuna.distributions.CategoricalDistribution(list(state.counts))
+
+    def study_with(large_scores, small_scores):
+        study = optuna.create_study(direction="maximize")
+        for params, scores in ((large, large_scores), (small, small_scores)):
+            state.scores_by_config[state.config_key(params)] = list(scores)
+            mean = sum(scores) / len(scores)
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=mean,
+                                                      user_attrs={"full_score": mean}))
+        return study
+
+    # 18/20 against 17/20, differing on 3 examples: within one paired standard error -> the shorter prompt.
+    near = study_with([1.0] * 18 + [0.0] * 2, [1.0] * 16 + [0.0, 0.0, 1.0, 0.0])
+    assert best_configuration(near, state) == (small, 0.85)
+    # 20/20 against 10/20: a win far beyond the noise keeps the best.
+    far = study_with([1.0] * 20, [1.0] * 10 + [0.0] * 10)
+    assert best_configuration(far, state) == (large, 1.0)
+    off = SearchState(program, valset, result.candidates, choice_match, state.lm, MIPROConfig(simplest_within_se=False),
+                      rungs=(10, 20), counts=state.counts, scores_by_config=state.scores_by_config)
+    assert best_configuration(near, off) == (large, 0.9), "the rule switched off: the best validation score"
