@@ -295,6 +295,9 @@ def main() -> None:
                                           "(default: <tmp>/governance-scale-<database>)")
     parser.add_argument("--measure-only", action="store_true",
                         help="measure the database an earlier run built in --workdir (no rebuild)")
+    parser.add_argument("--results-dir", default=str(RESULTS),
+                        help="where scale_<database>.json goes (default: bench/results); the docs section is "
+                             "rewritten only from the default, so a trial build elsewhere leaves both alone")
     args = parser.parse_args()
     if args.report:
         return report()
@@ -313,12 +316,14 @@ def main() -> None:
         built.write_text(json.dumps(world))
     rows = measure(world, args.repeat)
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"scale_{args.database}.json"
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"scale_{args.database}.json"
     out.write_text(json.dumps({"sizes": world.get("sizes", sizes), "repeat": args.repeat, "commit": commit,
                                "world": world, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
-    report()
+    if results_dir.resolve() == RESULTS.resolve():
+        report()
 
 
 if __name__ == "__main__":

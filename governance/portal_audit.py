@@ -6,11 +6,12 @@ named after its filter, and the export signing key's page.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.cache import cache
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from governance import forms as portal_forms
+from governance.api.filtersets import MAX_OFFSET, CappedCount, capped_count
 from governance.audit import checkpoint_status
 from governance.audit_text import present
 from governance.errors import InvalidInput
@@ -61,20 +63,84 @@ def _action_filter(action: str) -> Q:
     return Q(action__startswith=action)
 
 
+class TrailPage(Page):
+    """A page that knows whether older events follow without knowing how many pages there are."""
+
+    def __init__(self, object_list: Any, number: int, paginator: Paginator, *, more: bool) -> None:
+        super().__init__(object_list, number, paginator)
+        self.more = more
+
+    def has_next(self) -> bool:
+        return self.more
+
+    def end_index(self) -> int:
+        return self.start_index() + len(self.object_list) - 1
+
+
+class TrailPaginator(Paginator):
+    """Django's Paginator over an audit trail that counts at most the cap's matches (capped_count).
+
+    Below the cap it is Django's. Past it the number of pages is unknown, so any page number up to MAX_OFFSET's
+    is served: one event more than the page is read to know whether an older page follows."""
+
+    def __init__(self, events: QuerySet[AuditEvent], per_page: int, *, known_count: int | None = None) -> None:
+        super().__init__(events, per_page)
+        self.known_count = known_count
+
+    @cached_property
+    def counted(self) -> CappedCount:
+        if self.known_count is not None:
+            return CappedCount(self.known_count, capped=False)
+        return capped_count(self.object_list)
+
+    @cached_property
+    def count(self) -> int:
+        return self.counted.value
+
+    def validate_number(self, number: Any) -> int:
+        if not self.counted.capped:
+            return super().validate_number(number)
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("That page number is not an integer") from None
+        if number < 1 or number > MAX_OFFSET // self.per_page:  # a larger offset overflows the database's integer
+            raise EmptyPage("That page contains no results")
+        return number
+
+    def get_page(self, number: Any) -> Page:
+        try:
+            return super().get_page(number)
+        except EmptyPage:  # a page past the last event of a capped trail: the last page under the cap instead
+            return self.page(self.num_pages)
+
+    def page(self, number: Any) -> Page:
+        if not self.counted.capped:
+            return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom:bottom + self.per_page + 1])
+        if not rows:
+            raise EmptyPage("That page contains no results")
+        return TrailPage(rows[:self.per_page], number, self, more=len(rows) > self.per_page)
+
+
 def _audit(request: HttpRequest, program: Program | None) -> HttpResponse:
     form = portal_forms.AuditFilterForm(request.GET or None)
     events = _filtered_events(form, program).select_related("program")
     checkpoint = checkpoint_status()  # the latest signed checkpoint; the chain is never re-walked per page
-    paginator = Paginator(events.order_by("-id"), AUDIT_PAGE_SIZE)
-    if program is None and not any(form.data.get(name) for name in form.fields if name != "page"):
-        # The whole trail: its size is the checkpoint's count plus the events after it, already read; a
-        # COUNT(*) of a million rows would cost more than the rest of the page.
-        paginator.count = checkpoint.events_total
+    whole_trail = program is None and not any(form.data.get(name) for name in form.fields if name != "page")
+    # The whole trail's size is the checkpoint's count plus the events after it, already read; any other
+    # filter is counted up to the cap ("10,000+ events").
+    paginator = TrailPaginator(events.order_by("-id"), AUDIT_PAGE_SIZE,
+                               known_count=checkpoint.events_total if whole_trail else None)
     page = paginator.get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "governance/audit.html", {
         "program": program, "form": form, "page": page, "events": present(list(page.object_list), request.user),
+        "count_text": f"{paginator.count:,}{'+' if paginator.counted.capped else ''}",
+        "count_exact": not paginator.counted.capped,
         "query": query.urlencode(), "csv_name": csv_filename(form, program, with_time=False),
         "checkpoint": checkpoint,
         "action_names": action_names(),

@@ -40,6 +40,7 @@ from governance.api import serializers as s
 from governance.api.errors import error_body
 from governance.api.filtersets import (
     AuditEventFilterSet,
+    CappedCountPagination,
     ChangeRequestFilterSet,
     DatasetFilterSet,
     ExportFilterSet,
@@ -598,11 +599,13 @@ class AuditCSVRenderer(renderers.BaseRenderer):
                (200, "text/csv"): OpenApiTypes.STR}))
 class AuditEventViewSet(ReadOnlyGovernedViewSet):
     """The hash-chained audit trail, read-only. Filter by program, actor, action (prefix with *), object and
-    created_at range; `?format=csv` downloads the filtered trail as CSV (governance.reports)."""
+    created_at range; `?format=csv` downloads the filtered trail as CSV (governance.reports). Its `count` stops at
+    a cap (`count_capped` says so): counting every matching event of a million cost more than the page."""
 
     queryset = AuditEvent.objects.select_related("program", "actor")
     serializer_class = s.AuditEventSerializer
     filterset_class = AuditEventFilterSet
+    pagination_class = CappedCountPagination
     renderer_classes = (renderers.JSONRenderer, renderers.BrowsableAPIRenderer, AuditCSVRenderer)
     ordering_fields = ("id", "created_at")
     ordering = ("id",)
