@@ -86,7 +86,8 @@ def write_plots(results: list[dict[str, Any]], plots_dir: Path, docs_dir: Path) 
     return paths
 
 
-def render_section(results: list[dict[str, Any]], plots: dict[tuple[str, str], str], findings: str = "") -> str:
+def render_section(results: list[dict[str, Any]], plots: dict[tuple[str, str], str], findings: str = "",
+                   before: list[dict[str, Any]] | None = None) -> str:
     held_out = [r for r in results if is_held_out(r)]
     results = [r for r in results if not is_held_out(r)]
     groups = _group(results)
@@ -95,6 +96,8 @@ def render_section(results: list[dict[str, Any]], plots: dict[tuple[str, str], s
     lines += _setup_lines(results or held_out)
     if held_out:
         lines += _held_out_lines(held_out) + [""]
+    if before:
+        lines += _before_after_lines(before, [r for r in [*held_out, *results] if r["optimizer"] == "ours"]) + [""]
     lines += ["### Tuning sets: summary (mean over seeds; accuracy as mean ± sample sd (min-max))", "",
               "| preset | dataset | optimizer | seeds | test acc % | LM calls | cached | prompt tok | completion tok "
               "| wall s | overhead | idle between calls | val % (n) |",
@@ -176,6 +179,32 @@ def _held_out_run_lines(results: list[dict[str, Any]]) -> list[str]:
                      f"| {100 * (r.get('val_score') or 0):.1f} | {_gap([r])} | {r.get('test_errors', 0)} | {demos} "
                      f"| {o['wall_seconds']:.0f} | {commit} "
                      f"| {r['load_average_start'][0]:.1f}/{r['load_average_end'][0]:.1f} |")
+    return lines
+
+
+def _before_after_lines(before: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    """Ours per run before issue 19's changes (bench/results/v2/) and now, on the same data and seed."""
+    previous = {(r["preset"], r["dataset"], r["seed"]): r for r in before}
+    pairs = [(previous[key], r) for r in now if (key := (r["preset"], r["dataset"], r["seed"])) in previous]
+    if not pairs:
+        return []
+    lines = ["### Ours before and after issue 19's changes (same data, seed and model)", "",
+             "`before`: the search as issue 19 found it (results kept in bench/results/v2/); `now`: with the demo "
+             "token cap, the one-SE rule and loose label reading. `one-SE`: when the rule chose another "
+             "configuration than the best validation score's, both were scored on the test rows: chosen / "
+             "highest-scoring test %.", "",
+             "| dataset | seed | test % before -> now | prompt tok before -> now | calls before -> now "
+             "| demos before -> now | one-SE (test %) |", "|---|---|---|---|---|---|---|"]
+    for old, new in sorted(pairs, key=lambda p: (p[1]["dataset"] in HELD_OUT, p[1]["dataset"], p[1]["seed"])):
+        rule = new.get("one_se_rule") or {}
+        one_se = (f"{100 * rule['test_accuracy_chosen']:.1f} / {100 * rule['test_accuracy_highest_scoring']:.1f}"
+                  if rule.get("changed_choice") and "test_accuracy_highest_scoring" in rule else "same choice")
+        demos = ["/".join(str(c["demos"]) for c in r.get("chosen", {}).values()) for r in (old, new)]
+        lines.append(f"| {_set_label(new['dataset'], new['preset'])}{' (held out)' if is_held_out(new) else ''} "
+                     f"| {new['seed']} | {100 * old['test_accuracy']:.1f} -> {100 * new['test_accuracy']:.1f} "
+                     f"| {_num(old['optimize']['prompt_tokens'])} -> {_num(new['optimize']['prompt_tokens'])} "
+                     f"| {old['optimize']['calls']} -> {new['optimize']['calls']} | {demos[0]} -> {demos[1]} "
+                     f"| {one_se} |")
     return lines
 
 
