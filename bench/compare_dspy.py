@@ -217,6 +217,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     preset = PRESETS[args.preset]
     chosen = {p.name: {"instructions": p.instructions, "demos": len(p.demos)} for p in result.program.predictors}
     rule = one_se_rule_on_test(result, test, metric, test_lm, evaluation.score)
+    strict = strict_parse_score(evaluation, result.program)
     return {"test_accuracy": evaluation.score, "test_errors": evaluation.error_count, "test_calls": test_usage["calls"],
             "test_lm_errors": evaluation.lm_errors, "test_parse_errors": evaluation.parse_errors,
             "test_usage": test_usage, "val_score": result.best_score, "val_size": result.valset_size, "optimize": optimize,
@@ -228,7 +229,35 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "config_overrides": json.loads(args.ours_config or "{}"),
             "preset_used": {"num_candidates": preset.num_candidates, "val_size": preset.val_size,
                             "num_trials": preset.num_trials, "rungs": list(preset.rungs)},
-            "chosen": chosen, "curve": curve, "one_se_rule": rule}
+            "chosen": chosen, "curve": curve, "one_se_rule": rule, **strict}
+
+
+def strict_parse_score(evaluation: Any, program: Any) -> dict[str, Any]:
+    """The test score had answers been read strictly (as before issue 19: the answer's line must be a label up
+    to case, quotes and trailing punctuation), re-parsing the same raw answers with loose reading switched off:
+    what loose label reading added, at no extra calls. One-predictor programs only."""
+    from unittest import mock
+
+    from optimizer import adapters
+
+    if len(program.predictors) != 1:
+        return {}
+    predictor, adapter = program.predictors[0], adapters.CompletionAdapter()
+
+    def strict(result: Any) -> float:
+        if result.score < 1.0 or not result.prediction.raw:
+            return 0.0
+        try:
+            with mock.patch.object(adapters, "_loose_choice", lambda choices, line: None):
+                outputs = adapter.parse(predictor, result.prediction.raw)
+        except adapters.ParseError:
+            return 0.0
+        return float(outputs == result.prediction.outputs)
+
+    results = evaluation.results
+    scores = [strict(r) for r in results]
+    loose = sum(1 for r, s in zip(results, scores) if r.score >= 1.0 and s < 1.0)
+    return {"test_accuracy_strict_parse": sum(scores) / len(scores), "test_loose_label_reads": loose}
 
 
 def one_se_rule_on_test(result: Any, test: list, metric: Any, test_lm: Any, chosen_score: float) -> dict[str, Any]:
