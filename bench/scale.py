@@ -266,7 +266,9 @@ def report() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- {db}: built through the actions in {r['world']['actions_seconds']} s, bulk events in "
                      f"{r['world']['bulk_seconds']} s, checkpoint (full chain walk) in "
-                     f"{r['world']['checkpoint_seconds']} s; commit {r['commit']}." for db, r in results.items()]
+                     f"{r['world']['checkpoint_seconds']} s; commit {r['commit']}"
+                     + (f"; 1-minute load average {r['load_average'][0]} before and {r['load_average'][1]} after "
+                        "measuring" if "load_average" in r else "") + "." for db, r in results.items()]
     lines.append(SECTION_END)
     text = DOCS.read_text()
     section = "\n".join(lines)
@@ -314,13 +316,15 @@ def main() -> None:
     else:
         world = build(sizes)
         built.write_text(json.dumps(world))
+    load_before = os.getloadavg()[0]  # other work on the machine (a llama.cpp benchmark) shows in p95
     rows = measure(world, args.repeat)
+    load = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip()
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"scale_{args.database}.json"
     out.write_text(json.dumps({"sizes": world.get("sizes", sizes), "repeat": args.repeat, "commit": commit,
-                               "world": world, "rows": rows}, indent=1) + "\n")
+                               "load_average": load, "world": world, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     if results_dir.resolve() == RESULTS.resolve():
         report()
