@@ -34,7 +34,6 @@ from governance import signals
 from governance.actions import discussion as discussion_actions
 from governance.actions import notifications as notification_actions
 from governance.audit import printed_name
-from governance.errors import GovernanceError
 from governance.jobs import send_task
 from governance.models import (
     ChangeRequest,
@@ -48,7 +47,7 @@ from governance.models import (
     Role,
     RunStatus,
 )
-from governance.permissions import require_role
+from governance.permissions import users_with_role
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +89,7 @@ def proposers(cr: ChangeRequest) -> list[Any]:
 
 def people_with_role(program: Any, role: str) -> list[Any]:
     """The program's people who hold `role` on it (the permission checks' own answer)."""
-    def holds(user: Any) -> bool:
-        try:
-            require_role(user, role, program)
-        except GovernanceError:
-            return False
-        return True
-    return [user for user in discussion_actions.program_people(program) if holds(user)]
+    return users_with_role(discussion_actions.program_people(program), role, program)
 
 
 def _about_cr(cr: ChangeRequest, kind: str, recipients: list[Any], text: str, actor: Any) -> Message:

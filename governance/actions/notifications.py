@@ -35,9 +35,16 @@ EMAIL_LEASE_SECONDS = 120  # an attempt in flight holds the row this long; a cra
 
 def settings_of(user: Any) -> dict[str, dict[str, bool]]:
     """Every kind with the user's choice for each channel (the defaults where they chose nothing)."""
-    chosen = {row.kind: {"in_app": row.in_app, "email": row.email}
-              for row in NotificationSetting.objects.filter(user=user)}
-    return {kind: {**DEFAULTS[kind], **chosen.get(kind, {})} for kind in NotificationKind.values}
+    return settings_of_users([user])[user.pk]
+
+
+def settings_of_users(users: Iterable[Any]) -> dict[Any, dict[str, dict[str, bool]]]:
+    """user id -> `settings_of` that user, read in one query for all of them."""
+    chosen: dict[Any, dict[str, dict[str, bool]]] = {user.pk: {} for user in users}
+    for row in NotificationSetting.objects.filter(user_id__in=list(chosen)):
+        chosen[row.user_id][row.kind] = {"in_app": row.in_app, "email": row.email}
+    return {pk: {kind: {**DEFAULTS[kind], **mine.get(kind, {})} for kind in NotificationKind.values}
+            for pk, mine in chosen.items()}
 
 
 def parse_settings(changes: Any) -> dict[str, dict[str, bool]]:
@@ -87,8 +94,10 @@ def notify(recipients: Iterable[Any], *, kind: str, actor: Any, program: Program
     no row. Returns the rows written; those with email_status "pending" are for the sender.
     """
     rows = []
-    for user in _distinct_active(recipients, skip=actor):
-        wanted = settings_of(user)[kind]
+    people = _distinct_active(recipients, skip=actor)
+    settings = settings_of_users(people)
+    for user in people:
+        wanted = settings[user.pk][kind]
         email = wanted["email"] and bool(user.email)
         if not (wanted["in_app"] or email):
             continue

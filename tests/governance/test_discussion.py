@@ -349,3 +349,25 @@ def test_approval_and_release_tell_the_people_concerned(make_cr, approve, review
     note = Notification.objects.get(recipient=reviewer1, kind=NotificationKind.RELEASED)
     assert note.text == f"Releaser Example released label \u201cproduction\u201d of support to v{cr.version.number}."
     assert note.link == "/programs/support/releases/"
+
+
+def test_who_holds_a_role_is_the_permission_checks_answer_in_constant_queries(program, users, admin,
+                                                                               django_assert_max_num_queries):
+    from django.contrib.auth import get_user_model
+
+    from governance.actions.memberships import add_member, set_program_roles
+    from governance.notify import people_with_role
+    from governance.permissions import has_role
+
+    def fresh_answer(role):
+        people = [get_user_model().objects.get(pk=u.pk) for u in users.values()]
+        return sorted(u.username for u in people if u.is_active and has_role(u, role, program)
+                      and (u.programs.filter(pk=program.pk).exists() or program.owner_id == u.pk))
+
+    set_program_roles(program, users["reviewer3"], ["reviewer", "releaser"], actor=admin)
+    add_member(program, actor=users["author"], user=users["auditor"])
+    for role in ("releaser", "reviewer", "author", "auditor"):
+        with django_assert_max_num_queries(3):  # the people, their role groups, their memberships
+            held = sorted(u.username for u in people_with_role(program, role))
+        assert held == fresh_answer(role), role
+    assert sorted(u.username for u in people_with_role(program, "releaser")) == ["releaser", "reviewer3"]
