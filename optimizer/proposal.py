@@ -171,9 +171,9 @@ def clean_instruction(answer: str) -> str:
     """The first non-empty line, unquoted; empty when the answer is unusable as an instruction."""
     for line in answer.strip().splitlines():
         line = re.sub(r"^(instruction|new instruction)\s*:\s*", "", line.strip(), flags=re.IGNORECASE)
-        # The prompt lists earlier instructions as `- "text" (40%)`; a small model copies the score too, and an
-        # approver must never read a score inside an instruction.
-        line = _TRAILING_SCORE.sub("", line)
+        # The prompt lists earlier instructions as `- "text" (40%)`; a small model copies the bullet and the
+        # score too, and an approver must never read a score inside an instruction.
+        line = _TRAILING_SCORE.sub("", re.sub(r"^[-*•]\s+", "", line))
         line = line.strip("\"'` ")
         if len(line) >= 20 and len(line.split()) >= 4:
             return line[:MAX_INSTRUCTION_CHARS]

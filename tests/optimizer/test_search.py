@@ -186,6 +186,8 @@ def test_a_score_copied_from_the_proposal_prompt_is_dropped():
         "Answer with the team name (see the list above)"
     assert clean_instruction("Classify the text into one category: Business, Sports. (60% or more)") == \
         "Classify the text into one category: Business, Sports."
+    assert clean_instruction('- "Classify the text into one category: Business, Sports.') == \
+        "Classify the text into one category: Business, Sports."
 
 
 def test_of_two_configurations_with_the_same_score_the_shorter_prompt_is_chosen(program, data, simulated,
@@ -235,8 +237,9 @@ def test_the_one_se_rule_picks_the_shorter_prompt_unless_the_best_wins_beyond_no
 
     result, _ = compile_once(program, data, LM(fake_lm_config()))
     valset = list(data[1])[:20]
-    state = SearchState(program, valset, result.candidates, choice_match, LM(fake_lm_config()), MIPROConfig(),
-                        rungs=(10, 20), counts=demo_counts_for(MIPROConfig(), program))
+    rule = MIPROConfig(simplest_within_se=True)
+    state = SearchState(program, valset, result.candidates, choice_match, LM(fake_lm_config()), rule,
+                        rungs=(10, 20), counts=demo_counts_for(rule, program))
     small, large = ({"classify.instruction": 0, "classify.demos": 1, "classify.demo_count": c}
                     for c in (min(state.counts), max(state.counts)))
     distributions = {name: optuna.distributions.CategoricalDistribution([value]) for name, value in small.items()}
@@ -257,6 +260,6 @@ def test_the_one_se_rule_picks_the_shorter_prompt_unless_the_best_wins_beyond_no
     # 20/20 against 10/20: a win far beyond the noise keeps the best.
     far = study_with([1.0] * 20, [1.0] * 10 + [0.0] * 10)
     assert best_configuration(far, state) == (large, 1.0)
-    off = SearchState(program, valset, result.candidates, choice_match, state.lm, MIPROConfig(simplest_within_se=False),
+    off = SearchState(program, valset, result.candidates, choice_match, state.lm, MIPROConfig(),
                       rungs=(10, 20), counts=state.counts, scores_by_config=state.scores_by_config)
-    assert best_configuration(near, off) == (large, 0.9), "the rule switched off: the best validation score"
+    assert best_configuration(near, off) == (large, 0.9), "off by default: the best validation score"
