@@ -11,6 +11,7 @@ the tests: the scale path is never skipped silently.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -167,6 +168,38 @@ def worker_env(directory: Path, cache: str = "shared") -> dict[str, str]:
             "LITELLM_LOCAL_MODEL_COST_MAP": "True", "DJANGO_SETTINGS_MODULE": "governance.settings",
             "GOVERNANCE_AUDIT_KEY": os.environ["GOVERNANCE_AUDIT_KEY"],  # every audited write is sealed with it
             "DB_CONN_MAX_AGE": "0", "LOG_LEVEL": "INFO", "GOVERNANCE_RUN_PATIENCE": "0"}
+
+
+@pytest.fixture(autouse=True)
+def shared_workers_idle_before_the_flush(request, db) -> Iterator[None]:
+    """The module's two workers outlive each test: a job a test's actions published (a change request's
+    evaluations, notifications) may still run when pytest-django empties the database, and its transaction
+    against the flush's TRUNCATE can deadlock the flush. Set up after `db`, so this waits before the flush."""
+    yield
+    if "redis_workers" in request.fixturenames:
+        wait_until_idle(request.getfixturevalue("redis_workers"))
+
+
+_RECEIVED = re.compile(r"Task \S+\[([0-9a-f-]+)\] received")
+_ENDED = re.compile(r"Task \S+\[([0-9a-f-]+)\] (?:succeeded|raised|failed|retry)")
+
+
+def wait_until_idle(workers: list[Worker], timeout: float = 120) -> None:
+    """Until every task each worker received has ended, twice a second apart (a job published as the last
+    one ended reaches a worker within that)."""
+    def idle() -> bool:
+        for worker in workers:
+            text = worker.log.read_text(errors="replace")
+            if set(_RECEIVED.findall(text)) - set(_ENDED.findall(text)):
+                return False
+        return True
+
+    deadline, calm = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and calm < 2:
+        calm = calm + 1 if idle() else 0
+        time.sleep(1.0)
+    assert calm >= 2, "the shared workers were still busy after the test:\n" + "\n".join(
+        f"--- {w.name}\n{w.text()}" for w in workers)
 
 
 @pytest.fixture(scope="module")
