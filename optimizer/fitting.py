@@ -9,7 +9,10 @@ balanced, until it fits; the reduction is logged and recorded in the set's metad
 
 Input tokens are also the run's cost (issue 19: ours used 1.6x DSPy's prompt tokens on long news texts with 16
 demos), so the demos of one prompt have a token cap too (`MIPROConfig.max_demo_tokens`): short texts keep every
-demo the counts ask for, long ones keep fewer, the longest dropped first.
+demo the counts ask for, long ones keep fewer. The cap cuts the count, not the length: a set keeps its longest
+prefix within the cap. Sets are ordered so that every prefix is balanced (bootstrap.balanced_order), and a prefix
+keeps demos of the lengths the data has, where dropping the longest first leaves only the shortest, least typical
+texts. (Only the context window, which must be met, drops the longest demos first.)
 
 Token counts are `LM.count_tokens` estimates: litellm's tokenizer when litellm knows the model, else
 characters / 3, which overestimates (English runs about 4 characters per token in common tokenizers).
@@ -100,15 +103,14 @@ class PromptFitter:
         return sum(self.lm.count_tokens(render_fields(fields, d)) for d in demos)
 
     def fit(self, predictor: Predictor, demos: Sequence[Demo]) -> list[Demo]:
-        """`demos` without the fewest, longest ones needed to fit the window and the token caps; order kept,
-        classes kept balanced."""
+        """`demos` cut to the token caps and the window: the longest prefix within the demo cap, then without
+        the fewest, longest demos needed to fit the prompt budget; order kept, classes kept balanced."""
         kept = list(demos)
         budget = self.budget(predictor)
         fields = predictor.rendered_signature.fields
         sizes = {id(d): self.lm.count_tokens(render_fields(fields, d)) for d in kept}
-        demo_cap = self.max_demo_tokens
-        while kept and demo_cap is not None and sum(sizes[id(d)] for d in kept) > demo_cap:
-            kept.remove(_next_to_drop(predictor, kept, sizes))
+        if self.max_demo_tokens is not None:
+            kept = _prefix_within(kept, sizes, self.max_demo_tokens)
         while kept and self.prompt_tokens(predictor, kept) > budget:
             kept.remove(_next_to_drop(predictor, kept, sizes))
         if not kept and self.prompt_tokens(predictor, kept) > budget:
@@ -151,6 +153,16 @@ def prompt_fits(lm: LM, prompt: str, max_tokens: int) -> bool:
     window = lm.context_window()
     overhead = SAFETY_TOKENS + (PER_MESSAGE_TOKENS if lm.is_chat else 0)  # a chat model gets it as one message
     return window is None or lm.count_tokens(prompt) + max_tokens + overhead <= window
+
+
+def _prefix_within(demos: list[Demo], sizes: dict[int, int], cap: int) -> list[Demo]:
+    """The longest prefix of `demos` whose tokens add up to at most `cap`."""
+    total = 0
+    for index, demo in enumerate(demos):
+        total += sizes[id(demo)]
+        if total > cap:
+            return demos[:index]
+    return demos
 
 
 def _next_to_drop(predictor: Predictor, demos: list[Demo], sizes: dict[int, int]) -> Demo:

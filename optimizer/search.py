@@ -103,10 +103,10 @@ class MIPROConfig:
             Counted for the dataset's longest input and the longest instruction a candidate may have. None: only
             the context window limits prompts.
         max_demo_tokens: A token budget for the demos of one prompt (estimated as `LM.count_tokens` does): a
-            demo set whose demos take more loses its longest ones first (classes kept balanced). Input tokens are
-            what a run costs; the default (DEFAULT_MAX_DEMO_TOKENS) keeps the 24-27 short demos the tuning sets'
-            best configurations use and cuts sets of long texts (about 8 demos of a 230-character news text).
-            None: no cap.
+            demo set whose demos take more keeps its longest prefix within it (fewer demos of typical length;
+            every prefix of a set is balanced). Input tokens are what a run costs; the default
+            (DEFAULT_MAX_DEMO_TOKENS) keeps the 24-27 short demos the tuning sets' best configurations use and
+            cuts sets of long texts (about 8 demos of a 230-character news text). None: no cap.
         simplest_within_se: Choose the shortest prompt among the configurations within one paired standard
             error of the best validation score (the one-SE rule), not the best score itself. Off by default:
             on held-out ag_news seed 1 it chose a configuration that scored 48.0% on test where the best

@@ -217,21 +217,33 @@ def test_chat_prompts_fit_the_window_too(support_program, support_data, fake_ser
 # --- the demos of a prompt have a token cap (input tokens are what a run costs) ---------------------------------
 
 
-def test_the_demo_token_cap_drops_the_longest_demos_first_and_keeps_classes_balanced(fake_lm_config):
+def test_the_demo_token_cap_keeps_the_longest_balanced_prefix(fake_lm_config):
     lm = LM(fake_lm_config())  # no window: only the cap limits demos
     short = [{"ticket": "short ticket", "category": c} for c in ("billing", "refund")] * 4
     long = [{"ticket": "a long ticket " * 20, "category": c} for c in ("billing", "refund")]
     demos = [*short[:4], *long, *short[4:]]
     predictor = PROGRAM.predictors[0]
-    cap = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=1000).demo_tokens(predictor, short)
+    measure = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=1000)
+    cap = measure.demo_tokens(predictor, [*short[:4], long[0]])
     fitter = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=cap)
     kept = fitter.fit(predictor, demos)
-    assert kept == [*short[:4], *short[4:]], "the two long demos go first, one per class; order kept"
-    assert fitter.demo_tokens(predictor, kept) <= cap
+    assert kept == [*short[:4], long[0]], "demos are kept in order until the cap; the count is cut, not the length"
+    assert fitter.demo_tokens(predictor, kept) <= cap < fitter.demo_tokens(predictor, demos[:6])
     assert fitter.fit(predictor, short) == short, "a set within the cap is unchanged"
-    smaller = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=cap // 2).fit(predictor, short)
+    smaller = PromptFitter.for_program(PROGRAM, EXAMPLES, lm, max_demo_tokens=cap // 4).fit(predictor, short)
     counts = Counter(d["category"] for d in smaller)
     assert 0 < len(smaller) < len(short) and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_the_context_window_drops_the_longest_demos_first(fake_lm_config):
+    lm = LM(fake_lm_config(context_window=400, max_tokens=16))  # no demo cap: only the window limits demos
+    short = [{"ticket": "short ticket", "category": c} for c in ("billing", "refund")] * 4
+    long = [{"ticket": "a long ticket " * 20, "category": c} for c in ("billing", "refund")]
+    fitter = PromptFitter.for_program(PROGRAM, EXAMPLES, lm)
+    predictor = PROGRAM.predictors[0]
+    kept = fitter.fit(predictor, [*short[:4], *long, *short[4:]])
+    assert kept == short, "the two long demos go first, one per class; order kept"
+    assert fitter.prompt_tokens(predictor, kept) <= fitter.budget(predictor)
 
 
 def test_the_default_demo_cap_keeps_short_demo_sets_and_cuts_long_ones(support_program, support_data, fake_server,
