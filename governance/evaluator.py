@@ -25,7 +25,7 @@ from governance.actions import reviews as review_actions
 from governance.errors import GovernanceError
 from governance.models import Dataset, Evaluation, EvaluationStatus, Program, PromptVersion
 from governance import jobs
-from governance.jobs import guarded_lm, lm_config_from, local_executor, worker_name
+from governance.jobs import guarded_lm, guarded_metric, lm_config_from, local_executor, worker_name
 from governance.signals import evaluation_requested
 from optimizer import (
     ExampleResult,
@@ -122,15 +122,17 @@ class Spending:
         return self.lm.usage() + judge - self.before
 
 
-def run_claimed(evaluation: Evaluation, lm: Any, *, on_progress: ProgressCallback | None = None) -> Evaluation:
-    """Evaluate a running evaluation with `lm` and record the outcome.
+def run_claimed(evaluation: Evaluation, lm: Any, *, on_progress: ProgressCallback | None = None,
+                spending: Spending | None = None) -> Evaluation:
+    """Evaluate a running evaluation with `lm` and record the outcome. `spending` (a `Spending(lm)`) lets the
+    caller read what it spent, a judge's calls included, however it ends.
 
     BudgetExceeded, StopRequested and a tripped model guard fail (or cancel) the evaluation and are re-raised:
     they end whatever job the evaluation is part of. Any other error fails it and is re-raised too.
     """
-    started, spent = time.monotonic(), Spending(lm)
+    started, spent = time.monotonic(), spending or Spending(lm)
     try:
-        metric = spent.watch(resolve_metric(evaluation.metric))
+        metric = spent.watch(guarded_metric(resolve_metric(evaluation.metric), lm))
         outcomes = _outcomes(evaluation, lm, metric, spent, on_progress)
     except StopRequested as exc:
         _end(evaluation, spent(), started, f"cancelled: {exc}", cancelled=True)

@@ -24,7 +24,17 @@ from django.conf import settings
 from django.db import connection, connections
 
 from governance.models import OptimizationRun, RunStatus
-from optimizer import LM, Budget, BudgetExceeded, LMConfig, LMError, LMUnreachableError, StopRequested
+from optimizer import (
+    LM,
+    Budget,
+    BudgetExceeded,
+    LMConfig,
+    LMError,
+    LMUnreachableError,
+    Metric,
+    StopRequested,
+    metric_spending_from,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +182,13 @@ class GuardedLM:
 def guarded_lm(config: LMConfig, budget: Budget | None = None, stop_check: StopCheck | None = None) -> Any:
     """The LM runs and checks use; typed Any because it stands in for optimizer.LM by duck typing."""
     return GuardedLM(LM(config, budget), stop_check=stop_check)
+
+
+def guarded_metric(metric: Metric, lm: Any) -> Metric:
+    """`metric` as a run or an evaluation with `lm` uses it: a judge's own model spends from `lm`'s budget and
+    stops on its stop check and failure guard, so a budget bounds what the judge spends too."""
+    stop_check = getattr(lm, "stop_check", None)
+    return metric_spending_from(metric, lm, wrap=lambda judge: GuardedLM(judge, stop_check=stop_check))
 
 
 class PollingThread:

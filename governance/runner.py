@@ -31,6 +31,7 @@ from governance.jobs import (
     ModelFailing,
     PollingThread,
     guarded_lm,
+    guarded_metric,
     lm_config_from,
     local_executor,
     worker_name,
@@ -58,6 +59,8 @@ from optimizer import (
     TrialRecord,
     Usage,
     examples_from_records,
+    metric_calls_per_example,
+    metric_usage,
     resolve_metric,
     split_train_val,
 )
@@ -115,13 +118,13 @@ def spread_run(run_id: int, workers: int = 2) -> int:
     return workers - 1
 
 
-def _mipro(inputs: RunInputs, lm: Any, reporter: TrialReporter, *, joining: bool) -> MIPRO:
-    """The run's optimizer. A joining or resuming worker gets its own sampler seed: with the run's seed it would
-    sample the same configurations as the worker before it."""
+def _mipro(inputs: RunInputs, reporter: TrialReporter, *, joining: bool) -> MIPRO:
+    """The run's optimizer, with the reporter's LM and metric. A joining or resuming worker gets its own sampler
+    seed: with the run's seed it would sample the same configurations as the worker before it."""
     config = inputs.mipro
     if joining:
         config = replace(config, sampler_seed=secrets.randbelow(2**31))
-    return MIPRO(inputs.metric, lm, config, callback=reporter)
+    return MIPRO(reporter.metric, reporter.lm, config, callback=reporter)
 
 
 # --- the run's inputs ---------------------------------------------------------------------------------------
@@ -179,23 +182,28 @@ def _remaining(budget: Budget, run: OptimizationRun) -> Budget:
 
 
 class TrialReporter:
-    """The search's callback: records each trial and the worker's spending, stops on a cancel request or when
-    the run's budget is spent across workers (each worker's own LM enforces its share exactly)."""
+    """The search's callback: records each trial and the worker's spending (its LM's and, for an LM judge, its
+    metric's), stops on a cancel request or when the run's budget is spent across workers (each worker's LM and
+    judge enforce its share exactly, together)."""
 
-    def __init__(self, run: OptimizationRun, lm: Any, *, worker: str, owner: bool,
+    def __init__(self, run: OptimizationRun, lm: Any, metric: Metric, *, worker: str, owner: bool,
                  observer: TrialObserver | None = None) -> None:
         self.run_id = run.pk
         self.budget = Budget(**run.config["budget"])
         self.lm = lm
+        self.metric = guarded_metric(metric, lm)
         self.worker = worker
         self.owner = owner
         self.observer = observer
         self.stopped: str | None = None
-        self._reported = lm.usage()
+        self._reported = self._spent()
+
+    def _spent(self) -> Usage:
+        return self.lm.usage() + metric_usage(self.metric)
 
     def take_usage(self) -> Usage:
         """Spending since the last report, and move the mark."""
-        now = self.lm.usage()
+        now = self._spent()
         delta, self._reported = now - self._reported, now
         return delta
 
@@ -264,8 +272,8 @@ def _execute(run: OptimizationRun, worker: str, on_trial: TrialObserver | None) 
     ensure_optuna_storage(inputs.mipro.storage or "")
     run_actions.record_progress(run.pk, progress={"phase": "candidates"}, heartbeat=True)
     with CancelWatch(run.pk) as watch, guarded_lm(inputs.lm_config, _search_budget(inputs, run), watch) as lm:
-        reporter = TrialReporter(run, lm, worker=worker, owner=True, observer=on_trial)
-        mipro = _mipro(inputs, lm, reporter, joining=run.attempts > 1)
+        reporter = TrialReporter(run, lm, inputs.metric, worker=worker, owner=True, observer=on_trial)
+        mipro = _mipro(inputs, reporter, joining=run.attempts > 1)
         try:
             result = mipro.compile(inputs.program, inputs.trainset, inputs.valset)
         except StopRequested as exc:  # a cancel before the first trial (bootstrapping, proposals)
@@ -300,7 +308,7 @@ def _search_budget(inputs: RunInputs, run: OptimizationRun) -> Budget:
     """What the search may spend: the run's budget less what it spent before (a resumed run) and less the
     final evaluation's share, planned up front so the whole run stays within its caps."""
     reserve = run_actions.final_evaluation_reserve(inputs.budget, calls=run_actions.final_evaluation_calls(
-        len(inputs.testset), len(inputs.program.predictors)))
+        len(inputs.testset), len(inputs.program.predictors), metric_calls_per_example(inputs.metric)))
     return _remaining(reserve, run)
 
 
@@ -346,10 +354,12 @@ class FinalEvaluation:
         self.run.refresh_from_db()
         with guarded_lm(lm_config_from(claimed.lm_config), _remaining(Budget(**self.run.config["budget"]), self.run),
                         self.watch) as lm:
+            spent = evaluator.Spending(lm)  # the LM's calls and its judge's
             try:
-                return evaluator.run_claimed(claimed, lm, on_progress=self._progress(which, claimed.examples))
+                return evaluator.run_claimed(claimed, lm, on_progress=self._progress(which, claimed.examples),
+                                             spending=spent)
             finally:  # spending goes on the run at once: the next evaluation's budget is what is left after it
-                run_actions.record_progress(self.run.pk, progress={}, usage=lm.usage())
+                run_actions.record_progress(self.run.pk, progress={}, usage=spent())
 
     def _progress(self, which: str, total: int) -> Callable[[int, int, Usage], None]:
         def report(done: int, _: int, spent: Usage) -> None:
@@ -440,9 +450,9 @@ def join_run(run_id: int, *, worker_name: str, wait_seconds: float = 600) -> int
         trials += 1
 
     with guarded_lm(inputs.lm_config, _remaining(inputs.budget, run)) as lm:
-        reporter = TrialReporter(run, lm, worker=worker_name, owner=False, observer=count)
+        reporter = TrialReporter(run, lm, inputs.metric, worker=worker_name, owner=False, observer=count)
         try:
-            _mipro(inputs, lm, reporter, joining=True).compile(inputs.program, inputs.trainset, inputs.valset)
+            _mipro(inputs, reporter, joining=True).compile(inputs.program, inputs.trainset, inputs.valset)
         except Exception:  # a helper's failure must not fail the run: the owner decides its outcome
             logger.exception("helper %s on run %s stopped", worker_name, run_id)
         finally:

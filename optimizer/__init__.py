@@ -27,12 +27,14 @@ from optimizer.errors import (
 from optimizer.evaluation import EvaluationResult, ExampleResult, evaluate, evaluate_example
 from optimizer.execution import Prediction, run_program
 from optimizer.judge import JudgeMetric, Judgement, parse_judgement
-from optimizer.lm import LM, Budget, LMConfig, Usage
+from optimizer.lm import LM, Budget, LMConfig, SharedBudget, Usage
 from optimizer.metrics import (
     Metric,
     choice_match,
     exact_match,
     metric_names,
+    metric_calls_per_example,
+    metric_spending_from,
     metric_usage,
     resolve_metric,
     token_f1,
@@ -75,6 +77,7 @@ __all__ = [
     "ProgramSpec",
     "RenderedPrompt",
     "RunResult",
+    "SharedBudget",
     "Signature",
     "SignatureHintError",
     "SpecError",
@@ -94,6 +97,8 @@ __all__ = [
     "render_prompt",
     "render_prompts",
     "metric_names",
+    "metric_calls_per_example",
+    "metric_spending_from",
     "metric_usage",
     "parse_judgement",
     "resolve_metric",

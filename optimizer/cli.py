@@ -172,7 +172,7 @@ def check_reachable(lm: Any) -> None:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from optimizer.data import load_examples
     from optimizer.lm import Budget
-    from optimizer.metrics import resolve_metric
+    from optimizer.metrics import metric_spending_from, resolve_metric
     from optimizer.search import MIPRO, MIPROConfig
 
     program = load_program(args.program)
@@ -183,7 +183,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                          zero_shot=args.zero_shot, labeled_only=args.labeled_only, storage=args.storage,
                          study_name=args.study, max_prompt_tokens=args.max_prompt_tokens)
     lm = make_lm(args, Budget(args.max_calls, args.max_total_tokens, args.max_usd))
-    proposal_lm = make_lm(args, model=args.proposal_model) if args.proposal_model else None
+    # The caps bound the whole run: a proposal model and an LM judge spend from the task model's budget.
+    proposal_lm = make_lm(args, lm.shared_budget, model=args.proposal_model) if args.proposal_model else None
+    metric = metric_spending_from(metric, lm)
     check_reachable(lm)
     progress = ProgressBar(config.resolved.num_trials, lm, enabled=not args.quiet)
     try:

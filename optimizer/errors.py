@@ -67,3 +67,8 @@ class BundleError(OptimizerError):
 
 class StopRequested(OptimizerError):
     """Raised from a progress callback to ask the search to stop at the next trial boundary."""
+
+
+# Errors that end a whole run or evaluation, never one example: raised from a program's LM or a metric's own
+# (an LM judge's), they propagate instead of being scored as that example's wrong answer.
+RUN_ENDING_ERRORS = (BudgetExceeded, StopRequested, LMUnreachableError)

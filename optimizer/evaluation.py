@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimizer.adapters import Adapter
 from optimizer.data import Example
+from optimizer.errors import RUN_ENDING_ERRORS
 from optimizer.execution import LM_ERROR, PARSE_ERROR, Prediction, run_program
 from optimizer.judge import Judgement
 from optimizer.metrics import Metric
@@ -95,11 +96,14 @@ class MetricOutcome:
 
 
 def run_metric(metric: Metric, example: Example, prediction: Prediction) -> MetricOutcome:
-    """Run the metric; a metric that raises scores 0 with its error recorded, never a crash. A metric that
+    """Run the metric; a metric that raises scores 0 with its error recorded, never a crash, except for the
+    errors that end a run (RUN_ENDING_ERRORS: a judge's budget, a stop, an unreachable judge). A metric that
     explains itself (returns a `Judgement`) leaves its verdict and reason in `feedback`."""
     try:
         value = metric(example, prediction)
         score = float(value)
+    except RUN_ENDING_ERRORS:
+        raise  # a judge out of budget, stopped or unreachable ends the evaluation: never a silent 0
     except Exception as exc:  # noqa: BLE001 - user metrics may raise anything; the reason is kept
         logger.warning("metric raised on example: %s", exc)
         return MetricOutcome(0.0, f"metric error: {type(exc).__name__}: {exc}", {})

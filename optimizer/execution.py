@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from optimizer.adapters import Adapter, ParseError, adapter_for
-from optimizer.errors import BudgetExceeded, LMError, LMUnreachableError, StopRequested
+from optimizer.errors import RUN_ENDING_ERRORS, LMError
 from optimizer.program import Predictor, Program
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def run_program(program: Program, inputs: dict[str, Any], lm: LM, adapter: Adapt
         try:
             raw = call_predictor(predictor, step_inputs, lm, adapter)
             outputs = adapter.parse(predictor, raw)
-        except (BudgetExceeded, StopRequested, LMUnreachableError):
+        except RUN_ENDING_ERRORS:
             raise  # these end the whole run, not one example
         except ParseError as exc:
             return Prediction(_produced(state, inputs), tuple(trace), f"{predictor.name}: {exc}", raw, PARSE_ERROR)

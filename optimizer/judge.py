@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,11 @@ class JudgeMetric:
         max_tokens: Cap on the judge's reply.
 
     The LM is created on first use, once, and shared by the threads of an evaluation (LM is thread-safe).
+    `spending_from(lm)` gives a judge whose model spends from another LM's budget, so a run's caps bound the
+    judge's calls too.
     """
+
+    calls_per_example = 1  # one verdict per scored example: budgets plan for it (metrics.metric_calls_per_example)
 
     def __init__(self, rubric: str = DEFAULT_RUBRIC, *, lm_config: LMConfig | None = None, lm: LM | None = None,
                  max_tokens: int = 96) -> None:
@@ -137,6 +142,15 @@ class JudgeMetric:
             if self._lm is None:
                 self._lm = LM(self.lm_config or _default_config())
             return self._lm
+
+    def spending_from(self, lm: Any, *, wrap: Callable[[LM], Any] | None = None) -> JudgeMetric:
+        """This judge (same rubric and model) with an LM of its own that spends from `lm`'s budget
+        (`lm.shared_budget`): together they stay within its caps. `wrap` decorates the judge's LM (a caller's
+        stop check or failure guard)."""
+        config = self._lm.config if self._lm is not None else (self.lm_config or _default_config())
+        judge = LM(config, lm.shared_budget)
+        return JudgeMetric(self.rubric, lm_config=config, lm=wrap(judge) if wrap else judge,
+                           max_tokens=self.max_tokens)
 
     def usage(self) -> Usage:
         """What the judge's own LM has spent so far (callers add it to the spending of what they evaluate)."""

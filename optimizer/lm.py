@@ -157,6 +157,41 @@ class Budget:
             _check(value is None or value >= 0, f"`{name} >= 0` must hold, but got {name}={value}.")
 
 
+class SharedBudget:
+    """One Budget that several LMs spend from together: a run's task model and its metric's judge model, so
+    the caps hold for what the run spends, not for each model apart. Each LM keeps its own usage counters; the
+    caps are checked against the sum, with the same rules as `Budget` (calls exact under concurrency, tokens
+    and USD checked against finished calls).
+
+    Example:
+        >>> task = LM(task_config, Budget(max_calls=100))
+        >>> judge = LM(judge_config, task.shared_budget)  # both together make at most 100 calls
+    """
+
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget or Budget()
+        self._lock = threading.Lock()
+        self._calls = self._tokens = 0
+        self._cost = 0.0
+
+    def reserve(self) -> None:
+        """Check every cap and take one call slot, atomically: concurrent callers cannot overshoot."""
+        budget = self.budget
+        with self._lock:
+            if budget.max_calls is not None and self._calls >= budget.max_calls:
+                raise BudgetExceeded("calls", budget.max_calls, self._calls)
+            if budget.max_tokens is not None and self._tokens >= budget.max_tokens:
+                raise BudgetExceeded("tokens", budget.max_tokens, self._tokens)
+            if budget.max_usd is not None and self._cost >= budget.max_usd:
+                raise BudgetExceeded("usd", budget.max_usd, self._cost)
+            self._calls += 1
+
+    def record(self, response: LMResponse) -> None:
+        with self._lock:
+            self._tokens += response.prompt_tokens + response.completion_tokens
+            self._cost += response.cost_usd
+
+
 @dataclass(frozen=True)
 class LMResponse:
     """One answer. `cached` is True when it came from the response cache (and cost nothing this time)."""
@@ -215,7 +250,8 @@ class LM:
 
     Args:
         config: Which model to call and how.
-        budget: Hard spending caps; None means unlimited.
+        budget: Hard spending caps; None means unlimited. A `SharedBudget` (another LM's `shared_budget`) makes
+            this LM spend from the same caps as the LMs that share it.
         sleep: Called with the backoff delay in seconds between retries (tests pass a no-op).
         rng: Source of the backoff jitter.
 
@@ -224,11 +260,12 @@ class LM:
         >>> lm.complete("Text: I want my money back\\nLabel:", stop=["\\n"]).text  # doctest: +SKIP
     """
 
-    def __init__(self, config: LMConfig, budget: Budget | None = None, *,
+    def __init__(self, config: LMConfig, budget: Budget | SharedBudget | None = None, *,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
         self.config = config
-        self.budget = budget or Budget()
-        self._meter = _Meter(self.budget, config.max_consecutive_failures)
+        self.shared_budget = budget if isinstance(budget, SharedBudget) else SharedBudget(budget)
+        self.budget = self.shared_budget.budget
+        self._meter = _Meter(self.shared_budget, config.max_consecutive_failures)
         self._cache = _ResponseCache(config.cache_path) if config.cache_path else None
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -449,9 +486,9 @@ def _request_key(request: dict[str, Any]) -> str:
 
 
 class _Meter:
-    """Usage counters and budget checks under one lock, so reservations and snapshots are consistent."""
+    """Usage counters under one lock, so snapshots are consistent; the budget checks are the SharedBudget's."""
 
-    def __init__(self, budget: Budget, failure_limit: int) -> None:
+    def __init__(self, budget: SharedBudget, failure_limit: int) -> None:
         self._budget = budget
         self._lock = threading.Lock()
         self._calls = self._cached = self._failed = self._prompt_tokens = self._completion_tokens = 0
@@ -480,19 +517,13 @@ class _Meter:
         self._tripped_until = time.monotonic() + TRIPPED_SECONDS if over else 0.0
 
     def reserve(self) -> None:
-        """Check every cap and take one call slot, atomically: concurrent callers cannot overshoot."""
-        budget = self._budget
+        """Take one call slot of the budget (raises BudgetExceeded when a cap is reached), then count it."""
         with self._lock:
-            tokens = self._prompt_tokens + self._completion_tokens
-            if budget.max_calls is not None and self._calls >= budget.max_calls:
-                raise BudgetExceeded("calls", budget.max_calls, self._calls)
-            if budget.max_tokens is not None and tokens >= budget.max_tokens:
-                raise BudgetExceeded("tokens", budget.max_tokens, tokens)
-            if budget.max_usd is not None and self._cost >= budget.max_usd:
-                raise BudgetExceeded("usd", budget.max_usd, self._cost)
+            self._budget.reserve()
             self._calls += 1
 
     def record(self, response: LMResponse, seconds: float) -> None:
+        self._budget.record(response)
         with self._lock:
             self._consecutive_failures = 0
             self._tripped_until = 0.0

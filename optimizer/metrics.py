@@ -101,6 +101,19 @@ def metric_usage(metric: Metric) -> Usage:
     return usage() if callable(usage) else Usage.zero()
 
 
+def metric_calls_per_example(metric: Metric) -> int:
+    """LM calls a metric makes per scored example (a judge's `calls_per_example`; 0 for metrics that call no
+    model), so a budget can plan for them."""
+    return int(getattr(metric, "calls_per_example", 0))
+
+
+def metric_spending_from(metric: Metric, lm: Any, *, wrap: Callable[[Any], Any] | None = None) -> Metric:
+    """`metric` with its own model (a judge: anything with `spending_from`) spending from `lm`'s budget, so the
+    caps of a run or an evaluation hold for the metric's calls too; other metrics are returned as they are."""
+    spending_from = getattr(metric, "spending_from", None)
+    return spending_from(lm, wrap=wrap) if callable(spending_from) else metric
+
+
 def resolve_metric(name: str) -> Metric:
     """`exact`, `choice`, `f1`, `judge` (the LM judge with the default rubric), a name registered through entry points, or `package.module:function`."""
     if name in BUILTIN_METRICS:

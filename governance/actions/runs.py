@@ -50,7 +50,7 @@ from governance.models import (
 )
 from governance.permissions import require_role
 from governance.signals import run_finished, run_requested
-from optimizer import PRESETS, Budget, TrialRecord, Usage
+from optimizer import PRESETS, Budget, TrialRecord, Usage, metric_calls_per_example, resolve_metric
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 _USAGE_FIELDS = ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd")
@@ -60,10 +60,11 @@ _BUDGET_FIELDS = ("max_calls", "max_tokens", "max_usd")
 FINAL_EVALUATION_SHARE = 0.25
 
 
-def final_evaluation_calls(test_rows: int, predictors: int) -> int:
+def final_evaluation_calls(test_rows: int, predictors: int, metric_calls: int = 0) -> int:
     """The most calls the final evaluation can make: candidate and production, every test row, every predictor
-    (production's evaluation costs nothing when the system evaluated it before)."""
-    return 2 * test_rows * predictors
+    and the metric's own calls (an LM judge's verdict); production's evaluation costs nothing when the system
+    evaluated it before."""
+    return 2 * test_rows * (predictors + metric_calls)
 
 
 def final_evaluation_reserve(budget: Budget, *, calls: int) -> Budget:
@@ -124,7 +125,8 @@ def _run_datasets(program: Program) -> tuple[dict[str, int | None], dict[str, st
 def _check_budget_covers_final_evaluation(program: Program, max_calls: int | None) -> None:
     """A call cap must leave room for the final evaluation (planned up front) and at least one search call."""
     test = evaluation_dataset(program)
-    needed = final_evaluation_calls(test.row_count, len(program.spec.get("predictors", [])))
+    needed = final_evaluation_calls(test.row_count, len(program.spec.get("predictors", [])),
+                                    metric_calls_per_example(resolve_metric(program.metric)))
     if max_calls is not None and max_calls <= needed:
         raise InvalidInput(f"max_calls={max_calls} cannot cover the run: the final evaluation of the candidate and "
                            f"production on the {test.row_count} test examples needs up to {needed} calls, so "

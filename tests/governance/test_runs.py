@@ -47,7 +47,7 @@ from governance.models import (
 )
 from tests.governance.conftest import AuditLog, evaluate, password
 from tests.optimizer.fake_lm import FakeLMServer
-from tests.optimizer.simulated import DEMO_DIR, NearTies, SimulatedClassifier, load_rows
+from tests.optimizer.simulated import DEMO_DIR, NearTies, SimulatedClassifier, load_rows, with_judge
 
 FAKE_MODEL = "text-completion-openai/fake"
 SIZES = {"train": 70, "val": 20, "test": 20}  # small slices: a cold run costs about 110 model calls
@@ -261,6 +261,36 @@ def test_budget_cap_bounds_the_whole_run_to_the_call_final_evaluation_included(d
     cr = ChangeRequest.objects.get(version__run=run)
     assert cr.evaluation["run"]["stop_reason"] == run.stop_reason
     assert cr.candidate_evaluation.status == cr.baseline_evaluation.status == "succeeded"
+
+
+@pytest.fixture
+def judged(db, users, lm_server, monkeypatch):
+    """The ticket program scored by the LM judge, which the fake server also plays."""
+    for name, value in (("MODEL", FAKE_MODEL), ("API_BASE", lm_server.url), ("API_KEY", "x")):
+        monkeypatch.setenv(f"OPTIMIZER_JUDGE_{name}", value)
+    program = make_program(users, lm_server, slug="judged")
+    return update_program(program, actor=users["author"], metric="judge")
+
+
+def test_an_lm_judges_calls_count_against_the_runs_budget_and_spending(db, judged, users, settings, tmp_path,
+                                                                      lm_server, monkeypatch):
+    settings.GOVERNANCE_LM_CACHE_PATH = str(tmp_path / "cold_cache.sqlite3")  # every call is a real one
+    monkeypatch.setattr(lm_server, "responder", with_judge(NearTies(min_demos=14)))
+    sent = len(lm_server.requests)
+    run = start(judged, users["author"], enqueue=False, num_trials=8, max_calls=250)
+    assert runner.execute_run(run.pk, worker_name="w") == RunStatus.SUCCEEDED, run.error
+    run.refresh_from_db()
+    verdicts = [r for r in lm_server.requests[sent:] if str(r.get("prompt", "")).rstrip().endswith("Verdict:")]
+    # The final evaluation plans for the judge too: candidate and production, 20 test rows, an answer and a
+    # verdict each (80 calls); the search and its judge share the other 170.
+    assert run.stop_reason == "budget exhausted: calls limit 170 reached (used 170)"
+    assert len(verdicts) > 40 and 170 < run.calls <= 250, "the judge's calls are the run's calls"
+    assert len(lm_server.requests) - sent == run.calls
+    cr = ChangeRequest.objects.get(version__run=run)
+    assert cr.candidate_evaluation.status == cr.baseline_evaluation.status == "succeeded"
+    assert cr.candidate_evaluation.calls == 2 * SIZES["test"], "an answer and a verdict per test row"
+    with pytest.raises(InvalidInput, match="needs up to 80 calls, so max_calls must be more than 80"):
+        start(judged, users["author"], enqueue=False, max_calls=80)
 
 
 @pytest.mark.parametrize("max_calls", [1, 40])

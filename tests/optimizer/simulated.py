@@ -54,3 +54,15 @@ class NearTies(SimulatedClassifier):
         if "\nCategory:" in ticket and zlib.crc32(ticket.encode()) % 5 == 0:
             return " billing\n" if answer.strip() != "billing" else " refund\n"
         return answer
+
+
+def with_judge(classifier: Any) -> Any:
+    """`classifier`'s answers, and on an LM judge's prompts a verdict: pass when the program's category is the
+    expected one."""
+    def respond(prompt: str, request: dict[str, Any]) -> str:
+        if prompt.rstrip().endswith("Verdict:"):
+            expected = prompt.split("Expected answer:\ncategory: ", 1)[1].split("\n", 1)[0]
+            got = prompt.split("Program's answer:\ncategory: ", 1)[1].split("\n", 1)[0]
+            return f" {'pass' if expected == got else 'fail'}\nReason: {got} against {expected}."
+        return classifier(prompt, request)
+    return respond

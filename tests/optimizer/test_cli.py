@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .simulated import DEMO_DIR, NearTies, SimulatedClassifier
+from .simulated import DEMO_DIR, NearTies, SimulatedClassifier, with_judge
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,3 +146,21 @@ def test_killed_run_resumes_from_storage_with_the_same_number_of_trials(fake_ser
     report = json.loads((tmp_path / "compiled.report.json").read_text())
     assert len(report["trials"]) == 8 - done_before
     assert min(t["number"] for t in report["trials"]) >= done_before
+
+
+def test_the_call_cap_bounds_the_task_model_its_judge_and_the_proposal_model_together(fake_server, tmp_path,
+                                                                                    monkeypatch):
+    fake_server.responder = with_judge(SimulatedClassifier())
+    for name, value in (("MODEL", "text-completion-openai/judge"), ("API_BASE", fake_server.url), ("API_KEY", "x")):
+        monkeypatch.setenv(f"OPTIMIZER_JUDGE_{name}", value)
+    out = tmp_path / "compiled.json"
+    result = cli("optimize", "--program", str(DEMO_DIR / "program.json"), "--train", str(DEMO_DIR / "train.jsonl"),
+                 "--val", str(DEMO_DIR / "val.jsonl"), "--metric", "judge", "--trials", "8", "--max-calls", "150",
+                 "--proposal-model", "text-completion-openai/proposer", "--out", str(out),
+                 *fake_model_args(fake_server, tmp_path / "c.sqlite"))
+    assert result.returncode == 0, result.stderr
+    models = [r["model"] for r in fake_server.requests]
+    assert {"fake", "judge", "proposer"} <= set(models), "all three models were called"
+    assert len(models) == 150, "the three together stop at the cap"
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["stop_reason"].startswith("budget exhausted: calls limit 150")

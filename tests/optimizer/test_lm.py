@@ -452,3 +452,30 @@ def test_map_propagates_budget_exceeded_from_lm_calls(fake_server, fake_lm_confi
     with pytest.raises(BudgetExceeded):
         lm.map(lambda i: lm.complete(f"prompt {i}"), list(range(10)))
     assert len(fake_server.requests) == 3
+
+
+def test_lms_sharing_a_budget_stay_within_it_together(fake_server, fake_lm_config) -> None:
+    fake_server.responder = lambda prompt, request: "three word answer"
+    task = LM(fake_lm_config(cache_path=None), Budget(max_calls=3, max_tokens=100))
+    judge = LM(fake_lm_config(cache_path=None, model="text-completion-openai/judge"), task.shared_budget)
+    task.complete("a")
+    task.complete("b")
+    judge.complete("c")
+    for lm in (task, judge):
+        with pytest.raises(BudgetExceeded, match=r"calls limit 3 reached \(used 3\)"):
+            lm.complete("d")
+    assert len(fake_server.requests) == 3
+    assert (task.usage().calls, judge.usage().calls) == (2, 1), "each LM still counts its own spending"
+    assert judge.budget == task.budget == Budget(max_calls=3, max_tokens=100)
+
+
+def test_a_shared_token_cap_counts_every_lm_that_shares_it(fake_server, fake_lm_config) -> None:
+    fake_server.responder = lambda prompt, request: "three word answer"  # 2 prompt + 3 completion tokens a call
+    task = LM(fake_lm_config(cache_path=None), Budget(max_tokens=8))
+    judge = LM(fake_lm_config(cache_path=None), task.shared_budget)
+    task.complete("first prompt")
+    judge.complete("second prompt")
+    with pytest.raises(BudgetExceeded) as excinfo:
+        task.complete("third prompt")
+    assert (excinfo.value.resource, excinfo.value.limit, excinfo.value.used) == ("tokens", 8, 10)
+    assert task.usage().prompt_tokens + task.usage().completion_tokens == 5

@@ -10,6 +10,8 @@ import pytest
 
 from optimizer import (
     LM,
+    Budget,
+    BudgetExceeded,
     Example,
     JudgeMetric,
     Judgement,
@@ -19,7 +21,9 @@ from optimizer import (
     evaluate,
     Usage,
     choice_match,
+    metric_calls_per_example,
     metric_names,
+    metric_spending_from,
     metric_usage,
     parse_judgement,
     resolve_metric,
@@ -139,3 +143,19 @@ def test_a_judge_reply_without_verdict_becomes_the_examples_metric_error(fake_se
     result = evaluate(PROGRAM, [Example({"ticket": "a"}, {"category": "billing"})], judge, LM(fake_lm_config()))
     assert result.results[0].score == 0.0 and result.results[0].error_kind == "metric"
     assert "has no verdict" in result.results[0].error and result.results[0].feedback == {}
+
+
+def test_a_judge_spending_from_a_task_lm_stays_within_its_budget(fake_server, fake_lm_config):
+    fake_server.responder = _grader
+    task = LM(fake_lm_config(cache_path=None), Budget(max_calls=3))
+    judge = JudgeMetric("The category must be the expected one.", lm_config=fake_lm_config(cache_path=None))
+    wrapped = []
+    bound = metric_spending_from(judge, task, wrap=lambda lm: wrapped.append(lm) or lm)
+    assert bound is not judge and bound.rubric == judge.rubric and bound.lm is wrapped[0]
+    assert bound.lm.config == judge.lm.config and bound.lm.shared_budget is task.shared_budget
+    assert metric_calls_per_example(bound) == 1 and metric_calls_per_example(choice_match) == 0
+    assert metric_spending_from(choice_match, task) is choice_match, "a metric without a model is unchanged"
+    examples = [Example({"ticket": t}, {"category": "billing"}) for t in ("a", "b")]
+    with pytest.raises(BudgetExceeded):  # 2 answers and 2 verdicts do not fit 3 calls
+        evaluate(PROGRAM, examples, bound, task)
+    assert len(fake_server.requests) == 3 and task.usage().calls + bound.usage().calls == 3
