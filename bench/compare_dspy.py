@@ -229,7 +229,15 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             "config_overrides": json.loads(args.ours_config or "{}"),
             "preset_used": {"num_candidates": preset.num_candidates, "val_size": preset.val_size,
                             "num_trials": preset.num_trials, "rungs": list(preset.rungs)},
-            "chosen": chosen, "curve": curve, "one_se_rule": rule, **strict}
+            "chosen": chosen, "curve": curve, "one_se_rule": rule, **strict,
+            "test_parse_error_samples": parse_error_samples(evaluation)}
+
+
+def parse_error_samples(evaluation: Any, limit: int = 25) -> list[dict[str, str]]:
+    """The first test answers that were no label (raw text and the reason), to see what a small model writes
+    instead: the material for constrained choice answers."""
+    failed = [r for r in evaluation.results if r.error_kind == "parse"][:limit]
+    return [{"raw": (r.prediction.raw or "")[:200], "error": (r.error or "")[:200]} for r in failed]
 
 
 def strict_parse_score(evaluation: Any, program: Any) -> dict[str, Any]:
