@@ -44,6 +44,7 @@ from optimizer.proposal import (
     propose_instruction,
     summarize_dataset,
 )
+from optimizer.stats import paired_standard_error
 
 if TYPE_CHECKING:
     import optuna
@@ -656,8 +657,9 @@ class MIPRO:
 
     def _result(self, study: optuna.Study, state: SearchState, stop_reason: str, started: float,
                 usage_before: Usage) -> RunResult:
-        params, score = best_configuration(study, state)
-        top, _ = highest_scoring(study, state)
+        highest = highest_scoring(study, state)
+        params, score = best_configuration(study, state, highest)
+        top = highest[0]
         return RunResult(program=state.program_for(params), best_score=score, best_params=params,
                          highest_scoring_params=None if top == params else top,
                          highest_scoring_program=None if top == params else state.program_for(top),
@@ -749,10 +751,12 @@ def prior_configurations(state: SearchState) -> list[dict[str, Any]]:
     return configs
 
 
-def best_configuration(study: optuna.Study, state: SearchState) -> tuple[dict[str, Any], float]:
+def best_configuration(study: optuna.Study, state: SearchState,
+                       highest: tuple[dict[str, Any], float] | None = None) -> tuple[dict[str, Any], float]:
     """The configuration with the best full-validation score (with `MIPROConfig.simplest_within_se`, the
-    shortest prompt within one paired standard error of it); else the best partial one; else the original."""
-    params, score = highest_scoring(study, state)
+    shortest prompt within one paired standard error of it); else the best partial one; else the original.
+    `highest`: `highest_scoring(study, state)` when the caller has it already."""
+    params, score = highest or highest_scoring(study, state)
     simpler = simplest_within_noise(study, state, params) if state.config.simplest_within_se else None
     return simpler or (params, score)
 
@@ -793,7 +797,7 @@ def simplest_within_noise(study: optuna.Study, state: SearchState,
         return None
     top_scores = top[1]
     within = [(params, scores) for params, scores in full.values()
-              if _mean(scores) >= _mean(top_scores) - _paired_standard_error(top_scores, scores)]
+              if _mean(scores) >= _mean(top_scores) - paired_standard_error(top_scores, scores)]
     params, scores = min(within, key=lambda item: (prompt_chars(state, item[0]), -_mean(item[1])))
     return params, _mean(scores)
 
@@ -803,14 +807,6 @@ def _full_trial_params(study: optuna.Study) -> list[dict[str, Any]]:
 
     return [dict(t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("full_score") is not None]
-
-
-def _paired_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    if len(diffs) < 2:
-        return 0.0
-    mean = _mean(diffs)
-    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
 
 
 def prompt_chars(state: SearchState, params: dict[str, Any]) -> int:

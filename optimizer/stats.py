@@ -75,6 +75,16 @@ def compare_paired(candidate: Sequence[float], baseline: Sequence[float], *, alp
                             alpha=alpha)
 
 
+def paired_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
+    """The standard error of the mean per-example difference of two score lists on the same examples (0 for
+    fewer than two): the noise two configurations do not share."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    if len(diffs) < 2:
+        return 0.0
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+
+
 def mcnemar_one_sided(wins: int, losses: int) -> float:
     """P(X >= wins) for X ~ Binomial(wins + losses, 1/2): 1.0 when nothing differs."""
     n = wins + losses

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from optimizer import Program, check_candidate, compare_paired
-from optimizer.stats import mcnemar_one_sided
+from optimizer.stats import mcnemar_one_sided, paired_standard_error
 
 LABELS = ["billing", "refund", "shipping"]
 
@@ -111,3 +111,12 @@ def test_demos_that_contradict_the_labeled_data_or_the_labels_are_errors():
     assert findings[0].message == ("demo 1: category is 'refund', but the labeled data says 'billing' for the "
                                    "same input")
     assert findings[1].message == "demo 2: category 'lost' is not one of the labels"
+
+
+def test_the_paired_standard_error_is_that_of_the_mean_difference():
+    # differences 1, 0, 0, -1: mean 0, sample variance 2/3, so the mean's standard error is sqrt(2/3 / 4)
+    assert paired_standard_error([1, 1, 0, 0], [0, 1, 0, 1]) == pytest.approx(math.sqrt(2 / 3 / 4))
+    assert paired_standard_error([1, 0, 1], [1, 0, 1]) == 0.0, "the same answers: no noise between them"
+    assert paired_standard_error([1], [0]) == 0.0
+    with pytest.raises(ValueError):
+        paired_standard_error([1, 0], [1])
