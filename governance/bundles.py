@@ -86,7 +86,6 @@ def _provider_proof(review: Review) -> dict[str, Any]:
 
 def provenance(version: PromptVersion) -> dict[str, Any]:
     """Where the content came from: the optimizer run (seed, preset, data, models) and the scores."""
-    program = version.program
     run = version.run
     config = run.config if run is not None else {}
     return {
@@ -96,7 +95,7 @@ def provenance(version: PromptVersion) -> dict[str, Any]:
         "preset": config.get("preset"),
         "dataset_hashes": run.dataset_hashes if run is not None else {},
         "study_name": run.study_name if run is not None else "",
-        "metric": program.metric,
+        "metric": scoring_metric(version),
         "scores": system_scores(version),
         "model": _model(config, _TASK_LM_KEYS) or version.payload.get("lm", {}).get("model"),
         "proposal_model": _model(config, _PROPOSAL_LM_KEYS),
@@ -108,13 +107,23 @@ def _approving_change_request(version: PromptVersion) -> ChangeRequest | None:
             .select_related("candidate_evaluation", "baseline_evaluation").order_by("-closed_at", "-id").first())
 
 
-def system_scores(version: PromptVersion) -> dict[str, float]:
-    """The version's scores as the system measured them for its approval (test split); never author-typed."""
+def _scoring_evaluation(version: PromptVersion) -> Evaluation | None:
+    """The system evaluation the version's approval read (its approving change request's, else its latest's)."""
     cr = _approving_change_request(version) or version.change_requests.order_by("-id").first()
     evaluation = cr.candidate_evaluation if cr is not None else None
-    if evaluation is None or evaluation.status != EvaluationStatus.SUCCEEDED:
-        return {}
-    return {"test": evaluation.score}
+    return evaluation if evaluation is not None and evaluation.status == EvaluationStatus.SUCCEEDED else None
+
+
+def system_scores(version: PromptVersion) -> dict[str, float]:
+    """The version's scores as the system measured them for its approval (test split); never author-typed."""
+    evaluation = _scoring_evaluation(version)
+    return {} if evaluation is None else {"test": evaluation.score}
+
+
+def scoring_metric(version: PromptVersion) -> str:
+    """The metric the version's scores were measured with (the program's may have changed since)."""
+    evaluation = _scoring_evaluation(version)
+    return version.program.metric if evaluation is None else evaluation.metric
 
 
 def evidence(version: PromptVersion) -> dict[str, Any] | None:

@@ -52,8 +52,8 @@ class ProgramForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     metric = forms.CharField(max_length=200, initial="choice", widget=forms.TextInput(attrs={"list": "metric-names"}),
-                             help_text="How an output is scored against its label: a registered metric name or "
-                                       "module:function.")
+                             help_text="How an output is scored against its label: a registered metric name (a "
+                                       "module:function reference: administrators only).")
     model = forms.CharField(max_length=200, required=False, label="Default model",
                             help_text="A litellm model string. Empty: the local model.")
     api_base = forms.URLField(max_length=500, required=False, label="Model endpoint (api_base)",

@@ -22,7 +22,7 @@ from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, PermissionDenied
 from governance.models import Program, ReviewPolicy, Role
 from governance.permissions import has_role, require_role
-from optimizer import ProgramSpec, SpecError, content_hash, metric_names
+from optimizer import MetricError, ProgramSpec, SpecError, content_hash, metric_names, resolve_metric
 
 _METRIC_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _LM_KEYS = {"model", "api_base", "temperature", "max_tokens", "timeout", "num_retries", "max_concurrency",
@@ -55,11 +55,23 @@ def interface(program: ProgramSpec) -> list[dict[str, Any]]:
              "outputs": fields(p.signature.outputs)} for p in program.predictors]
 
 
-def _validate_metric(metric: str) -> str:
+def _validate_metric(metric: str, actor: Any) -> str:
+    """A registered metric (built-ins and installed entry points), or, from an administrator, a `module:function`
+    that loads. The metric produces the scores the review gate reads, so the authors under review do not
+    choose the code that computes them, and a metric that cannot load is refused here, not in every run."""
     metric = (metric or "").strip()
-    if metric not in metric_names() and not _METRIC_REF.match(metric):  # names: built-ins and entry points
+    if metric in metric_names():
+        return metric
+    if not _METRIC_REF.match(metric):
         raise InvalidInput(f"metric {metric!r} must be one of {', '.join(metric_names())} or 'module:function'",
                            field="metric")
+    if not has_role(actor, Role.ADMIN):
+        raise PermissionDenied(f"metric {metric!r} names code to import; only an administrator may set one (or "
+                               f"register it as an entry point): pick one of {', '.join(metric_names())}")
+    try:
+        resolve_metric(metric)
+    except MetricError as exc:
+        raise InvalidInput(str(exc), field="metric") from None
     return metric
 
 
@@ -139,7 +151,7 @@ def create_program(*, actor: Any, slug: str, name: str, spec: dict[str, Any], me
     _check_policy_choice(actor, review_policy)
     program = create(
         Program, by=actor, slug=_validate_slug(slug), name=require_text(name, field="name", max_length=200),
-        description=description or "", spec=parse_spec(spec).to_dict(), metric=_validate_metric(metric),
+        description=description or "", spec=parse_spec(spec).to_dict(), metric=_validate_metric(metric, actor),
         lm_config=_validate_lm_config(lm_config), owner=actor, review_policy=review_policy,
     )
     membership_actions.add_initial_members(program, members, actor=actor)
@@ -160,7 +172,7 @@ def update_program(program: Program, *, actor: Any, reason: str = "", name: str 
     program = lock(program)
     _require_owner(program, actor, "change it")
     before = program_state(program)
-    changes = _updates(program, name=name, description=description, spec=spec, metric=metric,
+    changes = _updates(program, actor, name=name, description=description, spec=spec, metric=metric,
                        lm_config=lm_config, reoptimize_schedule=reoptimize_schedule, drift_threshold=drift_threshold)
     if review_policy is not _UNSET and review_policy != program.review_policy:
         _check_policy_choice(actor, review_policy)
@@ -175,13 +187,13 @@ def update_program(program: Program, *, actor: Any, reason: str = "", name: str 
     return program
 
 
-def _updates(program: Program, **values: Any) -> dict[str, Any]:
+def _updates(program: Program, actor: Any, **values: Any) -> dict[str, Any]:
     """The validated values that differ from the program's current ones."""
     validators = {
         "name": lambda v: require_text(v, field="name", max_length=200),
         "description": lambda v: v or "",
         "spec": lambda v: _validate_new_spec(program, v),
-        "metric": _validate_metric,
+        "metric": lambda v: v if v == program.metric else _validate_metric(v, actor),
         "lm_config": _validate_lm_config,
         "reoptimize_schedule": lambda v: _validate_choice(v, Program._meta.get_field("reoptimize_schedule")),
         "drift_threshold": _validate_threshold,

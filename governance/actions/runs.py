@@ -50,7 +50,16 @@ from governance.models import (
 )
 from governance.permissions import require_role
 from governance.signals import run_finished, run_requested
-from optimizer import PRESETS, Budget, TrialRecord, Usage, metric_calls_per_example, resolve_metric
+from optimizer import (
+    PRESETS,
+    Budget,
+    Metric,
+    MetricError,
+    TrialRecord,
+    Usage,
+    metric_calls_per_example,
+    resolve_metric,
+)
 
 ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 _USAGE_FIELDS = ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd")
@@ -122,11 +131,20 @@ def _run_datasets(program: Program) -> tuple[dict[str, int | None], dict[str, st
     return ids, hashes
 
 
+def program_metric(program: Program) -> Metric:
+    """The program's metric, loaded; a metric that no longer loads (an uninstalled package) is a 400 on
+    `metric`, not a failure inside the run."""
+    try:
+        return resolve_metric(program.metric)
+    except MetricError as exc:
+        raise InvalidInput(f"program {program.slug}'s metric cannot be loaded: {exc}", field="metric") from None
+
+
 def _check_budget_covers_final_evaluation(program: Program, max_calls: int | None) -> None:
     """A call cap must leave room for the final evaluation (planned up front) and at least one search call."""
     test = evaluation_dataset(program)
     needed = final_evaluation_calls(test.row_count, len(program.spec.get("predictors", [])),
-                                    metric_calls_per_example(resolve_metric(program.metric)))
+                                    metric_calls_per_example(program_metric(program)))
     if max_calls is not None and max_calls <= needed:
         raise InvalidInput(f"max_calls={max_calls} cannot cover the run: the final evaluation of the candidate and "
                            f"production on the {test.row_count} test examples needs up to {needed} calls, so "

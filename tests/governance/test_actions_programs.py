@@ -75,8 +75,18 @@ def test_create_program_rejects_bad_input(program, author, overrides, field, fra
     assert log.actions() == []
 
 
-def test_metric_reference_is_accepted(author, users):
-    assert _create(author, metric="myproject.metrics:strict_match").metric == "myproject.metrics:strict_match"
+def test_only_an_administrator_may_name_code_as_the_metric_and_it_must_load(author, admin, program):
+    # The metric produces the scores the review gate reads: an author under review must not pick the code.
+    log = AuditLog()
+    with pytest.raises(PermissionDenied, match="'operator:is_not' names code to import; only an administrator"):
+        _create(author, metric="operator:is_not")
+    with pytest.raises(PermissionDenied, match="only an administrator"):
+        update_program(program, actor=author, metric="operator:is_not")
+    with pytest.raises(InvalidInput, match="cannot import module 'myproject.metrics'") as info:
+        _create(admin, metric="myproject.metrics:strict_match")
+    assert info.value.field == "metric" and log.actions() == []
+    assert _create(admin, metric="optimizer.metrics:exact_match").metric == "optimizer.metrics:exact_match"
+    assert update_program(program, actor=author, metric="exact").metric == "exact", "registered names: anyone"
 
 
 def test_weaker_review_policy_needs_admin(users, author, admin):

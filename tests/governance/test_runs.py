@@ -293,6 +293,17 @@ def test_an_lm_judges_calls_count_against_the_runs_budget_and_spending(db, judge
         start(judged, users["author"], enqueue=False, max_calls=80)
 
 
+def test_a_program_whose_metric_no_longer_loads_cannot_start_a_run(db, program, users):
+    from governance.models import Program
+
+    Program.objects.filter(pk=program.pk).update(metric="gone.package:score")  # its package was uninstalled
+    program.refresh_from_db()
+    with pytest.raises(InvalidInput, match="^program tickets's metric cannot be loaded: metric 'gone.package:score'"
+                                          ": cannot import module 'gone.package'") as info:
+        start_run(program, actor=users["author"])
+    assert info.value.field == "metric" and not OptimizationRun.objects.exists()
+
+
 @pytest.mark.parametrize("max_calls", [1, 40])
 def test_a_call_cap_too_small_for_the_final_evaluation_is_refused_at_start(db, program, users, max_calls):
     with pytest.raises(InvalidInput, match=f"^max_calls={max_calls} cannot cover the run: the final evaluation of "
