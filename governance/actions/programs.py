@@ -108,15 +108,30 @@ def _validate_slug(slug: str) -> str:
     return slug
 
 
-def _check_policy_choice(actor: Any, policy: ReviewPolicy | None) -> None:
-    """Anyone may pick a policy at least as strict as the default; only admins may pick a weaker one."""
-    if policy is None or has_role(actor, Role.ADMIN):
+def _check_policy_choice(actor: Any, policy: ReviewPolicy | None, current: ReviewPolicy | None = None) -> None:
+    """Anyone may make a program's review as strict or stricter than it is (the site default for a new program):
+    as many approvals or more, the test-score gate kept, the same reviewer group. Only an administrator may
+    loosen it or change who may sign (a reviewer group's members sign without the reviewer role)."""
+    if has_role(actor, Role.ADMIN):
         return
-    if policy.required_approvals < settings.GOVERNANCE_DEFAULT_REQUIRED_APPROVALS \
-            or not policy.require_test_not_below_production:
-        raise PermissionDenied(f"review policy {policy.name!r} is weaker than the default "
-                               f"({settings.GOVERNANCE_DEFAULT_REQUIRED_APPROVALS} approvals and the test-score "
-                               "gate); only an administrator may assign it")
+    approvals, gate, group = _review_rule(policy)
+    least, needs_gate, current_group = _review_rule(current)
+    if approvals < least or (needs_gate and not gate) or group != current_group:
+        chosen = f"review policy {policy.name!r}" if policy is not None else "the default review policy"
+        now = f"the program's review policy {current.name!r}" if current is not None else "the default"
+        raise PermissionDenied(f"{chosen} is weaker than {now} ({least} approvals"
+                               f"{' and the test-score gate' if needs_gate else ''}"
+                               f"{', reviewer group ' + repr(current_group) if current_group else ''}) or changes "
+                               "who may sign; only an administrator may assign it")
+
+
+def _review_rule(policy: ReviewPolicy | None) -> tuple[int, bool, str | None]:
+    """Approvals needed, whether the test-score gate applies, and the reviewer group, of a policy (None: the
+    site default)."""
+    if policy is None:
+        return settings.GOVERNANCE_DEFAULT_REQUIRED_APPROVALS, True, None
+    group = policy.reviewer_group.name if policy.reviewer_group_id else None
+    return policy.required_approvals, policy.require_test_not_below_production, group
 
 
 def _require_owner(program: Program, actor: Any, doing: str) -> None:
@@ -175,7 +190,7 @@ def update_program(program: Program, *, actor: Any, reason: str = "", name: str 
     changes = _updates(program, actor, name=name, description=description, spec=spec, metric=metric,
                        lm_config=lm_config, reoptimize_schedule=reoptimize_schedule, drift_threshold=drift_threshold)
     if review_policy is not _UNSET and review_policy != program.review_policy:
-        _check_policy_choice(actor, review_policy)
+        _check_policy_choice(actor, review_policy, program.review_policy)
         changes["review_policy"] = review_policy
     if not changes:
         raise InvalidInput(f"nothing to change on program {program.slug}")

@@ -89,6 +89,23 @@ def test_only_an_administrator_may_name_code_as_the_metric_and_it_must_load(auth
     assert update_program(program, actor=author, metric="exact").metric == "exact", "registered names: anyone"
 
 
+def test_an_owner_may_tighten_a_programs_review_but_not_loosen_it_or_change_who_signs(author, admin, program):
+    three = create_review_policy(actor=admin, name="three", required_approvals=3)
+    grouped = create_review_policy(actor=admin, name="compliance", required_approvals=3,
+                                   reviewer_group=Group.objects.create(name="compliance"))
+    update_program(program, actor=admin, review_policy=three)
+    log = AuditLog()
+    with pytest.raises(PermissionDenied, match="^the default review policy is weaker than the program's review "
+                                               "policy 'three' \\(3 approvals and the test-score gate\\)"):
+        update_program(program, actor=author, review_policy=None)
+    with pytest.raises(PermissionDenied, match="review policy 'compliance' is weaker .* or changes who may sign"):
+        update_program(program, actor=author, review_policy=grouped)
+    assert log.actions() == []
+    four = create_review_policy(actor=admin, name="four", required_approvals=4)
+    assert update_program(program, actor=author, review_policy=four).review_policy == four
+    assert update_program(program, actor=admin, review_policy=None).review_policy is None
+
+
 def test_weaker_review_policy_needs_admin(users, author, admin):
     weak = create_review_policy(actor=admin, name="single", required_approvals=1)
     with pytest.raises(PermissionDenied, match="review policy 'single' is weaker than the default"):
