@@ -156,10 +156,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     # The 25 oldest active change requests are picked in a subquery, then joined and counted: joining the ten
     # related tables and counting approvals for every active change request before the LIMIT took ~107 ms on
     # PostgreSQL at scale (60 of them planning), this ~38 ms (issue 15; bench/scale.py).
-    # Prefetched approvals: the approve button's check reads them instead of making a query per change request.
+    # Prefetched approvals and the serving version: the approve button's checks read them instead of making
+    # queries per change request.
     waiting = (ChangeRequest.objects.filter(program__in=programs, status__in=version_actions.ACTIVE_CR_STATUSES)
                .order_by("created_at").values("id")[:25])
-    active = (approval_actions.prefetch_approvals(ChangeRequest.objects.filter(id__in=waiting))
+    active = (review_actions.with_serving_version(
+                  approval_actions.prefetch_approvals(ChangeRequest.objects.filter(id__in=waiting)))
               .select_related("program", "program__review_policy", "program__review_policy__reviewer_group",
                               "version", "version__run", "version__created_by", "opened_by", "base_version",
                               "candidate_evaluation", "baseline_evaluation")
@@ -487,10 +489,10 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _change_request(request: HttpRequest, pk: int) -> ChangeRequest:
-    cr = get_object_or_404(ChangeRequest.objects.select_related(
+    cr = get_object_or_404(review_actions.with_serving_version(ChangeRequest.objects.select_related(
         "program", "program__owner", "program__review_policy", "program__review_policy__reviewer_group",
         "version", "version__created_by", "version__run", "version__run__started_by", "base_version",
-        "opened_by", "candidate_evaluation__dataset", "baseline_evaluation"), pk=pk)
+        "opened_by", "candidate_evaluation__dataset", "baseline_evaluation")), pk=pk)
     _require_visible(request, cr.program)
     return cr
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from governance.actions._common import (
@@ -45,6 +45,7 @@ from governance.actions.versions import (
     cr_state,
     initial_payload,
     version_state,
+    void_approvals,
     void_stale_approvals,
 )
 from governance.audit import printed_name, record_event
@@ -105,6 +106,9 @@ def required_approvals(program: Program) -> int:
 def live_approvals(cr: ChangeRequest, content_hash: str) -> QuerySet[Review]:
     """Approvals on this change request that are bound to `content_hash` and were not voided."""
     return cr.reviews.filter(decision=Decision.APPROVE, voided=False, content_hash=content_hash)
+
+
+SERVING_ATTR = "serving_version_id"  # with_serving_version's annotation
 
 
 def production_version(program: Program) -> PromptVersion | None:
@@ -191,8 +195,42 @@ def gate_scores(cr: ChangeRequest) -> tuple[float | None, float | None]:
     return score(cr.candidate_evaluation), score(cr.baseline_evaluation)
 
 
+def production_moved(cr: ChangeRequest) -> bool:
+    """Whether production serves another version than the one the change request is judged against: from the
+    row's annotation on list pages (with_serving_version), else one query (an action under its locks asks)."""
+    if hasattr(cr, SERVING_ATTR):
+        serving = getattr(cr, SERVING_ATTR)
+    else:
+        production = production_version(cr.program)
+        serving = production.pk if production is not None else None
+    return serving != cr.base_version_id
+
+
+def with_serving_version(queryset: QuerySet[ChangeRequest]) -> QuerySet[ChangeRequest]:
+    """Change requests carrying the id of the version production serves now, read in the list's own query."""
+    label = ReleaseLabel.objects.filter(program=OuterRef("program"), name=PRODUCTION_LABEL).values("version_id")
+    return queryset.annotate(**{SERVING_ATTR: Subquery(label[:1])})
+
+
+def _described(version: PromptVersion | None) -> str:
+    return f"version {version.number}" if version is not None else "nothing released"
+
+
+def check_current_base(cr: ChangeRequest) -> None:
+    """The evidence compares the candidate with what production serves now: a release since it was gathered
+    makes it stale (a version approved against an older production could ship below the current one)."""
+    if not production_moved(cr):
+        return
+    was = f"version {cr.base_version.number}" if cr.base_version_id else "the program's spec"
+    now = _described(production_version(cr.program))
+    raise IllegalTransition(f"production is {now} now, but change request {cr.pk} was evaluated against {was}; "
+                            "ask the system to evaluate it again (evaluate) before approving")
+
+
 def check_evidence(cr: ChangeRequest) -> None:
-    """Nobody signs an approval before the system has evaluated both versions on the same rows."""
+    """Nobody signs an approval before the system has evaluated both versions on the same rows, against the
+    version production serves now."""
+    check_current_base(cr)
     for role, evaluation in (("the candidate", cr.candidate_evaluation), ("production", cr.baseline_evaluation)):
         if evaluation is None:
             raise IllegalTransition(f"change request {cr.pk} has no evaluation of {role}; ask for one "
@@ -378,10 +416,18 @@ def recommendation_text(comparison: dict[str, Any]) -> str:
 
 @transaction.atomic
 def reevaluate_change_request(cr: ChangeRequest, *, actor: Any) -> ChangeRequest:
-    """Ask again for the evaluations of an active change request whose evaluation failed or was cancelled."""
+    """Ask again for the evaluations of an active change request whose evaluation failed or was cancelled, or
+    whose baseline is no longer production: then it is judged against production now, and approvals given on
+    the old comparison are voided (a signature rests on the evidence it saw)."""
     cr, version = _locked(cr)
     check_reevaluate(cr, actor)
     before = cr_state(cr)
+    if production_moved(cr):
+        cr.base_version = production_version(cr.program)
+        save(cr, actor=actor, fields=["base_version"])
+        void_approvals(version, live_approvals(cr, version.content_hash), actor=actor,
+                       reason=f"production is {_described(cr.base_version)} now: change request {cr.pk} is "
+                              "evaluated against it again")
     _attach_evidence(cr, version, actor=actor)
     record_event("change_request.reevaluated", actor=actor, obj=cr, program=cr.program, before=before,
                  after=cr_state(cr))
@@ -619,8 +665,9 @@ def check_reevaluate(cr: ChangeRequest, user: Any) -> None:
     expect_status(cr.status, ACTIVE_CR_STATUSES, subject=f"change request {cr.pk}", doing="be evaluated again")
     failed = [e for e in (cr.candidate_evaluation, cr.baseline_evaluation)
               if e is None or e.status in (EvaluationStatus.FAILED, EvaluationStatus.CANCELLED)]
-    if not failed:
-        raise IllegalTransition(f"change request {cr.pk} has no failed or missing evaluation to run again")
+    if not failed and not production_moved(cr):
+        raise IllegalTransition(f"change request {cr.pk} has no failed or missing evaluation to run again, and "
+                                "production has not changed since it was evaluated")
 
 
 REEVALUATE_CHECKS: Checks = {"reevaluate": check_reevaluate}

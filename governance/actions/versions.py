@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from governance.actions._common import (
@@ -153,14 +153,20 @@ def close_change_request(cr: ChangeRequest, *, actor: Any, status: str, reason: 
 def void_stale_approvals(version: PromptVersion, *, actor: Any, reason: str) -> int:
     """Void every live approval of `version` bound to content it no longer has; each is audited."""
     stale = Review.objects.filter(version=version, decision=Decision.APPROVE, voided=False) \
-        .exclude(content_hash=version.content_hash).select_related("reviewer", "version")
-    for review in stale:
+        .exclude(content_hash=version.content_hash)
+    return void_approvals(version, stale, actor=actor, reason=reason)
+
+
+def void_approvals(version: PromptVersion, approvals: QuerySet[Review], *, actor: Any, reason: str) -> int:
+    """Void the given live approvals of `version` (they no longer count towards approving it); each is audited."""
+    approvals = list(approvals.select_related("reviewer", "version"))
+    for review in approvals:
         review.voided = True
         save(review, actor=actor, fields=["voided"])
         record_event("review.voided", actor=actor, obj=review, program=version.program,
                      before={"voided": False, "content_hash": review.content_hash},
                      after={"voided": True, "content_hash": version.content_hash}, reason=reason)
-    return len(stale)
+    return len(approvals)
 
 
 

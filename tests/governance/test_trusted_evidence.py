@@ -16,6 +16,7 @@ from governance.actions import (
     request_changes,
     resubmit_change_request,
 )
+from governance.actions.releases import release_version
 from governance.actions.reviews import reevaluate_change_request
 from governance.errors import IllegalTransition, InvalidInput
 from governance.models import AuditEvent, Evaluation, EvaluationStatus, Review
@@ -88,6 +89,30 @@ def test_a_failed_evaluation_blocks_approval_until_evaluated_again(make_cr, make
     assert cr.candidate_evaluation.status == EvaluationStatus.SUCCEEDED
     assert AuditEvent.objects.filter(action="change_request.reevaluated", object_id=str(cr.pk)).count() == 1
     assert approve(cr, reviewer1).decision == "approve"
+
+
+def test_an_approval_against_a_production_that_moved_is_refused_until_evaluated_again(
+        make_cr, make_version, approve, reviewer1, reviewer2, releaser, author):
+    first = make_cr(version=make_version(instructions="A change judged against the spec."))
+    early = approve(first, reviewer1)
+    second = make_cr(version=make_version(instructions=WINNING_INSTRUCTIONS))
+    approve(second, reviewer1)
+    approve(second, reviewer2)
+    release_version(second.version, actor=releaser, reason="the better one ships first")
+    first.refresh_from_db()
+    with pytest.raises(IllegalTransition, match=rf"^production is version {second.version.number} now, but change "
+                                                rf"request {first.pk} was evaluated against the program's spec; ask "
+                                                r"the system to evaluate it again \(evaluate\) before approving$"):
+        approve(first, reviewer2)
+    first = evaluate(reevaluate_change_request(first, actor=author))
+    assert first.base_version == second.version
+    assert first.baseline_evaluation.content_hash == second.version.content_hash
+    early.refresh_from_db()
+    assert early.voided, "an approval given on the old comparison no longer counts"
+    assert AuditEvent.objects.filter(action="review.voided", object_id=str(early.pk)).exists()
+    with pytest.raises(IllegalTransition, match="has no failed or missing evaluation to run again, and production "
+                                                "has not changed"):
+        reevaluate_change_request(first, actor=author)
 
 
 def test_evaluations_are_reused_by_content_data_and_model(make_cr, make_version):
