@@ -189,19 +189,22 @@ def _before_after_lines(before: list[dict[str, Any]], now: list[dict[str, Any]])
     if not pairs:
         return []
     lines = ["### Ours before and after issue 19's changes (same data, seed and model)", "",
-             "`before`: the search as issue 19 found it (results kept in bench/results/v2/); `now`: with the demo "
-             "token cap, the one-SE rule and loose label reading. `one-SE`: when the rule chose another "
-             "configuration than the best validation score's, both were scored on the test rows: chosen / "
-             "highest-scoring test %.", "",
-             "| dataset | seed | test % before -> now | prompt tok before -> now | calls before -> now "
-             "| demos before -> now | one-SE (test %) |", "|---|---|---|---|---|---|---|"]
+             "`before`: the search as issue 19 found it (results kept in bench/results/v2/); `now`: the search at "
+             "the commit named, with issue 19's changes as they were then: the demo token cap (from `88c8b53` it "
+             "keeps the longest prefix of a set; before, it dropped the longest demos: those runs are kept in "
+             "bench/results/v3/), loose label reading, and the one-SE rule (off from `22af1b6`). `one-SE`: when "
+             "the rule chose another configuration than the best validation score's, both were scored on the "
+             "test rows: chosen / highest-scoring test %.", "",
+             "| dataset | seed | now at | test % before -> now | prompt tok before -> now | calls before -> now "
+             "| demos before -> now | one-SE (test %) |", "|---|---|---|---|---|---|---|---|"]
     for old, new in sorted(pairs, key=lambda p: (p[1]["dataset"] in HELD_OUT, p[1]["dataset"], p[1]["seed"])):
         rule = new.get("one_se_rule") or {}
         one_se = (f"{100 * rule['test_accuracy_chosen']:.1f} / {100 * rule['test_accuracy_highest_scoring']:.1f}"
                   if rule.get("changed_choice") and "test_accuracy_highest_scoring" in rule else "same choice")
         demos = ["/".join(str(c["demos"]) for c in r.get("chosen", {}).values()) for r in (old, new)]
         lines.append(f"| {_set_label(new['dataset'], new['preset'])}{' (held out)' if is_held_out(new) else ''} "
-                     f"| {new['seed']} | {100 * old['test_accuracy']:.1f} -> {100 * new['test_accuracy']:.1f} "
+                     f"| {new['seed']} | `{new.get('code', {}).get('commit', '?')}` "
+                     f"| {100 * old['test_accuracy']:.1f} -> {100 * new['test_accuracy']:.1f} "
                      f"| {_num(old['optimize']['prompt_tokens'])} -> {_num(new['optimize']['prompt_tokens'])} "
                      f"| {old['optimize']['calls']} -> {new['optimize']['calls']} | {demos[0]} -> {demos[1]} "
                      f"| {one_se} |")
