@@ -28,6 +28,8 @@ from governance.actions.approvals import has_live_approval
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, SegregationOfDuties
 from governance.models import (
+    ChangeRequest,
+    ChangeRequestStatus,
     Program,
     PromptVersion,
     Release,
@@ -136,7 +138,8 @@ def _record_move(move: LabelMove, *, actor: Any, previous: PromptVersion | None,
                  before={"label": label, "version": previous.number if previous else None,
                          "content_hash": previous.content_hash if previous else None},
                  after={"label": label, "version": version.number, "content_hash": version.content_hash,
-                        "action": move.action, "release": release.pk})
+                        "action": move.action, "release": release.pk,
+                        **({"warnings": list(move.warnings)} if move.warnings else {})})
     return release
 
 
@@ -172,6 +175,23 @@ def _no_op_warning(label: ReleaseLabel | None, serving: PromptVersion, fallback_
     return ()
 
 
+def _stale_evidence_warning(version: PromptVersion, label: str,
+                            production: PromptVersion | None) -> tuple[str, ...]:
+    """A production release of a version approved against another version than production holds now: no system
+    evaluation compared the two. (An open change request cannot be approved in that state, see
+    reviews.check_current_base; one approved before production moved can.)"""
+    if label != PRODUCTION_LABEL:
+        return ()
+    cr = (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
+          .select_related("base_version").order_by("-closed_at", "-id").first())
+    if cr is None or cr.base_version_id == (production.pk if production is not None else None):
+        return ()
+    was = f"version {cr.base_version.number}" if cr.base_version_id else "the program's spec"
+    now = f"version {production.number}" if production is not None else "nothing"
+    return (f"version {version.number} was approved against {was}, but production holds {now} now: no system "
+            "evaluation compared the two (a new change request for this content would)",)
+
+
 def _label_for_release(program: Program, label: str, new_label: bool | None) -> ReleaseLabel | None:
     """The label row to move, or None to create it; a typo must not create a label by accident."""
     current = ReleaseLabel.objects.select_for_update(no_key=True).filter(program=program, name=label).first()
@@ -200,6 +220,7 @@ def plan_release(version: PromptVersion, *, actor: Any, label: str = PRODUCTION_
     serving_before = current.serving_version if current else None
     serving_after = serving_before if current is not None and current.kill_switch else version
     warnings = _no_op_warning(current, version, current.fallback_version_id if current else None)
+    warnings += _stale_evidence_warning(version, label, current.version if current else None)
     if current is not None and current.kill_switch:
         warnings += (f"the kill switch of {label!r} is on: it keeps serving fallback version "
                      f"{serving_before.number} until the switch is released",)

@@ -16,7 +16,7 @@ from governance.actions import (
     request_changes,
     resubmit_change_request,
 )
-from governance.actions.releases import release_version
+from governance.actions.releases import plan_release, release_version
 from governance.actions.reviews import reevaluate_change_request
 from governance.errors import IllegalTransition, InvalidInput
 from governance.models import AuditEvent, Evaluation, EvaluationStatus, Review
@@ -113,6 +113,18 @@ def test_an_approval_against_a_production_that_moved_is_refused_until_evaluated_
     with pytest.raises(IllegalTransition, match="has no failed or missing evaluation to run again, and production "
                                                 "has not changed"):
         reevaluate_change_request(first, actor=author)
+
+
+def test_releasing_a_version_approved_against_an_older_production_warns_and_records_it(make_approved, releaser):
+    first, second = make_approved(), make_approved()  # both approved against the program's spec
+    release_version(second, actor=releaser, reason="second first")
+    move = plan_release(first, actor=releaser)
+    assert move.warnings == (f"version {first.number} was approved against the program's spec, but production "
+                             f"holds version {second.number} now: no system evaluation compared the two (a new "
+                             "change request for this content would)",)
+    release = release_version(first, actor=releaser, reason="rolling forward knowingly")
+    event = AuditEvent.objects.get(action="release.created", object_id=str(release.pk))
+    assert event.after["warnings"] == list(move.warnings)
 
 
 def test_evaluations_are_reused_by_content_data_and_model(make_cr, make_version):
