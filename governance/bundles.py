@@ -11,9 +11,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from governance.actions.versions import approving_change_request
 from governance.audit import printed_name
 from governance.models import (
+    ChangeRequest,
+    ChangeRequestStatus,
     Decision,
     Evaluation,
     EvaluationStatus,
@@ -101,9 +102,14 @@ def provenance(version: PromptVersion) -> dict[str, Any]:
     }
 
 
+def _approving_change_request(version: PromptVersion) -> ChangeRequest | None:
+    return (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
+            .select_related("candidate_evaluation", "baseline_evaluation").order_by("-closed_at", "-id").first())
+
+
 def _scoring_evaluation(version: PromptVersion) -> Evaluation | None:
     """The system evaluation the version's approval read (its approving change request's, else its latest's)."""
-    cr = approving_change_request(version) or version.change_requests.order_by("-id").first()
+    cr = _approving_change_request(version) or version.change_requests.order_by("-id").first()
     evaluation = cr.candidate_evaluation if cr is not None else None
     return evaluation if evaluation is not None and evaluation.status == EvaluationStatus.SUCCEEDED else None
 
@@ -122,7 +128,7 @@ def scoring_metric(version: PromptVersion) -> str:
 
 def evidence(version: PromptVersion) -> dict[str, Any] | None:
     """The system evaluations the approval rested on: both versions on the same rows, and their comparison."""
-    cr = approving_change_request(version)
+    cr = _approving_change_request(version)
     if cr is None or cr.candidate_evaluation is None:
         return None
     return {"change_request": cr.pk, "candidate": _evaluation(cr.candidate_evaluation),

@@ -25,10 +25,11 @@ from governance.actions._common import (
     send_on_commit,
 )
 from governance.actions.approvals import has_live_approval
-from governance.actions.versions import approving_change_request
 from governance.audit import record_event
 from governance.errors import IllegalTransition, InvalidInput, SegregationOfDuties
 from governance.models import (
+    ChangeRequest,
+    ChangeRequestStatus,
     Program,
     PromptVersion,
     Release,
@@ -181,7 +182,8 @@ def _stale_evidence_warning(version: PromptVersion, label: str,
     reviews.check_current_base; one approved before production moved can.)"""
     if label != PRODUCTION_LABEL:
         return ()
-    cr = approving_change_request(version)
+    cr = (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
+          .select_related("base_version").order_by("-closed_at", "-id").first())
     if cr is None or cr.base_version_id == (production.pk if production is not None else None):
         return ()
     was = f"version {cr.base_version.number}" if cr.base_version_id else "the program's spec"

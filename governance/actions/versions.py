@@ -129,13 +129,6 @@ def cr_state(cr: ChangeRequest) -> dict[str, Any]:
             "candidate_evaluation": cr.candidate_evaluation_id, "baseline_evaluation": cr.baseline_evaluation_id}
 
 
-def approving_change_request(version: PromptVersion) -> ChangeRequest | None:
-    """The change request whose approval froze `version` (the latest, if it was approved more than once)."""
-    return (ChangeRequest.objects.filter(version=version, status=ChangeRequestStatus.APPROVED)
-            .select_related("candidate_evaluation", "baseline_evaluation", "base_version")
-            .order_by("-closed_at", "-id").first())
-
-
 def active_change_request(version: PromptVersion) -> ChangeRequest | None:
     """The version's open or changes-requested change request, if any (at most one exists)."""
     return version.change_requests.filter(status__in=ACTIVE_CR_STATUSES).order_by("-id").first()
